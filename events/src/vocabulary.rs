@@ -1,0 +1,135 @@
+//! The event vocabulary: every fact the log can hold about a token.
+//!
+//! Events carry no secret material. A token's hash appears only as a salted commitment
+//! ([`crate::chain::Commitment`]); its opening is stored beside the log, never inside it.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::chain::Commitment;
+use crate::envelope::Timestamp;
+
+/// Which deployment a token belongs to; it is part of the token's visible prefix so a test token
+/// can never authenticate against a production server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Live,
+    Test,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Live => "live",
+            Environment::Test => "test",
+        }
+    }
+}
+
+/// A token was minted, either fresh or as the successor of a rotated token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreated {
+    pub token_id: Uuid,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub environment: Environment,
+    pub expires_at: Timestamp,
+    pub created_by: String,
+    /// Commitment to the token's SHA-256 hash (field [`TokenCreated::SECRET_FIELD`]). The hash
+    /// itself lives in the openings table so an export without openings reveals nothing.
+    pub secret_commitment: Commitment,
+    /// Set when this token is the successor of a rotation.
+    pub rotated_from: Option<Uuid>,
+}
+
+impl TokenCreated {
+    /// The opening field name under which the token hash is committed.
+    pub const SECRET_FIELD: &'static str = "token_hash";
+}
+
+/// A token authenticated a request that was allowed to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenUsed {
+    pub ip: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// The console command or verify call that ran, when there is one.
+    pub command: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Why a known token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    Revoked,
+    Expired,
+    InsufficientScope,
+    EnvironmentMismatch,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::Revoked => "revoked",
+            DenyReason::Expired => "expired",
+            DenyReason::InsufficientScope => "insufficient_scope",
+            DenyReason::EnvironmentMismatch => "environment_mismatch",
+        }
+    }
+}
+
+/// A known token was presented and refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenUseDenied {
+    pub reason: DenyReason,
+    pub ip: Option<String>,
+    pub path: String,
+}
+
+/// A token was revoked; it never authenticates again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRevoked {
+    pub actor: String,
+    pub reason: Option<String>,
+}
+
+/// A token was replaced by a successor; it keeps working until `old_expires_at` (the grace period).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRotated {
+    pub successor_id: Uuid,
+    /// The old token's new expiry: the end of the grace period.
+    pub old_expires_at: Timestamp,
+}
+
+/// Every event the log holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenEvent {
+    Created(TokenCreated),
+    Used(TokenUsed),
+    UseDenied(TokenUseDenied),
+    Revoked(TokenRevoked),
+    Rotated(TokenRotated),
+}
+
+impl TokenEvent {
+    /// The schema version new events are written with.
+    pub const CURRENT_SCHEMA: u32 = 1;
+
+    /// The stable name stored in the `event_type` column and the canonical bytes.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            TokenEvent::Created(_) => "TokenCreated",
+            TokenEvent::Used(_) => "TokenUsed",
+            TokenEvent::UseDenied(_) => "TokenUseDenied",
+            TokenEvent::Revoked(_) => "TokenRevoked",
+            TokenEvent::Rotated(_) => "TokenRotated",
+        }
+    }
+}

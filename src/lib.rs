@@ -1,0 +1,20 @@
+//! tokenledger: event-sourced, audit-first machine-to-machine API tokens.
+//!
+//! Every token lifecycle action is an immutable event in one hash-chained log; what is true now
+//! (the token table, the audit view) is a projection rebuilt from that history.
+//!
+//! # Layout
+//!
+//! - [`config`]: typed configuration from the environment; every switch defaults to off.
+//! - [`store`]: the event log backends (SQLite embedded, PostgreSQL), the group-commit writer,
+//!   migrations and chain verification.
+//! - [`cli`]: the `tokenledger` commands.
+//! - [`app`]: the HTTP service: build, bind, serve until stopped.
+//!
+//! The pure halves live in their own crates: `tokenledger-events` (what happened) and
+//! `tokenledger-projections` (what is true at a position or a time).
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod store;

@@ -1,0 +1,309 @@
+//! Storage: the [`EventLog`] backends (SQLite, the embedded default; PostgreSQL, the production
+//! store), the group-commit writer they share, migrations, and chain verification over any log.
+//!
+//! This module owns every byte written to the database. It must never write outside an
+//! append transaction, and never log event bodies or openings.
+
+pub mod migrate;
+pub mod postgres;
+pub(crate) mod sql;
+pub mod sqlite;
+pub(crate) mod writer;
+
+use std::time::Duration;
+
+use tokenledger_events::chain::ChainVerifier;
+use tokenledger_events::{
+    AppendError, ChainError, EventLog, Head, LogError, LogId, StoredEvent, StreamAppend, StreamId,
+};
+use tokio::sync::watch;
+
+pub use postgres::{PgDb, PgLog};
+pub use sqlite::{SqliteDb, SqliteLog};
+
+/// The embedded default: a SQLite file beside the working directory, created when missing.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tokenledger.db?mode=rwc";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "DATABASE_URL {0}; accepted: sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB"
+    )]
+    BadUrl(String),
+    #[error("cannot reach the database at {target}: {detail}")]
+    Unreachable { target: String, detail: String },
+    #[error("migrations failed: {0}")]
+    Migrate(String),
+    #[error("the database has no event log yet ({0}); run `tokenledger migrate`")]
+    NotMigrated(String),
+    #[error("database error: {0}")]
+    Db(String),
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("the event log does not verify: {0}")]
+    Chain(#[from] ChainError),
+}
+
+impl StoreError {
+    pub(crate) fn db(e: sqlx::Error) -> StoreError {
+        StoreError::Db(e.to_string())
+    }
+
+    pub(crate) fn not_migrated(e: sqlx::Error) -> StoreError {
+        StoreError::NotMigrated(e.to_string())
+    }
+}
+
+/// Which database a `DATABASE_URL` names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(String),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<DatabaseUrl, StoreError> {
+        let raw = raw.trim();
+        let scheme = raw.split_once(':').map(|(s, _)| s).unwrap_or("");
+        match scheme {
+            "sqlite" => Ok(DatabaseUrl::Sqlite(raw.to_owned())),
+            "postgres" | "postgresql" => {
+                if !raw.contains("://") || raw.split_once("://").is_some_and(|(_, r)| r.is_empty())
+                {
+                    return Err(StoreError::BadUrl(format!(
+                        "{:?} has no host",
+                        redact(raw)
+                    )));
+                }
+                Ok(DatabaseUrl::Postgres(raw.to_owned()))
+            }
+            "" => Err(StoreError::BadUrl(format!(
+                "{:?} has no scheme",
+                redact(raw)
+            ))),
+            other => Err(StoreError::BadUrl(format!(
+                "has the unsupported scheme {other:?}"
+            ))),
+        }
+    }
+
+    /// The URL without any password, for messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(u) | DatabaseUrl::Postgres(u) => redact(u),
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Sqlite(_) => "sqlite",
+            DatabaseUrl::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+/// `scheme://user:secret@host/db` becomes `scheme://user:***@host/db`; query strings are
+/// dropped, since they may carry a password too.
+fn redact(url: &str) -> String {
+    let url = url.split_once('?').map(|(u, _)| u).unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => format!("{scheme}://{rest}"),
+    }
+}
+
+/// A connected database whose log is not open yet: migrations and their status work here.
+pub enum Database {
+    Sqlite(SqliteDb),
+    Postgres(PgDb),
+}
+
+impl Database {
+    pub async fn connect(url: &DatabaseUrl) -> Result<Database, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(u) => SqliteDb::connect(u).await.map(Database::Sqlite),
+            DatabaseUrl::Postgres(u) => PgDb::connect(u, &url.redacted())
+                .await
+                .map(Database::Postgres),
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrate::run(self).await
+    }
+
+    pub async fn migration_status(&self) -> Result<Vec<migrate::MigrationState>, StoreError> {
+        migrate::status(self).await
+    }
+
+    pub async fn open_log(&self) -> Result<Store, StoreError> {
+        match self {
+            Database::Sqlite(d) => d.open_log().await.map(Store::Sqlite),
+            Database::Postgres(d) => d.open_log().await.map(Store::Postgres),
+        }
+    }
+}
+
+/// The log of whichever backend is configured.
+pub enum Store {
+    Sqlite(SqliteLog),
+    Postgres(PgLog),
+}
+
+impl Store {
+    /// Connect, apply pending migrations and open the log: what the server and CLI do first.
+    pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+        let db = Database::connect(url).await?;
+        db.migrate().await?;
+        db.open_log().await
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $log:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($log) => $call,
+            Store::Postgres($log) => $call,
+        }
+    };
+}
+
+impl EventLog for Store {
+    fn log_id(&self) -> LogId {
+        delegate!(self, l => l.log_id())
+    }
+
+    async fn append(&self, batch: Vec<StreamAppend>) -> Result<Vec<StoredEvent>, AppendError> {
+        delegate!(self, l => l.append(batch).await)
+    }
+
+    async fn read_from(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+        delegate!(self, l => l.read_from(after, limit).await)
+    }
+
+    async fn read_stream(&self, stream: &StreamId) -> Result<Vec<StoredEvent>, LogError> {
+        delegate!(self, l => l.read_stream(stream).await)
+    }
+
+    async fn head(&self) -> Result<Head, LogError> {
+        delegate!(self, l => l.head().await)
+    }
+
+    async fn wait_for(&self, position: u64, timeout: Duration) -> Result<Head, LogError> {
+        delegate!(self, l => l.wait_for(position, timeout).await)
+    }
+}
+
+/// How often a tail re-reads the head when no wake-up arrives: the correctness path for
+/// appends made by other processes or nodes.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Wait until `log`'s head reaches `position`, waking on this node's commits (`local`), on
+/// other nodes' notifications (`remote`) and on a poll, whichever comes first.
+pub(crate) async fn wait_for_head<L: EventLog>(
+    log: &L,
+    mut local: watch::Receiver<Head>,
+    mut remote: Option<watch::Receiver<u64>>,
+    position: u64,
+    timeout: Duration,
+) -> Result<Head, LogError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut local_alive, mut remote_alive) = (true, remote.is_some());
+    loop {
+        let head = log.head().await?;
+        let now = tokio::time::Instant::now();
+        if head.position >= position || now >= deadline {
+            return Ok(head);
+        }
+        let nap = tokio::time::sleep_until(deadline.min(now + POLL_INTERVAL));
+        tokio::select! {
+            changed = local.changed(), if local_alive => local_alive = changed.is_ok(),
+            changed = async { remote.as_mut().expect("guarded").changed().await }, if remote_alive => {
+                remote_alive = changed.is_ok();
+            }
+            _ = nap => {}
+        }
+    }
+}
+
+/// What a full verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub head: Head,
+}
+
+/// How many events verification reads at a time.
+const VERIFY_PAGE: usize = 1000;
+
+/// Recompute the whole chain from position 1 and compare it with the recorded head.
+/// Appends made while it runs are past the head it read first and are not checked.
+pub async fn verify_chain<L: EventLog>(log: &L) -> Result<VerifyReport, StoreError> {
+    let recorded = log.head().await?;
+    let mut verifier = ChainVerifier::new(log.log_id());
+    let mut after = 0;
+    while after < recorded.position {
+        let page = log.read_from(after, VERIFY_PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        for event in page.iter().take_while(|e| e.position <= recorded.position) {
+            verifier.check(event)?;
+        }
+        after = page.last().map_or(after, |e| e.position);
+    }
+    let head = verifier.finish(recorded)?;
+    Ok(VerifyReport {
+        events: head.position,
+        head,
+    })
+}
+
+/// Check the end of the chain only: the last event's hash recomputes from its bytes and its
+/// predecessor's hash, and the recorded head names it. Cheap enough for every start.
+pub async fn verify_head<L: EventLog>(log: &L) -> Result<Head, StoreError> {
+    let recorded = log.head().await?;
+    let tail = log
+        .read_from(recorded.position.saturating_sub(2), 3)
+        .await?;
+    let mut verifier = match tail.first() {
+        Some(prev) if recorded.position >= 2 && prev.position == recorded.position - 1 => {
+            ChainVerifier::resume(
+                log.log_id(),
+                Head {
+                    position: prev.position,
+                    hash: prev.hash,
+                },
+            )
+        }
+        _ => ChainVerifier::new(log.log_id()),
+    };
+    let start = verifier.head().position;
+    for event in tail.iter().filter(|e| e.position > start) {
+        verifier.check(event)?;
+    }
+    Ok(verifier.finish(recorded)?)
+}

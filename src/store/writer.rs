@@ -1,0 +1,97 @@
+//! The group-commit writer: one task owns the write connection and drains every append request
+//! waiting at that moment into one transaction. Each caller is answered only after COMMIT, so
+//! every event is durable before anyone acts on it, and throughput grows with concurrency
+//! instead of each append paying its own fsync.
+
+use std::future::Future;
+
+use tokenledger_events::log::{Head, validate_batch};
+use tokenledger_events::{AppendError, StoredEvent, StreamAppend};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// How many append requests one transaction takes at most; bounds the time one commit holds
+/// the append lock.
+const MAX_GROUP: usize = 512;
+
+/// The answer to one append request.
+pub(crate) type AppendResult = Result<Vec<StoredEvent>, AppendError>;
+
+/// A backend's transaction: append every batch it can, each under its own savepoint so that a
+/// refused batch fails alone, then commit once.
+pub(crate) trait GroupCommit: Send + 'static {
+    /// Per-batch results, in order, and the head after COMMIT; `Err` when the transaction as a
+    /// whole failed (nothing of it was committed).
+    fn commit_group(
+        &mut self,
+        batches: &[Vec<StreamAppend>],
+    ) -> impl Future<Output = Result<(Vec<AppendResult>, Head), AppendError>> + Send;
+}
+
+struct Request {
+    batch: Vec<StreamAppend>,
+    reply: oneshot::Sender<AppendResult>,
+}
+
+/// The handle callers append through; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    requests: mpsc::Sender<Request>,
+    head: watch::Receiver<Head>,
+}
+
+impl Writer {
+    /// Start the writer task. `head` is the log head when it starts.
+    pub(crate) fn spawn<C: GroupCommit>(mut committer: C, head: Head) -> Writer {
+        let (requests, mut rx) = mpsc::channel::<Request>(4 * MAX_GROUP);
+        let (head_tx, head_rx) = watch::channel(head);
+        tokio::spawn(async move {
+            let mut group = Vec::with_capacity(MAX_GROUP);
+            while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
+                let batches: Vec<Vec<StreamAppend>> =
+                    group.iter_mut().map(|r| std::mem::take(&mut r.batch)).collect();
+                match committer.commit_group(&batches).await {
+                    Ok((results, head)) => {
+                        head_tx.send_if_modified(|h| {
+                            let advanced = head.position > h.position;
+                            if advanced {
+                                *h = head;
+                            }
+                            advanced
+                        });
+                        for (request, result) in group.drain(..).zip(results) {
+                            // A caller that went away still had its events committed.
+                            let _ = request.reply.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, batches = group.len(), "group commit failed");
+                        for request in group.drain(..) {
+                            let _ = request.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Writer {
+            requests,
+            head: head_rx,
+        }
+    }
+
+    /// Append one batch and wait for its COMMIT.
+    pub(crate) async fn append(&self, batch: Vec<StreamAppend>) -> AppendResult {
+        validate_batch(&batch)?;
+        let (reply, answer) = oneshot::channel();
+        let gone = || AppendError::Unavailable("the log writer has stopped".into());
+        self.requests
+            .send(Request { batch, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// The head as of this node's last commit; wakes waiters in `wait_for`.
+    pub(crate) fn head(&self) -> watch::Receiver<Head> {
+        self.head.clone()
+    }
+}
