@@ -9,7 +9,9 @@ use crate::store::{DatabaseUrl, StoreError};
 /// Parse `DATABASE_URL` / `--database-url` for clap.
 pub fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
     DatabaseUrl::parse(raw).map_err(|e| match e {
-        StoreError::BadUrl(why) => format!("{why}; accepted: sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB"),
+        StoreError::BadUrl(why) => {
+            format!("{why}; accepted: sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB")
+        }
         other => other.to_string(),
     })
 }

@@ -208,7 +208,8 @@ impl ChainVerifier {
         if computed != event.hash {
             return Err(fail(ChainProblem::HashMismatch));
         }
-        let decoded = codec::decode(&event.bytes).map_err(|e| fail(ChainProblem::Undecodable(e)))?;
+        let decoded =
+            codec::decode(&event.bytes).map_err(|e| fail(ChainProblem::Undecodable(e)))?;
         let h = &decoded.header;
         let column = if h.event_id != event.event_id {
             Some("event_id")

@@ -151,7 +151,10 @@ pub fn validate_batch(batch: &[StreamAppend]) -> Result<(), AppendError> {
         }
         for e in &append.events {
             if !ids.insert(e.event_id) {
-                return invalid(format!("event id {} appears twice in one batch", e.event_id));
+                return invalid(format!(
+                    "event id {} appears twice in one batch",
+                    e.event_id
+                ));
             }
             if e.actor.is_empty() {
                 return invalid(format!("event {} has no actor", e.event_id));
@@ -188,7 +191,10 @@ pub fn classify_retry(ids: &[Uuid], stored: &HashSet<Uuid>) -> Result<bool, Appe
         None => Ok(true),
         Some(_) if stored.is_empty() => Ok(false),
         Some(_) => Err(AppendError::PartialRetry {
-            event_id: *ids.iter().find(|id| stored.contains(id)).expect("non-empty"),
+            event_id: *ids
+                .iter()
+                .find(|id| stored.contains(id))
+                .expect("non-empty"),
         }),
     }
 }
@@ -358,7 +364,9 @@ impl EventLog for MemoryLog {
 
     async fn read_from(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
         let events = self.committed();
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(events.len());
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(events.len());
         Ok(events[start..].iter().take(limit).cloned().collect())
     }
 

@@ -19,13 +19,7 @@ macro_rules! migration {
         MigrationFile {
             version: $version,
             name: $name,
-            sql: include_str!(concat!(
-                "../../migrations/",
-                $dialect,
-                "/",
-                $name,
-                ".sql"
-            )),
+            sql: include_str!(concat!("../../migrations/", $dialect, "/", $name, ".sql")),
         }
     };
 }

@@ -70,10 +70,7 @@ impl DatabaseUrl {
             "postgres" | "postgresql" => {
                 if !raw.contains("://") || raw.split_once("://").is_some_and(|(_, r)| r.is_empty())
                 {
-                    return Err(StoreError::BadUrl(format!(
-                        "{:?} has no host",
-                        redact(raw)
-                    )));
+                    return Err(StoreError::BadUrl(format!("{:?} has no host", redact(raw))));
                 }
                 Ok(DatabaseUrl::Postgres(raw.to_owned()))
             }

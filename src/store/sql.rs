@@ -20,7 +20,9 @@ macro_rules! sql_event_log {
 
         use sqlx::{Connection as _, Row as _};
         use tokenledger_events::log::{Sealer, batch_event_ids, classify_retry};
-        use tokenledger_events::{AppendError, Hash, Head, Opening, StoredEvent, StreamAppend, StreamId, Timestamp};
+        use tokenledger_events::{
+            AppendError, Hash, Head, Opening, StoredEvent, StreamAppend, StreamId, Timestamp,
+        };
         use uuid::Uuid;
 
         use $crate::store::sql::{from_sql, to_sql};
@@ -105,7 +107,10 @@ macro_rules! sql_event_log {
             .bind(to_sql(limit as u64))
             .fetch_all(&mut *conn)
             .await?;
-            let mut events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+            let mut events = rows
+                .iter()
+                .map(event_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
             if let (Some(first), Some(last)) = (events.first(), events.last()) {
                 let (first, last) = (first.position, last.position);
                 let openings = sqlx::query(
@@ -116,7 +121,10 @@ macro_rules! sql_event_log {
                 .bind(to_sql(last))
                 .fetch_all(&mut *conn)
                 .await?;
-                let openings = openings.iter().map(opening_from_row).collect::<Result<_, _>>()?;
+                let openings = openings
+                    .iter()
+                    .map(opening_from_row)
+                    .collect::<Result<_, _>>()?;
                 attach_openings(&mut events, openings);
             }
             Ok(events)
@@ -134,7 +142,10 @@ macro_rules! sql_event_log {
             .bind(stream.as_str())
             .fetch_all(&mut *conn)
             .await?;
-            let mut events = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+            let mut events = rows
+                .iter()
+                .map(event_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
             let openings = sqlx::query(
                 "SELECT o.position, o.field, o.salt, o.value FROM event_openings o \
                  JOIN events e ON e.position = o.position \
@@ -143,7 +154,10 @@ macro_rules! sql_event_log {
             .bind(stream.as_str())
             .fetch_all(&mut *conn)
             .await?;
-            let openings = openings.iter().map(opening_from_row).collect::<Result<_, _>>()?;
+            let openings = openings
+                .iter()
+                .map(opening_from_row)
+                .collect::<Result<_, _>>()?;
             attach_openings(&mut events, openings);
             Ok(events)
         }

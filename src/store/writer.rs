@@ -47,8 +47,10 @@ impl Writer {
         tokio::spawn(async move {
             let mut group = Vec::with_capacity(MAX_GROUP);
             while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-                let batches: Vec<Vec<StreamAppend>> =
-                    group.iter_mut().map(|r| std::mem::take(&mut r.batch)).collect();
+                let batches: Vec<Vec<StreamAppend>> = group
+                    .iter_mut()
+                    .map(|r| std::mem::take(&mut r.batch))
+                    .collect();
                 match committer.commit_group(&batches).await {
                     Ok((results, head)) => {
                         head_tx.send_if_modified(|h| {
