@@ -12,7 +12,12 @@ use crate::store::{self, DEFAULT_DATABASE_URL, Database, DatabaseUrl, Store};
 
 /// Event-sourced, audit-first machine-to-machine API tokens.
 #[derive(Debug, Parser)]
-#[command(name = "tokenledger", version, about)]
+#[command(
+    name = "tokenledger",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Database holding the event log: sqlite://PATH[?mode=rwc] (embedded, the default) or
     /// postgres://USER@HOST[:PORT]/DB.
@@ -26,18 +31,25 @@ pub struct Cli {
     )]
     pub database_url: DatabaseUrl,
 
+    /// What to do; with none, `serve`.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
+    pub bind_addr: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (applies pending migrations and verifies the log head first).
-    Serve {
-        /// Address to listen on.
-        #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
-        bind_addr: SocketAddr,
-    },
+    Serve(ServeArgs),
     /// Apply pending schema migrations.
     Migrate {
         /// List applied and pending migrations instead of applying them.
@@ -50,8 +62,9 @@ pub enum Command {
 
 /// Run a parsed command; the exit code is 0 on success and 1 when the action failed.
 pub async fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
-        Command::Serve { bind_addr } => {
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let result = match command {
+        Command::Serve(ServeArgs { bind_addr }) => {
             init_tracing();
             serve(ServeConfig {
                 database_url: cli.database_url,

@@ -17,4 +17,6 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod lifecycle;
 pub mod store;
+pub mod token;

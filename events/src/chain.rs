@@ -70,9 +70,13 @@ impl<'de> Deserialize<'de> for Commitment {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         let mut out = [0u8; 32];
-        hex::decode_to_slice(&text, &mut out).map_err(|_| {
-            serde::de::Error::custom("commitment must be 64 lowercase hex characters")
-        })?;
+        let lowercase = text.bytes().all(|c| !c.is_ascii_uppercase());
+        hex::decode_to_slice(&text, &mut out)
+            .ok()
+            .filter(|_| lowercase)
+            .ok_or_else(|| {
+                serde::de::Error::custom("commitment must be 64 lowercase hex characters")
+            })?;
         Ok(Commitment(out))
     }
 }
@@ -113,7 +117,7 @@ pub fn event_hash(log_id: LogId, position: u64, prev: &Hash, bytes: &[u8]) -> Ha
     Hash(h.finalize().into())
 }
 
-pub fn field_commitment(field: &str, salt: &[u8], value: &[u8]) -> Commitment {
+pub fn field_commitment(field: &str, salt: &[u8; 32], value: &[u8]) -> Commitment {
     let mut h = Sha256::new();
     h.update(FIELD_DOMAIN);
     h.update(field.as_bytes());
@@ -154,6 +158,8 @@ pub enum ChainProblem {
     HashMismatch,
     #[error("stored bytes do not decode: {0}")]
     Undecodable(CodecError),
+    #[error("stored bytes are not in canonical form (they decode, but encode differently)")]
+    NotCanonical,
     #[error("column {0} disagrees with the hashed event bytes")]
     ColumnMismatch(&'static str),
     #[error("opening {0:?} does not match the commitment in the event")]
@@ -211,6 +217,19 @@ impl ChainVerifier {
         let decoded =
             codec::decode(&event.bytes).map_err(|e| fail(ChainProblem::Undecodable(e)))?;
         let h = &decoded.header;
+        if h.schema_version == TokenEvent::CURRENT_SCHEMA {
+            let canonical = codec::encode(
+                h.event_id,
+                &h.stream_id,
+                h.stream_version,
+                h.recorded_at,
+                &h.actor,
+                &decoded.event,
+            );
+            if canonical != event.bytes {
+                return Err(fail(ChainProblem::NotCanonical));
+            }
+        }
         let column = if h.event_id != event.event_id {
             Some("event_id")
         } else if h.stream_id != event.stream_id {
@@ -269,5 +288,572 @@ impl ChainVerifier {
             });
         }
         Ok(self.head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::envelope::{Opening, StoredEvent, StreamId, Timestamp};
+    use crate::log::{ExpectedVersion, NewEvent, Sealer, StreamAppend};
+    use crate::vocabulary::{
+        DenyReason, Environment, TokenCreated, TokenRevoked, TokenRotated, TokenUseDenied,
+        TokenUsed,
+    };
+
+    /// Written out byte by byte so the preimage tests do not trust `Uuid::as_bytes`.
+    const LOG_BYTES: [u8; 16] = [
+        0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32,
+        0x10,
+    ];
+    const LOG: LogId = LogId(Uuid::from_bytes(LOG_BYTES));
+    const OTHER_LOG: LogId = LogId(Uuid::from_u128(2));
+    const OLD_TOKEN: Uuid = Uuid::from_u128(0xa);
+    const NEW_TOKEN: Uuid = Uuid::from_u128(0xb);
+
+    fn sha256(preimage: &[u8]) -> [u8; 32] {
+        Sha256::digest(preimage).into()
+    }
+
+    fn new_event(n: u128, event: TokenEvent) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::from_u128(n),
+            recorded_at: Timestamp::from_micros(1_700_000_000_000_000 + n as i64),
+            actor: format!("admin:{n}"),
+            event,
+            openings: Vec::new(),
+        }
+    }
+
+    fn created(n: u128, token_id: Uuid, rotated_from: Option<Uuid>) -> NewEvent {
+        let opening = Opening {
+            field: TokenCreated::SECRET_FIELD.to_owned(),
+            salt: [n as u8; 32],
+            value: format!("sha256-of-token-{n}").into_bytes(),
+        };
+        let mut e = new_event(
+            n,
+            TokenEvent::Created(TokenCreated {
+                token_id,
+                name: format!("ci-{n}"),
+                scopes: vec!["console:exec".to_owned()],
+                environment: Environment::Test,
+                expires_at: Timestamp::from_micros(1_800_000_000_000_000),
+                created_by: "admin:alice".to_owned(),
+                secret_commitment: field_commitment(&opening.field, &opening.salt, &opening.value),
+                rotated_from,
+            }),
+        );
+        e.openings.push(opening);
+        e
+    }
+
+    /// Six events covering every kind: the old token's stream (created, used, denied,
+    /// rotated), its successor's creation at position 5, then the old token's revocation.
+    fn sealed_log() -> Vec<StoredEvent> {
+        let old = StreamId::for_token(OLD_TOKEN);
+        let mut sealer = Sealer::new(LOG, Head::GENESIS);
+        let mut events = Vec::new();
+        let first = StreamAppend {
+            stream_id: old.clone(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![
+                created(1, OLD_TOKEN, None),
+                new_event(
+                    2,
+                    TokenEvent::Used(TokenUsed {
+                        ip: Some("203.0.113.7".to_owned()),
+                        method: "POST".to_owned(),
+                        path: "/api/admin/console".to_owned(),
+                        command: Some("status".to_owned()),
+                        user_agent: None,
+                    }),
+                ),
+                new_event(
+                    3,
+                    TokenEvent::UseDenied(TokenUseDenied {
+                        reason: DenyReason::InsufficientScope,
+                        ip: None,
+                        path: "/api/admin/console".to_owned(),
+                    }),
+                ),
+                new_event(
+                    4,
+                    TokenEvent::Rotated(TokenRotated {
+                        successor_id: NEW_TOKEN,
+                        old_expires_at: Timestamp::from_micros(1_700_000_100_000_000),
+                    }),
+                ),
+            ],
+        };
+        events.extend(sealer.seal(&first, 0).expect("first stream seals"));
+        let successor = StreamAppend {
+            stream_id: StreamId::for_token(NEW_TOKEN),
+            expected: ExpectedVersion::NoStream,
+            events: vec![created(5, NEW_TOKEN, Some(OLD_TOKEN))],
+        };
+        events.extend(sealer.seal(&successor, 0).expect("successor seals"));
+        let revoke = StreamAppend {
+            stream_id: old,
+            expected: ExpectedVersion::Exact(4),
+            events: vec![new_event(
+                6,
+                TokenEvent::Revoked(TokenRevoked {
+                    actor: "admin:alice".to_owned(),
+                    reason: Some("leaked in a CI log".to_owned()),
+                }),
+            )],
+        };
+        events.extend(sealer.seal(&revoke, 4).expect("revocation seals"));
+        events
+    }
+
+    fn verify(log_id: LogId, events: &[StoredEvent]) -> Result<ChainVerifier, ChainError> {
+        let mut verifier = ChainVerifier::new(log_id);
+        for event in events {
+            verifier.check(event)?;
+        }
+        Ok(verifier)
+    }
+
+    fn first_error(events: &[StoredEvent]) -> ChainError {
+        verify(LOG, events).expect_err("the chain must not verify")
+    }
+
+    /// Recompute the stored hashes from `index` on, as a forger who rewrote the log would.
+    fn rehash_from(events: &mut [StoredEvent], index: usize) {
+        let mut prev = index.checked_sub(1).map_or(Hash::ZERO, |i| events[i].hash);
+        for event in &mut events[index..] {
+            event.hash = event_hash(LOG, event.position, &prev, &event.bytes);
+            prev = event.hash;
+        }
+    }
+
+    fn at(position: u64, problem: ChainProblem) -> ChainError {
+        ChainError { position, problem }
+    }
+
+    #[test]
+    fn event_hash_is_sha256_over_the_documented_layout() {
+        let prev = Hash([0xab; 32]);
+        let bytes = br#"{"event":"x"}"#;
+        let mut preimage = Vec::new();
+        preimage.extend_from_slice(b"tokenledger/event/v1");
+        preimage.extend_from_slice(&LOG_BYTES);
+        preimage.extend_from_slice(&[0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08]);
+        preimage.extend_from_slice(&[0xab; 32]);
+        preimage.extend_from_slice(&[0, 0, 0, 13]);
+        preimage.extend_from_slice(bytes);
+
+        let hash = event_hash(LOG, 0x0102_0304_0506_0708, &prev, bytes);
+
+        assert_eq!(hash, Hash(sha256(&preimage)));
+    }
+
+    #[test]
+    fn the_first_event_chains_from_an_all_zero_hash() {
+        let events = sealed_log();
+        let mut preimage = Vec::new();
+        preimage.extend_from_slice(b"tokenledger/event/v1");
+        preimage.extend_from_slice(&LOG_BYTES);
+        preimage.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+        preimage.extend_from_slice(&[0; 32]);
+        preimage.extend_from_slice(&(events[0].bytes.len() as u32).to_be_bytes());
+        preimage.extend_from_slice(&events[0].bytes);
+
+        assert_eq!(events[0].hash, Hash(sha256(&preimage)));
+    }
+
+    #[test]
+    fn field_commitment_is_sha256_over_the_documented_layout() {
+        let salt = [0x5a; 32];
+        let value = b"hash-of-the-token";
+        let mut preimage = Vec::new();
+        preimage.extend_from_slice(b"tokenledger/field/v1");
+        preimage.extend_from_slice(b"token_hash");
+        preimage.push(0x00);
+        preimage.extend_from_slice(&[0x5a; 32]);
+        preimage.extend_from_slice(value);
+
+        let commitment = field_commitment("token_hash", &salt, value);
+
+        assert_eq!(commitment, Commitment(sha256(&preimage)));
+    }
+
+    #[test]
+    fn every_input_of_the_event_hash_changes_it() {
+        let prev = Hash([0x11; 32]);
+        let bytes = b"canonical event bytes".to_vec();
+        let base = event_hash(LOG, 3, &prev, &bytes);
+
+        let mut other_prev = prev;
+        other_prev.0[31] ^= 0x01;
+        let mut other_bytes = bytes.clone();
+        other_bytes[5] ^= 0x01;
+
+        assert_ne!(event_hash(OTHER_LOG, 3, &prev, &bytes), base, "log id");
+        assert_ne!(event_hash(LOG, 4, &prev, &bytes), base, "position");
+        assert_ne!(
+            event_hash(LOG, 3, &other_prev, &bytes),
+            base,
+            "previous hash"
+        );
+        assert_ne!(event_hash(LOG, 3, &prev, &other_bytes), base, "one byte");
+        assert_eq!(
+            event_hash(LOG, 3, &prev, &bytes),
+            base,
+            "and it is deterministic"
+        );
+    }
+
+    #[test]
+    fn every_input_of_a_field_commitment_changes_it() {
+        let salt = [0x22; 32];
+        let base = field_commitment("token_hash", &salt, b"value");
+        let mut other_salt = salt;
+        other_salt[0] ^= 0x01;
+
+        assert_ne!(
+            field_commitment("token_hashx", &salt, b"value"),
+            base,
+            "field"
+        );
+        assert_ne!(
+            field_commitment("token_hash", &other_salt, b"value"),
+            base,
+            "salt"
+        );
+        assert_ne!(
+            field_commitment("token_hash", &salt, b"valuf"),
+            base,
+            "value"
+        );
+        // The 0x00 separator keeps the field name from running into the salt.
+        assert_ne!(
+            field_commitment(
+                "token_has",
+                &[&b"h"[..], &salt[..31]]
+                    .concat()
+                    .try_into()
+                    .expect("32 bytes"),
+                &[0x22, b'v']
+            ),
+            field_commitment("token_hash", &salt, b"v"),
+        );
+    }
+
+    #[test]
+    fn a_sealed_chain_of_every_event_kind_verifies_up_to_its_head() {
+        let events = sealed_log();
+        let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "TokenCreated",
+                "TokenUsed",
+                "TokenUseDenied",
+                "TokenRotated",
+                "TokenCreated",
+                "TokenRevoked"
+            ]
+        );
+
+        let verifier = verify(LOG, &events).expect("a sealed chain verifies");
+        let head = Head {
+            position: 6,
+            hash: events[5].hash,
+        };
+
+        assert_eq!(verifier.head(), head);
+        assert_eq!(verifier.finish(head), Ok(head));
+    }
+
+    #[test]
+    fn an_export_without_openings_still_verifies() {
+        let mut events = sealed_log();
+        for event in &mut events {
+            event.openings.clear();
+        }
+
+        assert!(verify(LOG, &events).is_ok());
+    }
+
+    #[test]
+    fn verification_resumes_after_a_trusted_head() {
+        let events = sealed_log();
+        let trusted = Head {
+            position: 3,
+            hash: events[2].hash,
+        };
+        let mut verifier = ChainVerifier::resume(LOG, trusted);
+        for event in &events[3..] {
+            verifier
+                .check(event)
+                .expect("the rest of the chain verifies");
+        }
+
+        assert_eq!(verifier.head().position, 6);
+    }
+
+    #[test]
+    fn a_missing_event_is_a_gap_at_the_position_expected_next() {
+        let mut events = sealed_log();
+        events.remove(1);
+
+        assert_eq!(first_error(&events), at(2, ChainProblem::Gap { found: 3 }));
+    }
+
+    #[test]
+    fn a_changed_byte_is_reported_at_its_position() {
+        let mut events = sealed_log();
+        events[2].bytes[20] ^= 0x01;
+
+        assert_eq!(first_error(&events), at(3, ChainProblem::HashMismatch));
+    }
+
+    #[test]
+    fn a_changed_stored_hash_is_reported_at_its_position() {
+        let mut events = sealed_log();
+        events[3].hash.0[0] ^= 0x01;
+
+        assert_eq!(first_error(&events), at(4, ChainProblem::HashMismatch));
+    }
+
+    #[test]
+    fn rewriting_one_event_with_a_fresh_hash_breaks_the_next_link() {
+        let mut events = sealed_log();
+        let forged = String::from_utf8(events[1].bytes.clone())
+            .unwrap()
+            .replace("203.0.113.7", "198.51.100.9");
+        events[1].bytes = forged.into_bytes();
+        events[1].hash = event_hash(LOG, 2, &events[0].hash, &events[1].bytes);
+
+        assert_eq!(first_error(&events), at(3, ChainProblem::HashMismatch));
+    }
+
+    #[test]
+    fn events_sealed_for_another_log_do_not_verify() {
+        let events = sealed_log();
+
+        let err = verify(OTHER_LOG, &events).expect_err("spliced events must not verify");
+
+        assert_eq!(err, at(1, ChainProblem::HashMismatch));
+    }
+
+    #[test]
+    fn a_column_that_disagrees_with_the_hashed_bytes_is_named() {
+        type Edit = fn(&mut StoredEvent);
+        let edits: [(&str, Edit); 7] = [
+            ("event_id", |e| e.event_id = Uuid::from_u128(999)),
+            ("stream_id", |e| {
+                e.stream_id = StreamId::for_token(NEW_TOKEN)
+            }),
+            ("stream_version", |e| e.stream_version += 1),
+            ("recorded_at", |e| {
+                e.recorded_at = e.recorded_at.plus_micros(1)
+            }),
+            ("actor", |e| e.actor = "admin:mallory".to_owned()),
+            ("event_type", |e| e.event_type = "TokenRevoked".to_owned()),
+            ("schema_version", |e| e.schema_version = 2),
+        ];
+        for (column, edit) in edits {
+            let mut events = sealed_log();
+            edit(&mut events[3]);
+
+            assert_eq!(
+                first_error(&events),
+                at(4, ChainProblem::ColumnMismatch(column)),
+                "column {column}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_opening_that_does_not_open_the_commitment_is_named() {
+        let mut events = sealed_log();
+        events[4].openings[0].value = b"some other token hash".to_vec();
+
+        assert_eq!(
+            first_error(&events),
+            at(5, ChainProblem::OpeningMismatch("token_hash".to_owned()))
+        );
+    }
+
+    #[test]
+    fn an_opening_with_another_salt_is_refused() {
+        let mut events = sealed_log();
+        events[0].openings[0].salt[0] ^= 0x01;
+
+        assert_eq!(
+            first_error(&events),
+            at(1, ChainProblem::OpeningMismatch("token_hash".to_owned()))
+        );
+    }
+
+    #[test]
+    fn an_opening_on_an_event_without_that_commitment_is_refused() {
+        let mut events = sealed_log();
+        let stray = events[0].openings[0].clone();
+        events[1].openings.push(stray);
+
+        assert_eq!(
+            first_error(&events),
+            at(2, ChainProblem::OpeningMismatch("token_hash".to_owned()))
+        );
+    }
+
+    #[test]
+    fn a_head_past_the_last_event_names_the_first_missing_position() {
+        let events = sealed_log();
+        let verifier = verify(LOG, &events).unwrap();
+
+        let err = verifier
+            .finish(Head {
+                position: 7,
+                hash: events[5].hash,
+            })
+            .unwrap_err();
+
+        assert_eq!(
+            err,
+            at(
+                7,
+                ChainProblem::HeadPositionMismatch {
+                    recorded: 7,
+                    found: 6
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_head_before_the_last_event_names_the_first_event_beyond_it() {
+        let events = sealed_log();
+        let verifier = verify(LOG, &events).unwrap();
+
+        let err = verifier
+            .finish(Head {
+                position: 5,
+                hash: events[4].hash,
+            })
+            .unwrap_err();
+
+        assert_eq!(
+            err,
+            at(
+                6,
+                ChainProblem::HeadPositionMismatch {
+                    recorded: 5,
+                    found: 6
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn a_head_with_another_hash_is_a_head_hash_mismatch() {
+        let events = sealed_log();
+        let verifier = verify(LOG, &events).unwrap();
+
+        let err = verifier
+            .finish(Head {
+                position: 6,
+                hash: events[4].hash,
+            })
+            .unwrap_err();
+
+        assert_eq!(
+            err,
+            at(
+                6,
+                ChainProblem::HeadHashMismatch {
+                    recorded: events[4].hash,
+                    computed: events[5].hash
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn bytes_that_hash_correctly_but_do_not_decode_are_undecodable() {
+        let mut events = sealed_log();
+        events[2].bytes = br#"{"event_id":"not json"#.to_vec();
+        rehash_from(&mut events, 2);
+
+        let err = first_error(&events);
+
+        assert_eq!(err.position, 3);
+        assert!(
+            matches!(
+                err.problem,
+                ChainProblem::Undecodable(CodecError::Malformed(_))
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn bytes_that_decode_but_are_not_canonical_are_refused() {
+        let mut events = sealed_log();
+        let pretty: serde_json::Value = serde_json::from_slice(&events[3].bytes).expect("json");
+        events[3].bytes = serde_json::to_vec_pretty(&pretty).expect("pretty");
+        rehash_from(&mut events, 3);
+
+        let err = first_error(&events);
+
+        assert_eq!(err.position, 4);
+        assert_eq!(err.problem, ChainProblem::NotCanonical);
+    }
+
+    #[test]
+    fn the_error_text_starts_with_the_position() {
+        let mut events = sealed_log();
+        events[2].bytes[20] ^= 0x01;
+
+        let text = first_error(&events).to_string();
+
+        assert!(text.starts_with("position 3: "), "{text}");
+        assert!(text.contains("hash"), "{text}");
+    }
+
+    #[test]
+    fn a_commitment_serializes_as_64_lowercase_hex_characters_and_back() {
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(7).wrapping_add(0xa0);
+        }
+        let commitment = Commitment(bytes);
+
+        let json = serde_json::to_string(&commitment).unwrap();
+
+        assert_eq!(json, format!("\"{}\"", hex::encode(bytes)));
+        assert_eq!(json.len(), 64 + 2);
+        assert!(!json.chars().any(|c| c.is_ascii_uppercase()));
+        assert_eq!(
+            serde_json::from_str::<Commitment>(&json).unwrap(),
+            commitment
+        );
+    }
+
+    #[test]
+    fn a_commitment_that_is_not_64_hex_characters_is_refused() {
+        let good = "ab".repeat(32);
+        let refused = [
+            format!("\"{}\"", "zz".repeat(32)),
+            format!("\"{}\"", &good[..62]),
+            format!("\"{good}00\""),
+            format!("\"{}\"", &good[..63]),
+            "\"\"".to_owned(),
+            "42".to_owned(),
+        ];
+        for json in refused {
+            assert!(
+                serde_json::from_str::<Commitment>(&json).is_err(),
+                "{json} must be refused"
+            );
+        }
     }
 }

@@ -27,6 +27,6 @@ pub use log::{
     AppendError, EventLog, ExpectedVersion, Head, LogError, MemoryLog, NewEvent, StreamAppend,
 };
 pub use vocabulary::{
-    DenyReason, Environment, TokenCreated, TokenEvent, TokenRevoked, TokenRotated, TokenUseDenied,
-    TokenUsed,
+    DenyReason, Environment, TokenCreated, TokenEvent, TokenHash, TokenRevoked, TokenRotated,
+    TokenUseDenied, TokenUsed,
 };

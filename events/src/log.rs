@@ -156,7 +156,7 @@ pub fn validate_batch(batch: &[StreamAppend]) -> Result<(), AppendError> {
                     e.event_id
                 ));
             }
-            if e.actor.is_empty() {
+            if e.actor.trim().is_empty() {
                 return invalid(format!("event {} has no actor", e.event_id));
             }
             let commitments = e.event.commitments();
@@ -387,5 +387,425 @@ impl EventLog for MemoryLog {
         let mut rx = self.head.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|h| h.position >= position)).await;
         Ok(*self.head.borrow())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::chain::{Hash, field_commitment};
+    use crate::vocabulary::{Environment, TokenCreated, TokenUsed};
+
+    const LOG: LogId = LogId(Uuid::from_u128(0x10));
+    const TOKEN: Uuid = Uuid::from_u128(0xa);
+    const SECRET_VALUE: &[u8] = b"secret-token-hash-value";
+
+    fn stream() -> StreamId {
+        StreamId::for_token(TOKEN)
+    }
+
+    fn used(n: u128) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::from_u128(n),
+            recorded_at: Timestamp::from_micros(n as i64),
+            actor: "svc:ci".to_owned(),
+            event: TokenEvent::Used(TokenUsed {
+                ip: None,
+                method: "POST".to_owned(),
+                path: "/v1/verify".to_owned(),
+                command: None,
+                user_agent: None,
+            }),
+            openings: Vec::new(),
+        }
+    }
+
+    fn opening() -> Opening {
+        let mut salt = [0u8; 32];
+        for (i, b) in salt.iter_mut().enumerate() {
+            *b = 0xd0 ^ i as u8;
+        }
+        Opening {
+            field: TokenCreated::SECRET_FIELD.to_owned(),
+            salt,
+            value: SECRET_VALUE.to_vec(),
+        }
+    }
+
+    fn created(n: u128, opening: Opening) -> NewEvent {
+        NewEvent {
+            event: TokenEvent::Created(TokenCreated {
+                token_id: TOKEN,
+                name: "ci".to_owned(),
+                scopes: vec!["console:exec".to_owned()],
+                environment: Environment::Test,
+                expires_at: Timestamp::from_micros(1_000_000),
+                created_by: "admin:alice".to_owned(),
+                secret_commitment: field_commitment(&opening.field, &opening.salt, &opening.value),
+                rotated_from: None,
+            }),
+            openings: vec![opening],
+            ..used(n)
+        }
+    }
+
+    fn append(
+        stream_id: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> StreamAppend {
+        StreamAppend {
+            stream_id,
+            expected,
+            events,
+        }
+    }
+
+    fn refusal(batch: &[StreamAppend]) -> String {
+        match validate_batch(batch) {
+            Err(AppendError::Invalid(reason)) => reason,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_sealer_numbers_events_after_the_head_and_the_stream_version() {
+        let start = Head {
+            position: 10,
+            hash: Hash([0x42; 32]),
+        };
+        let mut sealer = Sealer::new(LOG, start);
+        let batch = append(
+            stream(),
+            ExpectedVersion::Exact(4),
+            vec![used(1), used(2), used(3)],
+        );
+
+        let sealed = sealer.seal(&batch, 4).unwrap();
+
+        let numbers: Vec<(u64, u64)> = sealed
+            .iter()
+            .map(|e| (e.position, e.stream_version))
+            .collect();
+        assert_eq!(numbers, [(11, 5), (12, 6), (13, 7)]);
+        let mut prev = start.hash;
+        for e in &sealed {
+            assert_eq!(e.hash, event_hash(LOG, e.position, &prev, &e.bytes));
+            let header = codec::decode(&e.bytes).unwrap().header;
+            assert_eq!(header.stream_version, e.stream_version);
+            assert_eq!(header.event_id, e.event_id);
+            prev = e.hash;
+        }
+        assert_eq!(
+            sealer.head(),
+            Head {
+                position: 13,
+                hash: sealed[2].hash
+            }
+        );
+
+        let other = append(
+            StreamId::new("token-other").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![used(4)],
+        );
+        let next = sealer.seal(&other, 0).unwrap();
+        assert_eq!((next[0].position, next[0].stream_version), (14, 1));
+    }
+
+    #[test]
+    fn a_wrong_expected_version_is_a_conflict_with_the_actual_version_and_seals_nothing() {
+        let mut sealer = Sealer::new(LOG, Head::GENESIS);
+        sealer
+            .seal(
+                &append(stream(), ExpectedVersion::NoStream, vec![used(1)]),
+                0,
+            )
+            .unwrap();
+        let head = sealer.head();
+
+        for expected in [ExpectedVersion::Exact(3), ExpectedVersion::NoStream] {
+            let err = sealer
+                .seal(&append(stream(), expected, vec![used(2)]), 1)
+                .unwrap_err();
+
+            assert_eq!(
+                err,
+                AppendError::Conflict {
+                    stream: stream(),
+                    expected,
+                    actual: 1
+                }
+            );
+            assert_eq!(sealer.head(), head);
+        }
+
+        let retried = sealer
+            .seal(
+                &append(stream(), ExpectedVersion::Exact(1), vec![used(2)]),
+                1,
+            )
+            .unwrap();
+        assert_eq!((retried[0].position, retried[0].stream_version), (2, 2));
+        let any = sealer
+            .seal(&append(stream(), ExpectedVersion::Any, vec![used(3)]), 2)
+            .unwrap();
+        assert_eq!((any[0].position, any[0].stream_version), (3, 3));
+    }
+
+    #[test]
+    fn an_oversized_event_is_refused_and_leaves_the_head_where_it_was() {
+        let mut sealer = Sealer::new(LOG, Head::GENESIS);
+        let mut huge = used(2);
+        if let TokenEvent::Used(u) = &mut huge.event {
+            u.path = "x".repeat(MAX_EVENT_BYTES);
+        }
+
+        let err = sealer
+            .seal(
+                &append(stream(), ExpectedVersion::Any, vec![used(1), huge]),
+                0,
+            )
+            .unwrap_err();
+
+        assert!(matches!(err, AppendError::Invalid(_)), "{err:?}");
+        assert_eq!(sealer.head(), Head::GENESIS);
+    }
+
+    #[test]
+    fn a_well_formed_batch_is_accepted() {
+        let batch = [
+            append(
+                stream(),
+                ExpectedVersion::NoStream,
+                vec![created(1, opening()), used(2)],
+            ),
+            append(
+                StreamId::new("token-other").unwrap(),
+                ExpectedVersion::Any,
+                vec![used(3)],
+            ),
+        ];
+
+        assert_eq!(validate_batch(&batch), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_batch_is_refused() {
+        assert!(refusal(&[]).contains("at least one event"));
+        assert!(
+            refusal(&[append(stream(), ExpectedVersion::Any, vec![])])
+                .contains("at least one event")
+        );
+    }
+
+    #[test]
+    fn a_stream_with_no_events_is_refused() {
+        let empty = StreamId::new("token-empty").unwrap();
+        let batch = [
+            append(stream(), ExpectedVersion::Any, vec![used(1)]),
+            append(empty, ExpectedVersion::Any, vec![]),
+        ];
+
+        assert!(refusal(&batch).contains("stream token-empty has no events"));
+    }
+
+    #[test]
+    fn an_event_id_used_twice_in_a_batch_is_refused() {
+        let batch = [
+            append(stream(), ExpectedVersion::Any, vec![used(1)]),
+            append(
+                StreamId::new("token-other").unwrap(),
+                ExpectedVersion::Any,
+                vec![used(1)],
+            ),
+        ];
+
+        assert!(refusal(&batch).contains("appears twice"));
+    }
+
+    #[test]
+    fn an_event_without_an_actor_is_refused() {
+        let mut anonymous = used(1);
+        anonymous.actor.clear();
+
+        assert!(
+            refusal(&[append(stream(), ExpectedVersion::Any, vec![anonymous])])
+                .contains("has no actor")
+        );
+    }
+
+    #[test]
+    fn an_opening_that_does_not_open_a_commitment_is_refused() {
+        let mut wrong_value = created(1, opening());
+        wrong_value.openings[0].value = b"another hash".to_vec();
+        let mut wrong_field = created(1, opening());
+        wrong_field.openings[0].field = "password".to_owned();
+        let mut stray = used(1);
+        stray.openings.push(opening());
+
+        for event in [wrong_value, wrong_field, stray] {
+            let reason = refusal(&[append(stream(), ExpectedVersion::Any, vec![event])]);
+            assert!(reason.contains("does not open a commitment"), "{reason}");
+            assert!(!reason.contains(&hex::encode(opening().salt)), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_retry_is_recognised_only_when_every_event_is_stored() {
+        let ids = [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)];
+
+        assert_eq!(classify_retry(&ids, &HashSet::new()), Ok(false));
+        assert_eq!(
+            classify_retry(&ids, &ids.iter().copied().collect()),
+            Ok(true)
+        );
+        assert_eq!(
+            classify_retry(&ids, &HashSet::from([ids[1]])),
+            Err(AppendError::PartialRetry { event_id: ids[1] })
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_salt_or_a_secret_value() {
+        let secret = opening();
+        let salt_hex = hex::encode(secret.salt);
+        let value_hex = hex::encode(SECRET_VALUE);
+        let salt_list = format!("{:?}", &secret.salt[..4])
+            .trim_end_matches(']')
+            .to_owned();
+        let new = created(1, secret.clone());
+        let batch = append(stream(), ExpectedVersion::NoStream, vec![new.clone()]);
+        let stored = Sealer::new(LOG, Head::GENESIS).seal(&batch, 0).unwrap();
+
+        let printed = [
+            format!("{secret:?}"),
+            format!("{secret:#?}"),
+            format!("{:?}", stored[0]),
+            format!("{:#?}", stored[0]),
+            format!("{new:?}"),
+            format!("{batch:?}"),
+        ];
+        for text in printed {
+            assert!(text.contains("token_hash"), "{text}");
+            assert!(!text.contains("secret-token-hash-value"), "{text}");
+            assert!(!text.contains(&value_hex), "{text}");
+            assert!(!text.contains(&salt_hex), "{text}");
+            assert!(!text.contains(&salt_list), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_canonical_bytes_carry_the_commitment_but_never_the_opening() {
+        let secret = opening();
+        let batch = append(
+            stream(),
+            ExpectedVersion::NoStream,
+            vec![created(1, secret.clone())],
+        );
+        let stored = Sealer::new(LOG, Head::GENESIS).seal(&batch, 0).unwrap();
+        let text = String::from_utf8(stored[0].bytes.clone()).unwrap();
+
+        assert!(text.contains(&hex::encode(secret.commitment().0)), "{text}");
+        assert!(!text.contains("secret-token-hash-value"), "{text}");
+        assert!(!text.contains(&hex::encode(SECRET_VALUE)), "{text}");
+        assert!(!text.contains(&hex::encode(secret.salt)), "{text}");
+        assert_eq!(stored[0].openings, [secret]);
+    }
+
+    #[tokio::test]
+    async fn wait_for_returns_once_another_task_appends_past_the_position() {
+        let log = Arc::new(MemoryLog::new(LOG));
+        let waiter = tokio::spawn({
+            let log = log.clone();
+            async move { log.wait_for(2, Duration::from_secs(60)).await }
+        });
+        tokio::task::yield_now().await;
+
+        log.append(vec![append(
+            stream(),
+            ExpectedVersion::NoStream,
+            vec![used(1)],
+        )])
+        .await
+        .unwrap();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "woke before the head reached 2");
+
+        let appender = tokio::spawn({
+            let log = log.clone();
+            async move {
+                log.append(vec![append(
+                    stream(),
+                    ExpectedVersion::Exact(1),
+                    vec![used(2), used(3)],
+                )])
+                .await
+            }
+        });
+        let head = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("wait_for woke up after the append")
+            .unwrap()
+            .unwrap();
+
+        let appended = appender.await.unwrap().unwrap();
+        assert_eq!(
+            head,
+            Head {
+                position: 3,
+                hash: appended[1].hash
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_for_returns_the_current_head_at_timeout() {
+        let log = MemoryLog::new(LOG);
+        let stored = log
+            .append(vec![append(
+                stream(),
+                ExpectedVersion::NoStream,
+                vec![used(1)],
+            )])
+            .await
+            .unwrap();
+        let started = Instant::now();
+
+        let head = log.wait_for(5, Duration::from_millis(50)).await.unwrap();
+
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(
+            head,
+            Head {
+                position: 1,
+                hash: stored[0].hash
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_for_a_position_already_reached_returns_at_once() {
+        let log = MemoryLog::new(LOG);
+        log.append(vec![append(
+            stream(),
+            ExpectedVersion::NoStream,
+            vec![used(1), used(2)],
+        )])
+        .await
+        .unwrap();
+
+        let head = tokio::time::timeout(
+            Duration::from_secs(5),
+            log.wait_for(1, Duration::from_secs(60)),
+        )
+        .await
+        .expect("no wait for a reached position")
+        .unwrap();
+
+        assert_eq!(head.position, 2);
     }
 }

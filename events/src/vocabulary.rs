@@ -133,3 +133,25 @@ impl TokenEvent {
         }
     }
 }
+
+/// The SHA-256 of a token's plaintext: the only form of a token that is ever stored (in the
+/// token projection, for lookup, and in the openings table). Never printed: `Debug` is
+/// redacted and there is no `Display` or `Serialize`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    pub fn from_slice(bytes: &[u8]) -> Option<TokenHash> {
+        bytes.try_into().ok().map(TokenHash)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(<redacted>)")
+    }
+}

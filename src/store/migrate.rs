@@ -24,8 +24,14 @@ macro_rules! migration {
     };
 }
 
-pub(crate) const SQLITE: &[MigrationFile] = &[migration!("sqlite", 1, "0001_event_log")];
-pub(crate) const POSTGRES: &[MigrationFile] = &[migration!("postgres", 1, "0001_event_log")];
+pub(crate) const SQLITE: &[MigrationFile] = &[
+    migration!("sqlite", 1, "0001_event_log"),
+    migration!("sqlite", 2, "0002_projections"),
+];
+pub(crate) const POSTGRES: &[MigrationFile] = &[
+    migration!("postgres", 1, "0001_event_log"),
+    migration!("postgres", 2, "0002_projections"),
+];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {
     Migrator::with_migrations(

@@ -1,0 +1,300 @@
+//! Decisions: what a command means for a token, as events. Pure and synchronous: the state, the
+//! command, `now` and any minted secret material come in; events or a refusal go out. Minting,
+//! clocks and storage stay in the shell ([`crate::ledger`]).
+
+use std::time::Duration;
+
+use tokenledger_events::{
+    Commitment, DenyReason, Environment, Timestamp, TokenCreated, TokenRevoked, TokenRotated,
+    TokenUseDenied, TokenUsed,
+};
+use tokenledger_projections::{TokenRow, TokenStatus};
+use uuid::Uuid;
+
+/// Every scope a token may hold.
+pub const KNOWN_SCOPES: [&str; 6] = [
+    "admin",
+    "console:exec",
+    "logs:read",
+    "registry:read",
+    "registry:write",
+    "tokens:verify",
+];
+
+pub const MAX_NAME_CHARS: usize = 100;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// Limits that come from configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Expiry when a create does not name one.
+    pub default_ttl: Duration,
+    /// The longest expiry a token may have (`API_TOKEN_MAX_TTL`).
+    pub max_ttl: Duration,
+    /// How long a rotated token keeps working when a rotation does not say.
+    pub default_grace: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            default_ttl: 90 * DAY,
+            max_ttl: 365 * DAY,
+            default_grace: DAY,
+        }
+    }
+}
+
+/// Why a command was refused. Each message says what was wrong and what is accepted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum DomainError {
+    #[error("name must be 1 to {MAX_NAME_CHARS} characters, got {0}")]
+    BadName(usize),
+    #[error("at least one scope is required; known scopes: {}", KNOWN_SCOPES.join(", "))]
+    NoScopes,
+    #[error("unknown scope {0:?}; known scopes: {known}", known = KNOWN_SCOPES.join(", "))]
+    UnknownScope(String),
+    #[error("expiry must be positive, like 90s, 15m, 24h or 30d")]
+    NonPositiveExpiry,
+    #[error("expiry of {requested} exceeds the maximum of {max} (API_TOKEN_MAX_TTL)")]
+    ExpiryTooLong { requested: String, max: String },
+    #[error("token {0} is already revoked")]
+    AlreadyRevoked(Uuid),
+    #[error("token {0} was already rotated to {1}; rotate its successor instead")]
+    AlreadyRotated(Uuid, Uuid),
+    #[error("token {0} has expired; create a new token instead")]
+    Expired(Uuid),
+}
+
+/// Check a scope against [`KNOWN_SCOPES`].
+pub fn parse_scope(raw: &str) -> Result<String, DomainError> {
+    KNOWN_SCOPES
+        .iter()
+        .find(|s| **s == raw)
+        .map(|s| (*s).to_owned())
+        .ok_or_else(|| DomainError::UnknownScope(raw.to_owned()))
+}
+
+/// Check a token name: 1 to 100 characters, trimmed.
+pub fn parse_name(raw: &str) -> Result<String, DomainError> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if (1..=MAX_NAME_CHARS).contains(&chars) && !name.chars().any(char::is_control) {
+        Ok(name.to_owned())
+    } else {
+        Err(DomainError::BadName(chars))
+    }
+}
+
+/// `90s`, `15m`, `24h`, `30d`.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s > 0 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// A new token, as asked for.
+#[derive(Clone, Debug)]
+pub struct CreateToken {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_in: Option<Duration>,
+    pub environment: Environment,
+    pub actor: String,
+}
+
+fn checked_scopes(scopes: &[String]) -> Result<Vec<String>, DomainError> {
+    if scopes.is_empty() {
+        return Err(DomainError::NoScopes);
+    }
+    let mut out = Vec::new();
+    for s in scopes {
+        let s = parse_scope(s)?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    // Stored in the canonical order so equal scope sets compare equal.
+    out.sort_by_key(|s| KNOWN_SCOPES.iter().position(|k| k == s));
+    Ok(out)
+}
+
+fn expiry(
+    expires_in: Option<Duration>,
+    now: Timestamp,
+    policy: &Policy,
+) -> Result<Timestamp, DomainError> {
+    let ttl = expires_in.unwrap_or(policy.default_ttl);
+    if ttl.is_zero() {
+        return Err(DomainError::NonPositiveExpiry);
+    }
+    if ttl > policy.max_ttl {
+        return Err(DomainError::ExpiryTooLong {
+            requested: format_duration(ttl),
+            max: format_duration(policy.max_ttl),
+        });
+    }
+    Ok(now.plus(ttl))
+}
+
+/// Decide a create. `token_id` and `secret_commitment` come from minting in the shell.
+pub fn decide_create(
+    cmd: &CreateToken,
+    token_id: Uuid,
+    secret_commitment: Commitment,
+    now: Timestamp,
+    policy: &Policy,
+) -> Result<TokenCreated, DomainError> {
+    Ok(TokenCreated {
+        token_id,
+        name: parse_name(&cmd.name)?,
+        scopes: checked_scopes(&cmd.scopes)?,
+        environment: cmd.environment,
+        expires_at: expiry(cmd.expires_in, now, policy)?,
+        created_by: cmd.actor.clone(),
+        secret_commitment,
+        rotated_from: None,
+    })
+}
+
+/// A request presenting a known token.
+#[derive(Clone, Debug)]
+pub struct UseAttempt {
+    /// The token must hold at least one of these scopes.
+    pub required_any: Vec<String>,
+    /// The environment this server accepts.
+    pub server_environment: Environment,
+    pub ip: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub command: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UseDecision {
+    Allowed(TokenUsed),
+    Denied(TokenUseDenied),
+}
+
+/// Decide a use, with DESIGN's order of checks: environment, revoked, expired, scope.
+pub fn decide_use(token: &TokenRow, attempt: &UseAttempt, now: Timestamp) -> UseDecision {
+    let deny = |reason| {
+        UseDecision::Denied(TokenUseDenied {
+            reason,
+            ip: attempt.ip.clone(),
+            path: attempt.path.clone(),
+        })
+    };
+    if token.environment != attempt.server_environment {
+        return deny(DenyReason::EnvironmentMismatch);
+    }
+    match token.status_at(now) {
+        TokenStatus::Revoked => return deny(DenyReason::Revoked),
+        TokenStatus::Expired => return deny(DenyReason::Expired),
+        TokenStatus::Active | TokenStatus::RotatedInGrace => {}
+    }
+    if !attempt.required_any.is_empty()
+        && !attempt
+            .required_any
+            .iter()
+            .any(|r| token.scopes.iter().any(|s| s == r))
+    {
+        return deny(DenyReason::InsufficientScope);
+    }
+    UseDecision::Allowed(TokenUsed {
+        ip: attempt.ip.clone(),
+        method: attempt.method.clone(),
+        path: attempt.path.clone(),
+        command: attempt.command.clone(),
+        user_agent: attempt.user_agent.clone(),
+    })
+}
+
+/// Decide a revoke. Revoking a revoked token is refused and appends nothing; an expired or
+/// rotated token can still be revoked (it ends a grace period at once).
+pub fn decide_revoke(
+    token: &TokenRow,
+    actor: &str,
+    reason: Option<String>,
+) -> Result<TokenRevoked, DomainError> {
+    if token.revoked_at.is_some() {
+        return Err(DomainError::AlreadyRevoked(token.id));
+    }
+    Ok(TokenRevoked {
+        actor: actor.to_owned(),
+        reason,
+    })
+}
+
+/// A rotation, as asked for: anything not overridden is kept from the old token.
+#[derive(Clone, Debug, Default)]
+pub struct RotateToken {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub expires_in: Option<Duration>,
+    /// How long the old token keeps working; `None` means the policy's default, zero means
+    /// it is revoked now.
+    pub grace: Option<Duration>,
+    pub actor: String,
+}
+
+/// The events of one rotation: on the old stream `rotated` (and `revoked` when the grace is
+/// zero), on the new stream `created`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub rotated: TokenRotated,
+    pub revoked: Option<TokenRevoked>,
+    pub created: TokenCreated,
+}
+
+pub fn decide_rotate(
+    token: &TokenRow,
+    cmd: &RotateToken,
+    successor_id: Uuid,
+    secret_commitment: Commitment,
+    now: Timestamp,
+    policy: &Policy,
+) -> Result<Rotation, DomainError> {
+    match token.status_at(now) {
+        TokenStatus::Revoked => return Err(DomainError::AlreadyRevoked(token.id)),
+        TokenStatus::Expired => return Err(DomainError::Expired(token.id)),
+        TokenStatus::RotatedInGrace | TokenStatus::Active => {}
+    }
+    if let Some(successor) = token.rotated_to {
+        return Err(DomainError::AlreadyRotated(token.id, successor));
+    }
+    let created = decide_create(
+        &CreateToken {
+            name: cmd.name.clone().unwrap_or_else(|| token.name.clone()),
+            scopes: cmd.scopes.clone().unwrap_or_else(|| token.scopes.clone()),
+            expires_in: cmd.expires_in,
+            environment: token.environment,
+            actor: cmd.actor.clone(),
+        },
+        successor_id,
+        secret_commitment,
+        now,
+        policy,
+    )?;
+    let grace = cmd.grace.unwrap_or(policy.default_grace);
+    Ok(Rotation {
+        rotated: TokenRotated {
+            successor_id,
+            old_expires_at: token.expires_at.min(now.plus(grace)),
+        },
+        revoked: grace.is_zero().then(|| TokenRevoked {
+            actor: cmd.actor.clone(),
+            reason: Some(format!("rotated to {successor_id} with no grace period")),
+        }),
+        created: TokenCreated {
+            rotated_from: Some(token.id),
+            ..created
+        },
+    })
+}
