@@ -12,12 +12,7 @@ use crate::store::{self, DEFAULT_DATABASE_URL, Database, DatabaseUrl, Store};
 
 /// Event-sourced, audit-first machine-to-machine API tokens.
 #[derive(Debug, Parser)]
-#[command(
-    name = "tokenledger",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "tokenledger", version, about)]
 pub struct Cli {
     /// Database holding the event log: sqlite://PATH[?mode=rwc] (embedded, the default) or
     /// postgres://USER@HOST[:PORT]/DB.
@@ -34,9 +29,18 @@ pub struct Cli {
     /// What to do; with none, `serve`.
     #[command(subcommand)]
     pub command: Option<Command>,
+}
 
-    #[command(flatten)]
-    pub serve: ServeArgs,
+impl Cli {
+    /// Parse the process arguments; with no command, as if `serve` had been given last, so
+    /// `serve`'s own flags and variables are validated the same way.
+    pub fn parse_args() -> Cli {
+        let cli = Cli::parse();
+        if cli.command.is_some() {
+            return cli;
+        }
+        Cli::parse_from(std::env::args_os().chain([std::ffi::OsString::from("serve")]))
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,7 +66,10 @@ pub enum Command {
 
 /// Run a parsed command; the exit code is 0 on success and 1 when the action failed.
 pub async fn run(cli: Cli) -> ExitCode {
-    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    let Some(command) = cli.command else {
+        eprintln!("error: no command given; see `tokenledger --help`");
+        return ExitCode::from(2);
+    };
     let result = match command {
         Command::Serve(ServeArgs { bind_addr }) => {
             init_tracing();

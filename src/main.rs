@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokenledger::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

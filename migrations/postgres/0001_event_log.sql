@@ -27,6 +27,16 @@ BEGIN
 END
 $$;
 
+-- Every head movement wakes other nodes' tails (a hint only: they read by position).
+CREATE FUNCTION tokenledger_notify_head() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('tokenledger_log', NEW.position::text);
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER log_head_notify AFTER UPDATE ON log_head
+    FOR EACH ROW EXECUTE FUNCTION tokenledger_notify_head();
 CREATE TRIGGER log_head_no_delete BEFORE DELETE OR TRUNCATE ON log_head
     FOR EACH STATEMENT EXECUTE FUNCTION tokenledger_reject_change();
 CREATE TRIGGER log_head_forward_only BEFORE UPDATE ON log_head

@@ -154,6 +154,25 @@ impl TokenRow {
     }
 }
 
+/// Fold one event into `rows` (the rows of at least the event's token); returns the id of the
+/// row it changed. The one folding rule, shared by the in-memory table and the stored one.
+/// Events of streams that are not token streams, or of a token whose `TokenCreated` was never
+/// seen, change nothing.
+pub fn fold(
+    rows: &mut HashMap<Uuid, TokenRow>,
+    event: &StoredEvent,
+    decoded: &TokenEvent,
+) -> Option<Uuid> {
+    let id = event.stream_id.token_id()?;
+    match decoded {
+        TokenEvent::Created(c) if c.token_id == id && !rows.contains_key(&id) => {
+            rows.insert(id, TokenRow::created(event, c));
+        }
+        _ => rows.get_mut(&id)?.apply(event, decoded),
+    }
+    Some(id)
+}
+
 /// Every token, with a lookup by hash for authentication.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenTable {
@@ -163,26 +182,13 @@ pub struct TokenTable {
 }
 
 impl TokenTable {
-    /// Fold the next event of the log. Events of streams that are not token streams, or of a
-    /// token whose `TokenCreated` was never seen, change nothing but the position.
+    /// Fold the next event of the log.
     pub fn apply(&mut self, event: &StoredEvent, decoded: &TokenEvent) {
         self.position = self.position.max(event.position);
-        let Some(id) = event.stream_id.token_id() else {
-            return;
-        };
-        match decoded {
-            TokenEvent::Created(c) if c.token_id == id && !self.rows.contains_key(&id) => {
-                let row = TokenRow::created(event, c);
-                if let Some(hash) = row.hash {
-                    self.by_hash.insert(hash, id);
-                }
-                self.rows.insert(id, row);
-            }
-            _ => {
-                if let Some(row) = self.rows.get_mut(&id) {
-                    row.apply(event, decoded);
-                }
-            }
+        if let Some(id) = fold(&mut self.rows, event, decoded)
+            && let Some(hash) = self.rows[&id].hash
+        {
+            self.by_hash.insert(hash, id);
         }
     }
 

@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokenledger_events::chain::ChainVerifier;
 use tokenledger_events::{
     AppendError, ChainError, EventLog, Head, LogError, LogId, StoredEvent, StreamAppend, StreamId,
+    Timestamp, TokenHash,
 };
+use tokenledger_projections::{AuditAction, AuditRow, TokenRow};
 use tokio::sync::watch;
 
 pub use postgres::{PgDb, PgLog};
@@ -186,6 +188,72 @@ macro_rules! delegate {
             Store::Postgres($log) => $call,
         }
     };
+}
+
+/// Which audit rows to read.
+#[derive(Debug, Clone)]
+pub struct AuditFilter {
+    pub token_id: Option<uuid::Uuid>,
+    pub action: Option<AuditAction>,
+    /// Rows that occurred at or after this time.
+    pub since: Option<Timestamp>,
+    pub limit: usize,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        AuditFilter {
+            token_id: None,
+            action: None,
+            since: None,
+            limit: 10_000,
+        }
+    }
+}
+
+/// How many events one audit subscriber transaction folds at most.
+const AUDIT_STEP: usize = 500;
+
+impl Store {
+    pub async fn token(&self, id: uuid::Uuid) -> Result<Option<TokenRow>, StoreError> {
+        delegate!(self, l => l.token(id).await)
+    }
+
+    /// The token with this hash: the authentication lookup.
+    pub async fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRow>, StoreError> {
+        delegate!(self, l => l.token_by_hash(hash).await)
+    }
+
+    /// Every token, oldest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        delegate!(self, l => l.tokens().await)
+    }
+
+    /// Audit rows, in log order.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        delegate!(self, l => l.audit(filter).await)
+    }
+
+    /// Each projection's checkpoint (the last position folded in).
+    pub async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        delegate!(self, l => l.checkpoints().await)
+    }
+
+    /// Fold every committed event into `audit_logs`; returns the checkpoint reached.
+    pub async fn catch_up_audit(&self) -> Result<u64, StoreError> {
+        loop {
+            let (checkpoint, read) = delegate!(self, l => l.audit_step(AUDIT_STEP).await)?;
+            if read < AUDIT_STEP {
+                return Ok(checkpoint);
+            }
+        }
+    }
+
+    /// Rebuild `api_tokens` and `audit_logs` from position 0, holding the append lock.
+    /// Returns the position rebuilt to and the number of tokens.
+    pub async fn rebuild_projections(&self) -> Result<(u64, usize), StoreError> {
+        delegate!(self, l => l.rebuild().await)
+    }
 }
 
 impl EventLog for Store {

@@ -7,12 +7,15 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use tokenledger_events::{EventLog, LogError, LogId};
 use tokio::sync::{oneshot, watch};
 
 use super::writer::{GroupCommit, Writer};
-use super::{StoreError, wait_for_head};
+use tokenledger_projections::AuditRow;
+
+use super::{AuditFilter, StoreError, wait_for_head};
 
 super::sql::sql_event_log!(PgConnection, PgRow);
 
@@ -134,7 +137,19 @@ fn unavailable(e: sqlx::Error) -> AppendError {
     AppendError::Unavailable(e.to_string())
 }
 
-/// One transaction: lock the head row, append every batch, move the head, notify, COMMIT.
+/// Take the append lock and read the head under it, in one round trip.
+async fn lock_head(conn: &mut PgConnection) -> Result<Head, sqlx::Error> {
+    let row = sqlx::query("SELECT position, hash FROM log_head FOR UPDATE")
+        .fetch_one(&mut *conn)
+        .await?;
+    let hash: Vec<u8> = row.try_get("hash")?;
+    Ok(Head {
+        position: from_sql(row.try_get("position")?, "position")?,
+        hash: Hash::from_slice(&hash).ok_or_else(|| decode_err("head hash is not 32 bytes"))?,
+    })
+}
+
+/// One transaction: lock the head row, append every batch, move the head, COMMIT.
 /// `hold` keeps the transaction open until it resolves (see [`PgLog::append_held`]).
 async fn commit(
     conn: &mut PgConnection,
@@ -143,23 +158,14 @@ async fn commit(
     hold: Option<oneshot::Receiver<()>>,
 ) -> Result<(Vec<AppendResult>, Head), AppendError> {
     let mut tx = conn.begin().await.map_err(unavailable)?;
-    sqlx::query("SELECT position FROM log_head FOR UPDATE")
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-    let head = read_head(&mut tx).await.map_err(unavailable)?;
+    let head = lock_head(&mut tx).await.map_err(unavailable)?;
     let mut sealer = Sealer::new(log_id, head);
     let results = append_group(&mut tx, &mut sealer, batches)
         .await
         .map_err(unavailable)?;
     if sealer.head() != head {
+        // The log_head_notify trigger tells the other nodes.
         write_head(&mut tx, sealer.head())
-            .await
-            .map_err(unavailable)?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(sealer.head().position.to_string())
-            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
     }
@@ -200,6 +206,69 @@ impl PgLog {
 
     async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, LogError> {
         self.read.acquire().await.map_err(log_unavailable)
+    }
+
+    pub(crate) async fn token(&self, id: Uuid) -> Result<Option<TokenRow>, StoreError> {
+        token_by_id(&mut *self.reader().await?, id)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<TokenRow>, StoreError> {
+        token_by_hash(&mut *self.reader().await?, hash)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        all_tokens(&mut *self.reader().await?)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        audit_query(&mut *self.reader().await?, filter)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        checkpoints(&mut *self.reader().await?)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
+        let mut conn = self.read.acquire().await.map_err(StoreError::db)?;
+        let mut tx = conn.begin().await.map_err(StoreError::db)?;
+        // The checkpoint row is the subscriber's lock: one step at a time, across nodes.
+        sqlx::query(
+            "SELECT position FROM projection_checkpoints WHERE name = 'audit_logs' FOR UPDATE",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db)?;
+        let step = audit_step(&mut tx, limit).await.map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(step)
+    }
+
+    pub(crate) async fn rebuild(&self) -> Result<(u64, usize), StoreError> {
+        let mut conn = self.read.acquire().await.map_err(StoreError::db)?;
+        let mut tx = conn.begin().await.map_err(StoreError::db)?;
+        // The append lock, then every projection's checkpoint: no append and no subscriber
+        // step interleaves with the rebuild.
+        lock_head(&mut tx).await.map_err(StoreError::db)?;
+        sqlx::query("SELECT position FROM projection_checkpoints FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db)?;
+        let rebuilt = rebuild(&mut tx).await.map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(rebuilt)
     }
 }
 

@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -13,7 +14,9 @@ use tokenledger_events::{EventLog, LogError, LogId};
 use tokio::sync::oneshot;
 
 use super::writer::{GroupCommit, Writer};
-use super::{StoreError, wait_for_head};
+use tokenledger_projections::AuditRow;
+
+use super::{AuditFilter, StoreError, wait_for_head};
 
 super::sql::sql_event_log!(SqliteConnection, SqliteRow);
 
@@ -80,10 +83,14 @@ impl SqliteDb {
             },
             head,
         );
+        let projector = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(self.options.clone());
         Ok(SqliteLog {
             log_id,
             read,
             writer,
+            projector,
             options: self.options.clone(),
         })
     }
@@ -142,6 +149,8 @@ pub struct SqliteLog {
     log_id: LogId,
     read: SqlitePool,
     writer: Writer,
+    /// The connection projection subscribers and rebuilds write through.
+    projector: SqlitePool,
     options: SqliteConnectOptions,
 }
 
@@ -165,6 +174,61 @@ impl SqliteLog {
 
     async fn reader(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, LogError> {
         self.read.acquire().await.map_err(log_unavailable)
+    }
+
+    pub(crate) async fn token(&self, id: Uuid) -> Result<Option<TokenRow>, StoreError> {
+        token_by_id(&mut *self.reader().await?, id)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn token_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<TokenRow>, StoreError> {
+        token_by_hash(&mut *self.reader().await?, hash)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        all_tokens(&mut *self.reader().await?)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+        audit_query(&mut *self.reader().await?, filter)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        checkpoints(&mut *self.reader().await?)
+            .await
+            .map_err(StoreError::db)
+    }
+
+    pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
+        let mut conn = self.projector.acquire().await.map_err(StoreError::db)?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db)?;
+        let step = audit_step(&mut tx, limit).await.map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(step)
+    }
+
+    pub(crate) async fn rebuild(&self) -> Result<(u64, usize), StoreError> {
+        let mut conn = self.projector.acquire().await.map_err(StoreError::db)?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db)?;
+        let rebuilt = rebuild(&mut tx).await.map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)?;
+        Ok(rebuilt)
     }
 }
 

@@ -335,6 +335,36 @@ pub async fn retrying_an_append_is_idempotent<H: Harness>(test: &str) {
     assert_eq!(log.head().await.expect("head"), head);
 }
 
+pub async fn concurrent_retries_of_one_batch_append_it_once<H: Harness>(test: &str) {
+    let Some(h) = H::start(test).await else {
+        return;
+    };
+    let log = h.nodes()[0].clone();
+    let batch = vec![append(
+        &stream(),
+        ExpectedVersion::NoStream,
+        vec![created(Uuid::now_v7(), "dup"), used("/a")],
+    )];
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..12 {
+        let (log, batch) = (log.clone(), batch.clone());
+        tasks.spawn(async move { log.append(batch).await });
+    }
+    let mut answers = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        answers.push(joined.expect("task").expect("every retry answers"));
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "every caller gets the same stored events"
+    );
+    assert_eq!(
+        answers[0].iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(log.head().await.expect("head").position, 2);
+}
+
 pub async fn invalid_batches_are_refused_whole<H: Harness>(test: &str) {
     let Some(h) = H::start(test).await else {
         return;
@@ -648,6 +678,14 @@ macro_rules! contract {
             #[tokio::test]
             async fn retrying_an_append_is_idempotent() {
                 super::retrying_an_append_is_idempotent::<$harness>(stringify!($backend)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_retries_of_one_batch_append_it_once() {
+                super::concurrent_retries_of_one_batch_append_it_once::<$harness>(stringify!(
+                    $backend
+                ))
+                .await;
             }
 
             #[tokio::test]
