@@ -3,8 +3,12 @@
 //! names the variable. Every safety switch defaults to off.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use crate::ledger::TokenSettings;
+use crate::lifecycle::Policy;
 use crate::store::{DatabaseUrl, StoreError};
+use crate::token::{Environment, TokenPrefix};
 
 /// Parse `DATABASE_URL` / `--database-url` for clap.
 pub fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
@@ -16,10 +20,182 @@ pub fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
     })
 }
 
+const DURATION_FORMS: &str = "a whole number and a unit s, m, h or d, like 90s, 15m, 24h, 30d";
+
+/// `90s`, `15m`, `24h`, `30d`; zero is allowed (a grace period of 0 means now).
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let bad = || format!("{raw:?} is not a duration; expected {DURATION_FORMS}");
+    let raw_trimmed = raw.trim();
+    let unit_at = raw_trimmed.len().checked_sub(1).ok_or_else(bad)?;
+    if !raw_trimmed.is_char_boundary(unit_at) {
+        return Err(bad());
+    }
+    let (number, unit) = raw_trimmed.split_at(unit_at);
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let seconds_per = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(seconds_per)
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{raw:?} is too long; durations go up to 36500d"))
+}
+
+/// A duration that must be positive (an expiry).
+pub fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+    let d = parse_duration(raw)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{raw:?} is zero; an expiry must be positive: {DURATION_FORMS}"
+        ));
+    }
+    Ok(d)
+}
+
+/// `API_TOKEN_PREFIX_ENV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrefixEnv {
+    /// `live` when APP_ENV=production, else `test`.
+    Auto,
+    Live,
+    Test,
+}
+
+/// Token settings shared by every command that mints or checks tokens.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Prefix of every token this deployment mints and accepts (1-16 lowercase letters or
+    /// digits).
+    #[arg(long, env = "API_TOKEN_PREFIX", default_value = "tl", value_parser = TokenPrefix::parse, global = true)]
+    pub token_prefix: TokenPrefix,
+
+    /// Environment of minted and accepted tokens: auto means live exactly when
+    /// APP_ENV=production, else test.
+    #[arg(
+        long,
+        env = "API_TOKEN_PREFIX_ENV",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
+    pub token_env: PrefixEnv,
+
+    /// The deployment environment; `production` makes API_TOKEN_PREFIX_ENV=auto mean live.
+    #[arg(long, env = "APP_ENV", global = true)]
+    pub app_env: Option<String>,
+
+    /// Longest expiry a token may be given.
+    #[arg(long, env = "API_TOKEN_MAX_TTL", default_value = "365d", value_parser = parse_positive_duration, global = true)]
+    pub max_ttl: Duration,
+}
+
+impl TokenArgs {
+    pub fn is_production(&self) -> bool {
+        self.app_env.as_deref() == Some("production")
+    }
+
+    pub fn settings(&self) -> TokenSettings {
+        let environment = match self.token_env {
+            PrefixEnv::Live => Environment::Live,
+            PrefixEnv::Test => Environment::Test,
+            PrefixEnv::Auto if self.is_production() => Environment::Live,
+            PrefixEnv::Auto => Environment::Test,
+        };
+        let defaults = Policy::default();
+        TokenSettings {
+            prefix: self.token_prefix.clone(),
+            environment,
+            policy: Policy {
+                max_ttl: self.max_ttl,
+                default_ttl: defaults.default_ttl.min(self.max_ttl),
+                ..defaults
+            },
+        }
+    }
+}
+
 /// What `tokenledger serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub database_url: DatabaseUrl,
     /// Where to listen; port 0 picks a free port (tests).
     pub bind_addr: SocketAddr,
+    pub tokens: TokenSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_the_four_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_accepted_forms() {
+        for bad in [
+            "", "5", "d", "-5m", "1.5h", "10w", "5 m", "5M", "1e3s", "5mm", "9é",
+        ] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.contains("like 90s, 15m, 24h, 30d"), "{bad}: {err}");
+        }
+        assert!(
+            parse_duration("99999999999999999d")
+                .expect_err("huge")
+                .contains("too long")
+        );
+        assert!(
+            parse_positive_duration("0d")
+                .expect_err("zero")
+                .contains("must be positive")
+        );
+    }
+
+    #[test]
+    fn auto_means_live_exactly_in_production() {
+        let args = |env: PrefixEnv, app: Option<&str>| TokenArgs {
+            token_prefix: TokenPrefix::default(),
+            token_env: env,
+            app_env: app.map(str::to_owned),
+            max_ttl: Duration::from_secs(365 * 86_400),
+        };
+        assert_eq!(
+            args(PrefixEnv::Auto, Some("production"))
+                .settings()
+                .environment,
+            Environment::Live
+        );
+        assert_eq!(
+            args(PrefixEnv::Auto, Some("staging"))
+                .settings()
+                .environment,
+            Environment::Test
+        );
+        assert_eq!(
+            args(PrefixEnv::Auto, None).settings().environment,
+            Environment::Test
+        );
+        assert_eq!(
+            args(PrefixEnv::Test, Some("production"))
+                .settings()
+                .environment,
+            Environment::Test
+        );
+        assert_eq!(
+            args(PrefixEnv::Live, None).settings().environment,
+            Environment::Live
+        );
+    }
 }

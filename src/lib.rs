@@ -6,6 +6,8 @@
 //! # Layout
 //!
 //! - [`config`]: typed configuration from the environment; every switch defaults to off.
+//! - [`token`]: the token format, minting and parsing; [`lifecycle`]: pure decisions;
+//!   [`ledger`]: the shell that reads the clock, mints, decides and appends.
 //! - [`store`]: the event log backends (SQLite embedded, PostgreSQL), the group-commit writer,
 //!   migrations and chain verification.
 //! - [`cli`]: the `tokenledger` commands.
@@ -17,6 +19,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod ledger;
 pub mod lifecycle;
 pub mod store;
 pub mod token;

@@ -102,6 +102,12 @@ pub struct ParsedToken {
 #[error("the operating system's random source failed: {0}")]
 pub struct MintError(String);
 
+impl MintError {
+    pub fn from_os(e: impl std::fmt::Display) -> Self {
+        MintError(e.to_string())
+    }
+}
+
 /// Mint a new token from 256 bits of the OS CSPRNG.
 pub fn mint(prefix: &TokenPrefix, environment: Environment) -> Result<PlainToken, MintError> {
     let mut secret = [0u8; 32];

@@ -158,6 +158,7 @@ async fn serve_answers_health_and_readiness_on_a_verified_log() {
     let app = Application::build(&ServeConfig {
         database_url: db.url.clone(),
         bind_addr: "127.0.0.1:0".parse().expect("addr"),
+        tokens: tokenledger::ledger::TokenSettings::default(),
     })
     .await
     .expect("build");
