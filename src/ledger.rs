@@ -18,8 +18,8 @@ use tokenledger_projections::{AuditRow, TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::lifecycle::{
-    self, CreateToken, DomainError, Policy, RotateToken, decide_create, decide_revoke,
-    decide_rotate,
+    self, CreateToken, DomainError, Policy, RotateToken, UseAttempt, UseDecision, decide_create,
+    decide_revoke, decide_rotate, decide_use,
 };
 use crate::store::{Store, StoreError};
 use crate::token::{self, Environment, MintError, PlainToken, TokenPrefix};
@@ -295,6 +295,32 @@ impl Ledger {
             }
         }
         Err(LedgerError::Busy(id))
+    }
+
+    /// Decide a use of a known token at `now` and append the answer: `TokenUsed` when it is
+    /// allowed, `TokenUseDenied` when not. The caller acts only on `Allowed`, and only after
+    /// this returns: the event is durable by then (audit first).
+    pub async fn record_use(
+        &self,
+        row: &TokenRow,
+        attempt: &UseAttempt,
+    ) -> Result<(UseDecision, StoredEvent), LedgerError> {
+        let decision = decide_use(row, attempt, self.now());
+        let event = match &decision {
+            UseDecision::Allowed(used) => TokenEvent::Used(used.clone()),
+            UseDecision::Denied(denied) => TokenEvent::UseDenied(denied.clone()),
+        };
+        let actor = format!("token:{}", row.id);
+        let mut stored = self
+            .store
+            .append(vec![StreamAppend {
+                stream_id: StreamId::for_token(row.id),
+                expected: ExpectedVersion::Any,
+                events: vec![self.event(&actor, event, Vec::new())],
+            }])
+            .await?;
+        let event = stored.pop().ok_or_else(|| corrupt("an append answered no event"))?;
+        Ok((decision, event))
     }
 
     /// Bring the audit view up to the head (the server's subscriber does this continuously;

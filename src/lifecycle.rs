@@ -298,3 +298,6 @@ pub fn decide_rotate(
         },
     })
 }
+
+#[cfg(test)]
+mod tests;

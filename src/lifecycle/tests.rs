@@ -1,0 +1,3 @@
+//! Given/when/then tests of every decision and every refusal.
+
+use super::*;
