@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use crate::app::Application;
 use crate::config::{
-    ServeConfig, TokenArgs, parse_database_url, parse_duration, parse_positive_duration,
+    ServeConfig, Switches, TokenArgs, parse_database_url, parse_duration, parse_positive_duration,
+    switch,
 };
 use crate::ledger::{
     AuditView, Clock, CreateRequest, Ledger, LedgerError, Minted, RotateRequest, SystemClock,
@@ -83,6 +84,19 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
     pub bind_addr: SocketAddr,
+    /// Serve POST /api/admin/console (true or false); off, it answers 404.
+    #[arg(long, env = "ADMIN_CONSOLE_ENABLED", value_name = "BOOL", default_value = "false",
+          value_parser = switch("ADMIN_CONSOLE_ENABLED"))]
+    pub admin_console_enabled: bool,
+    /// Accept API tokens on the console (true or false); off, a bearer token gets 401.
+    #[arg(long, env = "ADMIN_API_TOKEN_AUTH_ENABLED", value_name = "BOOL", default_value = "false",
+          value_parser = switch("ADMIN_API_TOKEN_AUTH_ENABLED"))]
+    pub admin_api_token_auth_enabled: bool,
+    /// Read the client IP from X-Forwarded-For (its last entry, added by your proxy) instead
+    /// of the socket (true or false). Only behind a proxy you run.
+    #[arg(long, env = "TRUST_PROXY", value_name = "BOOL", default_value = "false",
+          value_parser = switch("TRUST_PROXY"))]
+    pub trust_proxy: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +118,9 @@ pub enum Command {
     },
     /// Read the audit view (one row per token event), oldest first.
     Audit(AuditArgs),
+    /// Print the route policy: every route, whether it accepts API tokens, and with which
+    /// scopes.
+    Routes,
     /// Maintain the projections built from the log.
     Projections {
         #[command(subcommand)]
@@ -306,12 +323,17 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     let settings = cli.tokens.settings();
     let result: Result<(), Failure> = match command {
-        Command::Serve(ServeArgs { bind_addr }) => {
+        Command::Serve(args) => {
             init_tracing();
             serve(ServeConfig {
                 database_url: cli.database_url,
-                bind_addr,
+                bind_addr: args.bind_addr,
                 tokens: settings,
+                switches: Switches {
+                    console_enabled: args.admin_console_enabled,
+                    token_auth_enabled: args.admin_api_token_auth_enabled,
+                    trust_proxy: args.trust_proxy,
+                },
             })
             .await
             .map_err(Failure)
@@ -329,6 +351,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Projections {
             command: ProjectionsCommand::Rebuild,
         } => rebuild(&cli.database_url).await,
+        Command::Routes => {
+            print!("{}", crate::routes::render());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -344,6 +370,7 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

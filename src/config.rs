@@ -121,6 +121,20 @@ impl TokenArgs {
     }
 }
 
+/// A strict boolean switch for clap: exactly `true` or `false`, and an error that names the
+/// variable, so a typo never silently means "on" or "off".
+pub fn switch(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync + 'static {
+    move |raw: &str| match raw.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!(
+            "{variable}={other:?} is not a switch; expected true or false"
+        )),
+    }
+}
+
 /// What `tokenledger serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -128,6 +142,32 @@ pub struct ServeConfig {
     /// Where to listen; port 0 picks a free port (tests).
     pub bind_addr: SocketAddr,
     pub tokens: TokenSettings,
+    /// The safety switches; every one defaults to off.
+    pub switches: Switches,
+}
+
+/// The seed guide's safety switches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// `ADMIN_CONSOLE_ENABLED`: without it the console answers 404.
+    pub console_enabled: bool,
+    /// `ADMIN_API_TOKEN_AUTH_ENABLED`: without it a bearer token on the console gets 401.
+    pub token_auth_enabled: bool,
+    /// `TRUST_PROXY`: only then is `X-Forwarded-For` read for the client IP.
+    pub trust_proxy: bool,
+}
+
+impl ServeConfig {
+    /// A configuration on `database_url` with every default, listening on a free loopback
+    /// port.
+    pub fn local(database_url: DatabaseUrl) -> ServeConfig {
+        ServeConfig {
+            database_url,
+            bind_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tokens: TokenSettings::default(),
+            switches: Switches::default(),
+        }
+    }
 }
 
 #[cfg(test)]

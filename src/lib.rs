@@ -17,9 +17,14 @@
 //! `tokenledger-projections` (what is true at a position or a time).
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
+pub mod http;
 pub mod ledger;
 pub mod lifecycle;
+pub mod monitoring;
+pub mod routes;
 pub mod store;
 pub mod token;

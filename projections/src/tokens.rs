@@ -168,7 +168,13 @@ pub fn fold(
         TokenEvent::Created(c) if c.token_id == id && !rows.contains_key(&id) => {
             rows.insert(id, TokenRow::created(event, c));
         }
-        _ => rows.get_mut(&id)?.apply(event, decoded),
+        _ => {
+            let row = rows.get_mut(&id)?;
+            // A row loaded from a stored projection may already hold this event.
+            if event.position > row.position {
+                row.apply(event, decoded);
+            }
+        }
     }
     Some(id)
 }
@@ -182,6 +188,22 @@ pub struct TokenTable {
 }
 
 impl TokenTable {
+    /// A table from stored rows that reflect the log up to `position` (rows may already hold
+    /// later events; folding those again changes nothing).
+    pub fn from_rows(rows: impl IntoIterator<Item = TokenRow>, position: u64) -> TokenTable {
+        let mut table = TokenTable {
+            position,
+            ..TokenTable::default()
+        };
+        for row in rows {
+            if let Some(hash) = row.hash {
+                table.by_hash.insert(hash, row.id);
+            }
+            table.rows.insert(row.id, row);
+        }
+        table
+    }
+
     /// Fold the next event of the log.
     pub fn apply(&mut self, event: &StoredEvent, decoded: &TokenEvent) {
         self.position = self.position.max(event.position);

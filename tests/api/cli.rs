@@ -155,13 +155,9 @@ async fn serve_refuses_a_log_whose_head_does_not_verify() {
 #[tokio::test]
 async fn serve_answers_health_and_readiness_on_a_verified_log() {
     let db = SqliteDb::new();
-    let app = Application::build(&ServeConfig {
-        database_url: db.url.clone(),
-        bind_addr: "127.0.0.1:0".parse().expect("addr"),
-        tokens: tokenledger::ledger::TokenSettings::default(),
-    })
-    .await
-    .expect("build");
+    let app = Application::build(&ServeConfig::local(db.url.clone()))
+        .await
+        .expect("build");
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::new();

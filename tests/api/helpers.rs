@@ -219,3 +219,10 @@ pub fn tokenledger(url: &str, args: &[&str]) -> std::process::Output {
         .output()
         .expect("run tokenledger")
 }
+
+impl PgTestDb {
+    /// The test database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
