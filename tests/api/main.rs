@@ -4,3 +4,4 @@
 mod cli;
 mod helpers;
 mod log_contract;
+mod service;
