@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::app::Application;
 use crate::config::{
-    ServeConfig, Switches, TokenArgs, parse_database_url, parse_duration, parse_positive_duration,
-    switch,
+    ServeConfig, Switches, TokenArgs, parse_bind_addr, parse_database_url, parse_duration,
+    parse_positive_duration, switch,
 };
 use crate::ledger::{
     AuditView, Clock, CreateRequest, Ledger, LedgerError, Minted, RotateRequest, SystemClock,
@@ -82,7 +82,7 @@ fn usage_error(e: clap::Error) -> ! {
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
+    #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:3000", value_parser = parse_bind_addr)]
     pub bind_addr: SocketAddr,
     /// Serve POST /api/admin/console (true or false); off, it answers 404.
     #[arg(long, env = "ADMIN_CONSOLE_ENABLED", value_name = "BOOL", default_value = "false",

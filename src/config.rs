@@ -59,8 +59,23 @@ pub fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `APP_ENV`: a known name only, so a typo of `production` cannot quietly mean test tokens.
+pub fn parse_app_env(raw: &str) -> Result<String, String> {
+    const KNOWN: [&str; 4] = ["development", "test", "staging", "production"];
+    KNOWN
+        .iter()
+        .find(|k| **k == raw.trim())
+        .map(|k| (*k).to_owned())
+        .ok_or_else(|| {
+            format!(
+                "APP_ENV={raw:?} is not known; expected one of {}",
+                KNOWN.join(", ")
+            )
+        })
+}
+
 /// `API_TOKEN_PREFIX_ENV`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrefixEnv {
     /// `live` when APP_ENV=production, else `test`.
     Auto,
@@ -68,12 +83,38 @@ pub enum PrefixEnv {
     Test,
 }
 
+pub fn parse_prefix_env(raw: &str) -> Result<PrefixEnv, String> {
+    match raw.trim() {
+        "auto" => Ok(PrefixEnv::Auto),
+        "live" => Ok(PrefixEnv::Live),
+        "test" => Ok(PrefixEnv::Test),
+        _ => Err(format!(
+            "API_TOKEN_PREFIX_ENV={raw:?} is not known; expected auto, live or test"
+        )),
+    }
+}
+
+fn parse_prefix(raw: &str) -> Result<TokenPrefix, String> {
+    TokenPrefix::parse(raw).map_err(|e| format!("API_TOKEN_PREFIX: {e}"))
+}
+
+fn parse_max_ttl(raw: &str) -> Result<Duration, String> {
+    parse_positive_duration(raw).map_err(|e| format!("API_TOKEN_MAX_TTL: {e}"))
+}
+
+/// `BIND_ADDR`: an IP address and port.
+pub fn parse_bind_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.trim().parse().map_err(|_| {
+        format!("BIND_ADDR={raw:?} is not an address; expected IP:PORT like 127.0.0.1:3000 or [::1]:3000")
+    })
+}
+
 /// Token settings shared by every command that mints or checks tokens.
 #[derive(Clone, Debug, clap::Args)]
 pub struct TokenArgs {
     /// Prefix of every token this deployment mints and accepts (1-16 lowercase letters or
     /// digits).
-    #[arg(long, env = "API_TOKEN_PREFIX", default_value = "tl", value_parser = TokenPrefix::parse, global = true)]
+    #[arg(long, env = "API_TOKEN_PREFIX", default_value = "tl", value_parser = parse_prefix, global = true)]
     pub token_prefix: TokenPrefix,
 
     /// Environment of minted and accepted tokens: auto means live exactly when
@@ -81,18 +122,20 @@ pub struct TokenArgs {
     #[arg(
         long,
         env = "API_TOKEN_PREFIX_ENV",
-        value_enum,
+        value_name = "auto|live|test",
+        value_parser = parse_prefix_env,
         default_value = "auto",
         global = true
     )]
     pub token_env: PrefixEnv,
 
-    /// The deployment environment; `production` makes API_TOKEN_PREFIX_ENV=auto mean live.
-    #[arg(long, env = "APP_ENV", global = true)]
+    /// The deployment environment: development, test, staging or production; production
+    /// makes API_TOKEN_PREFIX_ENV=auto mean live.
+    #[arg(long, env = "APP_ENV", global = true, value_parser = parse_app_env)]
     pub app_env: Option<String>,
 
     /// Longest expiry a token may be given.
-    #[arg(long, env = "API_TOKEN_MAX_TTL", default_value = "365d", value_parser = parse_positive_duration, global = true)]
+    #[arg(long, env = "API_TOKEN_MAX_TTL", default_value = "365d", value_parser = parse_max_ttl, global = true)]
     pub max_ttl: Duration,
 }
 

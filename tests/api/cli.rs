@@ -174,3 +174,329 @@ async fn serve_answers_health_and_readiness_on_a_verified_log() {
         .expect("readyz");
     assert_eq!(ready.status(), 200);
 }
+
+/// The binary with extra environment variables.
+fn tokenledger_with(url: &str, envs: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenledger"));
+    command
+        .args(args)
+        .env("DATABASE_URL", url)
+        .env("USER", "alice")
+        .env_remove("RUST_LOG");
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().expect("run tokenledger")
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// Log head position, read through `verify`.
+fn events_in(url: &str) -> u64 {
+    let out = tokenledger(url, &["verify"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    stdout
+        .strip_prefix("ok: ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected verify output: {stdout}"))
+}
+
+#[test]
+fn token_commands_create_list_show_revoke_rotate_and_audit() {
+    let db = SqliteDb::new();
+    let url = db.url_string();
+    let run = |args: &[&str]| tokenledger_with(&url, &[], args);
+
+    // A fresh database with no configuration: the first command works.
+    let out = run(&["token", "create", "--name", "ci", "--scope", "console:exec"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let plaintext: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("tl_test_"))
+        .collect();
+    assert_eq!(
+        plaintext.len(),
+        1,
+        "the plaintext is printed exactly once: {stdout}"
+    );
+    assert_eq!(plaintext[0].len(), "tl_test_".len() + 49);
+
+    let created = json_of(&run(&[
+        "token",
+        "create",
+        "--name",
+        "deploy",
+        "--scope",
+        "registry:write",
+        "--scope",
+        "registry:read",
+        "--expires-in",
+        "30d",
+        "--json",
+    ]));
+    let keys: Vec<&str> = created
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["environment", "expires_at", "id", "name", "scopes", "token"]
+    );
+    assert_eq!(
+        created["scopes"],
+        serde_json::json!(["registry:read", "registry:write"])
+    );
+    assert_eq!(created["environment"], "test");
+    let id = created["id"].as_str().expect("id").to_owned();
+
+    let list = json_of(&run(&["token", "list", "--json"]));
+    assert_eq!(list.as_array().expect("array").len(), 2);
+    assert!(
+        !list
+            .to_string()
+            .contains(created["token"].as_str().expect("token"))
+    );
+    let shown = json_of(&run(&["token", "show", &id, "--json"]));
+    assert_eq!(shown["status"], "active");
+    assert_eq!(shown["created_by"], "cli:alice");
+
+    let rotated = json_of(&run(&["token", "rotate", &id, "--grace", "1h", "--json"]));
+    assert_eq!(rotated["rotated_from"], serde_json::json!(id));
+    assert_eq!(rotated["scopes"], created["scopes"]);
+    assert_ne!(rotated["token"], created["token"]);
+    let shown = json_of(&run(&["token", "show", &id, "--json"]));
+    assert_eq!(shown["status"], "rotated_in_grace");
+
+    let out = run(&["token", "revoke", &id, "--reason", "rotated out"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let shown = json_of(&run(&["token", "show", &id, "--json"]));
+    assert_eq!(shown["status"], "revoked");
+    assert_eq!(shown["revoke_reason"], "rotated out");
+
+    let audit = json_of(&run(&["audit", "--token", &id, "--json"]));
+    let actions: Vec<&str> = audit
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "API_TOKEN_CREATED",
+            "API_TOKEN_ROTATED",
+            "API_TOKEN_REVOKED"
+        ]
+    );
+    let revoked = json_of(&run(&[
+        "audit", "--action", "revoked", "--since", "1h", "--json",
+    ]));
+    assert_eq!(revoked.as_array().expect("array").len(), 1);
+    assert_eq!(revoked[0]["actor"], "cli:alice");
+    let future = json_of(&run(&["audit", "--since", "2999-01-01", "--json"]));
+    assert_eq!(future, serde_json::json!([]));
+
+    let out = run(&["projections", "rebuild"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert_eq!(json_of(&run(&["token", "show", &id, "--json"])), shown);
+}
+
+#[test]
+fn bad_token_commands_say_what_is_accepted_and_append_nothing() {
+    let db = SqliteDb::new();
+    let url = db.url_string();
+    let run = |args: &[&str]| tokenledger_with(&url, &[], args);
+    let created = json_of(&run(&[
+        "token", "create", "--name", "x", "--scope", "admin", "--json",
+    ]));
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(run(&["token", "revoke", &id]).status.success());
+    let before = events_in(&url);
+
+    let long_name = "n".repeat(101);
+    let unknown_id = "0193a5b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b";
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["token", "create", "--name", "x", "--scope", "root"],
+            2,
+            "unknown scope \"root\"; known scopes: admin, console:exec, logs:read, registry:read, registry:write, tokens:verify",
+        ),
+        (
+            vec![
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--scope",
+                "admin",
+                "--expires-in",
+                "0d",
+            ],
+            2,
+            "must be positive",
+        ),
+        (
+            vec![
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--scope",
+                "admin",
+                "--expires-in",
+                "-5m",
+            ],
+            2,
+            "like 90s, 15m, 24h, 30d",
+        ),
+        (
+            vec![
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--scope",
+                "admin",
+                "--expires-in",
+                "2w",
+            ],
+            2,
+            "unit s, m, h or d",
+        ),
+        (
+            vec!["token", "create", "--name", &long_name, "--scope", "admin"],
+            2,
+            "name must be 1 to 100 characters, got 101",
+        ),
+        (
+            vec![
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--scope",
+                "admin",
+                "--expires-in",
+                "400d",
+            ],
+            1,
+            "exceeds the maximum of 365d",
+        ),
+        (
+            vec!["token", "show", "not-a-uuid"],
+            2,
+            "is not a token id; expected a UUID",
+        ),
+        (
+            vec!["token", "revoke", "12345"],
+            2,
+            "is not a token id; expected a UUID",
+        ),
+        (vec!["token", "show", unknown_id], 1, "no token with id"),
+        (vec!["token", "revoke", unknown_id], 1, "no token with id"),
+        (vec!["token", "revoke", &id], 1, "is already revoked"),
+        (vec!["token", "rotate", &id], 1, "is already revoked"),
+        (
+            vec!["audit", "--action", "deleted"],
+            2,
+            "known actions: API_TOKEN_CREATED",
+        ),
+        (
+            vec!["audit", "--since", "yesterday"],
+            2,
+            "or a duration ago like 24h",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let out = run(&args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{args:?}: one line: {stderr}"
+        );
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+    assert_eq!(events_in(&url), before, "nothing was appended");
+}
+
+#[test]
+fn unknown_configuration_values_stop_the_process_naming_the_variable() {
+    let db = SqliteDb::new();
+    for (var, value, message) in [
+        (
+            "ADMIN_CONSOLE_ENABLED",
+            "yes",
+            "ADMIN_CONSOLE_ENABLED=\"yes\" is not a switch; expected true or false",
+        ),
+        (
+            "ADMIN_API_TOKEN_AUTH_ENABLED",
+            "1",
+            "ADMIN_API_TOKEN_AUTH_ENABLED=\"1\" is not a switch",
+        ),
+        ("TRUST_PROXY", "on", "TRUST_PROXY=\"on\" is not a switch"),
+        (
+            "API_TOKEN_PREFIX_ENV",
+            "staging",
+            "API_TOKEN_PREFIX_ENV=\"staging\" is not known; expected auto, live or test",
+        ),
+        ("API_TOKEN_PREFIX", "Bad_Prefix", "API_TOKEN_PREFIX"),
+        ("APP_ENV", "prod", "APP_ENV=\"prod\" is not known"),
+        ("API_TOKEN_MAX_TTL", "1y", "API_TOKEN_MAX_TTL"),
+        (
+            "BIND_ADDR",
+            "localhost:3000",
+            "BIND_ADDR=\"localhost:3000\" is not an address",
+        ),
+    ] {
+        let out = tokenledger_with(&db.url_string(), &[(var, value)], &["serve"]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(stderr.contains(message), "{var}: {stderr}");
+    }
+}
+
+#[test]
+fn production_mints_live_tokens_and_the_routes_table_prints() {
+    let db = SqliteDb::new();
+    let out = tokenledger_with(
+        &db.url_string(),
+        &[("APP_ENV", "production")],
+        &[
+            "token", "create", "--name", "prod", "--scope", "admin", "--json",
+        ],
+    );
+    let created = json_of(&out);
+    assert_eq!(created["environment"], "live");
+    assert!(
+        created["token"]
+            .as_str()
+            .expect("token")
+            .starts_with("tl_live_")
+    );
+
+    let out = tokenledger(&db.url_string(), &["routes"]);
+    let (stdout, _) = text(&out);
+    for route in tokenledger::routes::ROUTES {
+        assert!(
+            stdout.contains(route.path),
+            "{} missing: {stdout}",
+            route.path
+        );
+    }
+    assert!(stdout.contains("/admin/tokens") && stdout.contains("Clerk session only"));
+    for command in tokenledger::routes::CONSOLE_COMMANDS {
+        assert!(stdout.contains(command.name), "{stdout}");
+    }
+}
