@@ -319,7 +319,9 @@ impl Ledger {
                 events: vec![self.event(&actor, event, Vec::new())],
             }])
             .await?;
-        let event = stored.pop().ok_or_else(|| corrupt("an append answered no event"))?;
+        let event = stored
+            .pop()
+            .ok_or_else(|| corrupt("an append answered no event"))?;
         Ok((decision, event))
     }
 
