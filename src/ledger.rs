@@ -300,29 +300,45 @@ impl Ledger {
     /// Decide a use of a known token at `now` and append the answer: `TokenUsed` when it is
     /// allowed, `TokenUseDenied` when not. The caller acts only on `Allowed`, and only after
     /// this returns: the event is durable by then (audit first).
+    ///
+    /// `row` may be a moment old. A use is appended only to a token that is still unrevoked
+    /// under the append lock; if a revocation got there first, the use is decided again on
+    /// the stored row, and so recorded (and answered) as denied.
     pub async fn record_use(
         &self,
         row: &TokenRow,
         attempt: &UseAttempt,
     ) -> Result<(UseDecision, StoredEvent), LedgerError> {
-        let decision = decide_use(row, attempt, self.now());
-        let event = match &decision {
-            UseDecision::Allowed(used) => TokenEvent::Used(used.clone()),
-            UseDecision::Denied(denied) => TokenEvent::UseDenied(denied.clone()),
-        };
-        let actor = format!("token:{}", row.id);
-        let mut stored = self
-            .store
-            .append(vec![StreamAppend {
-                stream_id: StreamId::for_token(row.id),
-                expected: ExpectedVersion::Any,
-                events: vec![self.event(&actor, event, Vec::new())],
-            }])
-            .await?;
-        let event = stored
-            .pop()
-            .ok_or_else(|| corrupt("an append answered no event"))?;
-        Ok((decision, event))
+        let mut current = std::borrow::Cow::Borrowed(row);
+        for _ in 0..ATTEMPTS {
+            let decision = decide_use(&current, attempt, self.now());
+            let event = match &decision {
+                UseDecision::Allowed(used) => TokenEvent::Used(used.clone()),
+                UseDecision::Denied(denied) => TokenEvent::UseDenied(denied.clone()),
+            };
+            let actor = format!("token:{}", row.id);
+            let appended = self
+                .store
+                .append(vec![StreamAppend {
+                    stream_id: StreamId::for_token(row.id),
+                    expected: ExpectedVersion::Any,
+                    events: vec![self.event(&actor, event, Vec::new())],
+                }])
+                .await;
+            match appended {
+                Ok(mut stored) => {
+                    let event = stored
+                        .pop()
+                        .ok_or_else(|| corrupt("an append answered no event"))?;
+                    return Ok((decision, event));
+                }
+                Err(AppendError::Closed { .. }) => {
+                    current = std::borrow::Cow::Owned(self.token(row.id).await?);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LedgerError::Busy(row.id))
     }
 
     /// Bring the audit view up to the head (the server's subscriber does this continuously;

@@ -84,6 +84,8 @@ pub enum AppendError {
         "event {event_id} is already stored but other events of the same append are not; retry an append whole, with the same event ids"
     )]
     PartialRetry { event_id: Uuid },
+    #[error("stream {stream} is closed (its token was revoked): a use can no longer be appended")]
+    Closed { stream: StreamId },
     #[error("invalid append: {0}")]
     Invalid(String),
     #[error("event log unavailable: {0}")]
@@ -199,6 +201,27 @@ pub fn classify_retry(ids: &[Uuid], stored: &HashSet<Uuid>) -> Result<bool, Appe
     }
 }
 
+/// Refuse an append that needs an open stream (a use) to a stream that a terminal event (a
+/// revocation) has closed. Backends call it under the append lock, with `closed` read under
+/// that lock, so no use is ever ordered after the revocation of its token.
+pub fn check_open(append: &StreamAppend, closed: bool) -> Result<(), AppendError> {
+    let mut closed = closed;
+    for e in &append.events {
+        if closed && e.event.requires_open_stream() {
+            return Err(AppendError::Closed {
+                stream: append.stream_id.clone(),
+            });
+        }
+        closed |= e.event.closes_stream();
+    }
+    Ok(())
+}
+
+/// Whether `append` closes its stream.
+pub fn closes(append: &StreamAppend) -> bool {
+    append.events.iter().any(|e| e.event.closes_stream())
+}
+
 /// Seals events under the append lock: assigns stream versions and positions, encodes the
 /// canonical bytes and extends the chain. Backends call it with the versions they read under
 /// the same lock.
@@ -290,6 +313,7 @@ pub struct MemoryLog {
 #[derive(Default)]
 pub struct MemoryIndex {
     versions: HashMap<StreamId, u64>,
+    closed: HashSet<StreamId>,
     positions: HashMap<Uuid, u64>,
 }
 
@@ -339,6 +363,7 @@ impl EventLog for MemoryLog {
         }
         let mut sealer = Sealer::new(self.log_id, *self.head.borrow());
         let mut versions: HashMap<StreamId, u64> = HashMap::new();
+        let mut closing: HashSet<StreamId> = HashSet::new();
         let mut sealed = Vec::new();
         for append in &batch {
             let current = versions
@@ -346,8 +371,14 @@ impl EventLog for MemoryLog {
                 .or_else(|| index.versions.get(&append.stream_id))
                 .copied()
                 .unwrap_or(0);
+            let closed =
+                closing.contains(&append.stream_id) || index.closed.contains(&append.stream_id);
+            check_open(append, closed)?;
             let events = sealer.seal(append, current)?;
             versions.insert(append.stream_id.clone(), current + events.len() as u64);
+            if closes(append) {
+                closing.insert(append.stream_id.clone());
+            }
             sealed.extend(events);
         }
         {
@@ -358,6 +389,7 @@ impl EventLog for MemoryLog {
             }
         }
         index.versions.extend(versions);
+        index.closed.extend(closing);
         self.head.send_replace(sealer.head());
         Ok(sealed)
     }

@@ -119,6 +119,18 @@ pub enum TokenEvent {
 }
 
 impl TokenEvent {
+    /// A terminal event: after it, the token's stream accepts no use.
+    pub fn closes_stream(&self) -> bool {
+        matches!(self, TokenEvent::Revoked(_))
+    }
+
+    /// An event that may only be appended to an open stream.
+    pub fn requires_open_stream(&self) -> bool {
+        matches!(self, TokenEvent::Used(_))
+    }
+}
+
+impl TokenEvent {
     /// The schema version new events are written with.
     pub const CURRENT_SCHEMA: u32 = 1;
 

@@ -275,6 +275,38 @@ macro_rules! sql_event_log {
             Ok(found)
         }
 
+        /// The token streams of `batches` that need an open stream and whose token is
+        /// revoked, read from the token table (current inside the append transaction).
+        async fn closed_streams(
+            conn: &mut $conn,
+            batches: &[Vec<StreamAppend>],
+        ) -> Result<HashSet<StreamId>, sqlx::Error> {
+            let mut ids: Vec<Uuid> = batches
+                .iter()
+                .flatten()
+                .filter(|a| a.events.iter().any(|e| e.event.requires_open_stream()))
+                .filter_map(|a| a.stream_id.token_id())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            let mut closed = HashSet::new();
+            for chunk in ids.chunks(CHUNK) {
+                let sql = format!(
+                    "SELECT id FROM api_tokens WHERE revoked_at IS NOT NULL AND id IN ({})",
+                    in_list(chunk.len())
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    let id: Uuid = row.try_get("id")?;
+                    closed.insert(StreamId::for_token(id));
+                }
+            }
+            Ok(closed)
+        }
+
         async fn insert_events(conn: &mut $conn, events: &[StoredEvent]) -> Result<(), sqlx::Error> {
             for chunk in events.chunks(CHUNK) {
                 let sql = format!(
@@ -685,6 +717,7 @@ macro_rules! sql_event_log {
             streams.sort();
             streams.dedup();
             let mut versions = stream_versions(&mut *tx, &streams).await?;
+            let mut closed = closed_streams(&mut *tx, batches).await?;
 
             let mut sealed: HashMap<Uuid, StoredEvent> = HashMap::new();
             let mut new_events: Vec<StoredEvent> = Vec::new();
@@ -703,6 +736,7 @@ macro_rules! sql_event_log {
                         let before = sealer.head();
                         let mut staged = Vec::new();
                         let mut moved: Vec<(StreamId, u64)> = Vec::new();
+                        let mut closing: HashSet<StreamId> = HashSet::new();
                         let mut refusal = None;
                         for append in batch {
                             let current = moved
@@ -712,8 +746,17 @@ macro_rules! sql_event_log {
                                 .map(|(_, v)| *v)
                                 .or_else(|| versions.get(&append.stream_id).copied())
                                 .unwrap_or(0);
-                            match sealer.seal(append, current) {
+                            let sealed_events = tokenledger_events::log::check_open(
+                                append,
+                                closed.contains(&append.stream_id)
+                                    || closing.contains(&append.stream_id),
+                            )
+                            .and_then(|()| sealer.seal(append, current));
+                            match sealed_events {
                                 Ok(events) => {
+                                    if tokenledger_events::log::closes(append) {
+                                        closing.insert(append.stream_id.clone());
+                                    }
                                     moved.push((append.stream_id.clone(), current + events.len() as u64));
                                     staged.extend(events);
                                 }
@@ -730,6 +773,7 @@ macro_rules! sql_event_log {
                             }
                             None => {
                                 versions.extend(moved);
+                                closed.extend(closing);
                                 for e in &staged {
                                     sealed.insert(e.event_id, e.clone());
                                 }

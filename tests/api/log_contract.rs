@@ -255,6 +255,62 @@ pub async fn expected_version_conflicts_append_nothing<H: Harness>(test: &str) {
         .expect("the right version still appends");
 }
 
+pub async fn no_use_is_appended_after_its_token_is_revoked<H: Harness>(test: &str) {
+    let Some(h) = H::start(test).await else {
+        return;
+    };
+    let log = &h.nodes()[0];
+    let id = Uuid::now_v7();
+    let s = StreamId::for_token(id);
+    log.append(vec![append(
+        &s,
+        ExpectedVersion::NoStream,
+        vec![created(id, "a"), used("/x")],
+    )])
+    .await
+    .expect("create and use");
+    // A revocation and a use in one append: the use comes after, so it is refused, and with
+    // it the whole append.
+    let err = log
+        .append(vec![append(
+            &s,
+            ExpectedVersion::Any,
+            vec![revoked(), used("/y")],
+        )])
+        .await
+        .expect_err("a use after a revocation");
+    assert_eq!(err, AppendError::Closed { stream: s.clone() });
+    assert_eq!(
+        log.head().await.expect("head").position,
+        2,
+        "nothing appended"
+    );
+
+    log.append(vec![append(&s, ExpectedVersion::Exact(2), vec![revoked()])])
+        .await
+        .expect("revoke");
+    for nodes in h.nodes() {
+        let err = nodes
+            .append(vec![append(&s, ExpectedVersion::Any, vec![used("/z")])])
+            .await
+            .expect_err("a use of a revoked token");
+        assert_eq!(err, AppendError::Closed { stream: s.clone() }, "{err}");
+    }
+    // Denials are still recorded, and other tokens are untouched.
+    log.append(vec![append(&s, ExpectedVersion::Any, vec![denied()])])
+        .await
+        .expect("a denial of a revoked token is recorded");
+    let other = Uuid::now_v7();
+    log.append(vec![append(
+        &StreamId::for_token(other),
+        ExpectedVersion::NoStream,
+        vec![created(other, "b"), used("/ok")],
+    )])
+    .await
+    .expect("another token is used");
+    assert_eq!(log.head().await.expect("head").position, 6);
+}
+
 pub async fn a_conflict_fails_only_its_own_request<H: Harness>(test: &str) {
     let Some(h) = H::start(test).await else {
         return;
@@ -683,6 +739,14 @@ macro_rules! contract {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_retries_of_one_batch_append_it_once() {
                 super::concurrent_retries_of_one_batch_append_it_once::<$harness>(stringify!(
+                    $backend
+                ))
+                .await;
+            }
+
+            #[tokio::test]
+            async fn no_use_is_appended_after_its_token_is_revoked() {
+                super::no_use_is_appended_after_its_token_is_revoked::<$harness>(stringify!(
                     $backend
                 ))
                 .await;

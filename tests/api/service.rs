@@ -884,6 +884,46 @@ async fn console_commands_report_the_log_and_projections(db: &Db) {
     );
 }
 
+async fn a_use_decided_before_a_revocation_is_recorded_as_denied(db: &Db) {
+    let svc = Service::start(db, console_on()).await;
+    let token = svc.create("raced", &["console:exec"], None).await;
+    // The view a request took just before another writer revoked the token.
+    let stale = svc.state.cache.get(&token.row.id).expect("cached");
+    svc.revoke(token.row.id).await;
+    let attempt = tokenledger::lifecycle::UseAttempt {
+        required_any: vec!["console:exec".into()],
+        server_environment: Environment::Test,
+        ip: Some("127.0.0.1".into()),
+        method: "POST".into(),
+        path: "/api/admin/console".into(),
+        command: Some("ping".into()),
+        user_agent: None,
+    };
+    let (decision, event) = svc
+        .state
+        .ledger
+        .record_use(&stale, &attempt)
+        .await
+        .expect("recorded");
+    assert!(
+        matches!(
+            decision,
+            tokenledger::lifecycle::UseDecision::Denied(ref d)
+                if d.reason == tokenledger_events::DenyReason::Revoked
+        ),
+        "{decision:?}"
+    );
+    assert_eq!(event.event_type, "TokenUseDenied");
+    let stream = svc
+        .state
+        .store
+        .read_stream(&tokenledger_events::StreamId::for_token(token.row.id))
+        .await
+        .expect("stream");
+    let types: Vec<&str> = stream.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["TokenCreated", "TokenRevoked", "TokenUseDenied"]);
+}
+
 async fn sqlite() -> Db {
     Db::Sqlite(SqliteDb::new())
 }
@@ -931,4 +971,5 @@ on_both_backends!(
     the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted,
     tokens_stale_lists_what_the_seed_guide_monitors,
     console_commands_report_the_log_and_projections,
+    a_use_decided_before_a_revocation_is_recorded_as_denied,
 );
