@@ -51,6 +51,8 @@ impl Default for Policy {
 pub enum DomainError {
     #[error("name must be 1 to {MAX_NAME_CHARS} characters, got {0}")]
     BadName(usize),
+    #[error("name must not contain control characters (tabs, newlines, escape sequences)")]
+    NameHasControl,
     #[error("at least one scope is required; known scopes: {}", KNOWN_SCOPES.join(", "))]
     NoScopes,
     #[error("unknown scope {0:?}; known scopes: {known}", known = KNOWN_SCOPES.join(", "))]
@@ -80,10 +82,12 @@ pub fn parse_scope(raw: &str) -> Result<String, DomainError> {
 pub fn parse_name(raw: &str) -> Result<String, DomainError> {
     let name = raw.trim();
     let chars = name.chars().count();
-    if (1..=MAX_NAME_CHARS).contains(&chars) && !name.chars().any(char::is_control) {
-        Ok(name.to_owned())
-    } else {
+    if !(1..=MAX_NAME_CHARS).contains(&chars) {
         Err(DomainError::BadName(chars))
+    } else if name.chars().any(char::is_control) {
+        Err(DomainError::NameHasControl)
+    } else {
+        Ok(name.to_owned())
     }
 }
 
@@ -232,7 +236,9 @@ pub fn decide_revoke(
     })
 }
 
-/// A rotation, as asked for: anything not overridden is kept from the old token.
+/// A rotation, as asked for: the name and scopes are kept from the old token unless
+/// overridden; the successor's expiry is `expires_in` or the policy's default, counted from
+/// the rotation (a rotation renews).
 #[derive(Clone, Debug, Default)]
 pub struct RotateToken {
     pub name: Option<String>,
@@ -261,13 +267,15 @@ pub fn decide_rotate(
     now: Timestamp,
     policy: &Policy,
 ) -> Result<Rotation, DomainError> {
-    match token.status_at(now) {
-        TokenStatus::Revoked => return Err(DomainError::AlreadyRevoked(token.id)),
-        TokenStatus::Expired => return Err(DomainError::Expired(token.id)),
-        TokenStatus::RotatedInGrace | TokenStatus::Active => {}
+    // Revoked first, then rotated (pointing at the successor to rotate instead), then expired.
+    if token.revoked_at.is_some() {
+        return Err(DomainError::AlreadyRevoked(token.id));
     }
     if let Some(successor) = token.rotated_to {
         return Err(DomainError::AlreadyRotated(token.id, successor));
+    }
+    if token.status_at(now) == TokenStatus::Expired {
+        return Err(DomainError::Expired(token.id));
     }
     let created = decide_create(
         &CreateToken {
