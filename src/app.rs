@@ -20,6 +20,7 @@ use crate::config::{ServeConfig, Switches};
 use crate::http::{self, BODY_LIMIT};
 use crate::ledger::{Clock, Ledger, SystemClock};
 use crate::routes::ROUTES;
+use crate::session::{DevKey, SessionVerifier};
 use crate::store::{self, Store, StoreError};
 
 /// Shared by every handler.
@@ -30,6 +31,11 @@ pub struct AppState {
     pub cache: Arc<TokenCache>,
     pub switches: Switches,
     pub metrics: Arc<Metrics>,
+    /// Verifies admin sessions; `None` when no sign-in is configured (the admin surface then
+    /// answers 503).
+    pub sessions: Option<SessionVerifier>,
+    /// Whether development sessions (`tokenledger dev-session`) are accepted.
+    pub dev_sessions: bool,
 }
 
 /// Counters of what this node did.
@@ -62,6 +68,8 @@ pub struct Application {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("admin sign-in: {0}")]
+    Sessions(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -82,6 +90,9 @@ impl Application {
         config: &ServeConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartError> {
+        // One TLS crypto provider for the process (fetching Clerk's keys); installing it
+        // again is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Arc::new(Store::open(&config.database_url).await?);
         let head = store::verify_head(store.as_ref()).await?;
         tracing::info!(
@@ -94,6 +105,15 @@ impl Application {
         cache.spawn_tail(&store);
         spawn_audit_subscriber(&store);
         let ledger = Arc::new(Ledger::new(store.clone(), config.tokens.clone(), clock));
+        // Development sessions only outside production, and only once a key was made.
+        let dev_key = if config.production {
+            None
+        } else {
+            DevKey::load(&DevKey::path_for(&config.database_url)).map_err(StartError::Sessions)?
+        };
+        let dev_sessions = dev_key.is_some();
+        let sessions =
+            SessionVerifier::new(config.clerk.clone(), dev_key).map_err(StartError::Sessions)?;
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -115,6 +135,8 @@ impl Application {
                 cache,
                 switches: config.switches,
                 metrics: Arc::default(),
+                sessions,
+                dev_sessions,
             },
         })
     }

@@ -24,6 +24,7 @@ use crate::ledger::{
     TokenView,
 };
 use crate::lifecycle::{parse_name, parse_scope};
+use crate::session::{ClerkArgs, DevKey};
 use crate::store::{self, AuditFilter, DEFAULT_DATABASE_URL, Database, DatabaseUrl, Store};
 
 /// Event-sourced, audit-first machine-to-machine API tokens.
@@ -97,6 +98,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TRUST_PROXY", value_name = "BOOL", default_value = "false",
           value_parser = switch("TRUST_PROXY"))]
     pub trust_proxy: bool,
+    #[command(flatten)]
+    pub clerk: ClerkArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +121,16 @@ pub enum Command {
     },
     /// Read the audit view (one row per token event), oldest first.
     Audit(AuditArgs),
+    /// Print a development admin session (a JWT signed by a key kept beside the database,
+    /// made on first use). `serve` accepts it only when APP_ENV is not production.
+    DevSession {
+        /// The user id the session names (its `sub`).
+        #[arg(long)]
+        sub: String,
+        /// `admin` makes the session an admin's; without it, a plain user's.
+        #[arg(long, value_parser = ["admin"])]
+        role: Option<String>,
+    },
     /// Print the route policy: every route, whether it accepts API tokens, and with which
     /// scopes.
     Routes,
@@ -325,7 +338,16 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result: Result<(), Failure> = match command {
         Command::Serve(args) => {
             init_tracing();
+            let clerk = match args.clerk.config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             serve(ServeConfig {
+                clerk,
+                production: cli.tokens.is_production(),
                 database_url: cli.database_url,
                 bind_addr: args.bind_addr,
                 tokens: settings,
@@ -351,6 +373,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Projections {
             command: ProjectionsCommand::Rebuild,
         } => rebuild(&cli.database_url).await,
+        Command::DevSession { sub, role } => dev_session(
+            &cli.database_url,
+            cli.tokens.is_production(),
+            &sub,
+            role.is_some(),
+        ),
         Command::Routes => {
             print!("{}", crate::routes::render());
             Ok(())
@@ -638,6 +666,30 @@ async fn audit(ledger: &Ledger, args: AuditArgs) -> Result<(), Failure> {
             v.details
         );
     }
+    Ok(())
+}
+
+fn dev_session(url: &DatabaseUrl, production: bool, sub: &str, admin: bool) -> Result<(), Failure> {
+    if production {
+        return Err(Failure(
+            "dev-session is refused with APP_ENV=production; sign in through Clerk".into(),
+        ));
+    }
+    let sub = sub.trim();
+    if sub.is_empty() || sub.len() > 200 || sub.chars().any(char::is_control) {
+        return Err(Failure(
+            "--sub must be 1 to 200 printable characters (a user id)".into(),
+        ));
+    }
+    let path = DevKey::path_for(url);
+    let key = DevKey::load_or_create(&path).map_err(Failure)?;
+    let jwt = key.sign(sub, admin, SystemClock.now()).map_err(Failure)?;
+    eprintln!(
+        "development session for {sub}{} (key {}), valid 8 hours; paste it at /admin/sign-in:",
+        if admin { " (admin)" } else { "" },
+        path.display()
+    );
+    println!("{jwt}");
     Ok(())
 }
 

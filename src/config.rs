@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::ledger::TokenSettings;
 use crate::lifecycle::Policy;
+use crate::session::SessionConfig;
 use crate::store::{DatabaseUrl, StoreError};
 use crate::token::{Environment, TokenPrefix};
 
@@ -187,6 +188,10 @@ pub struct ServeConfig {
     pub tokens: TokenSettings,
     /// The safety switches; every one defaults to off.
     pub switches: Switches,
+    /// Clerk session verification, when configured.
+    pub clerk: Option<SessionConfig>,
+    /// `APP_ENV=production`: development sessions are refused.
+    pub production: bool,
 }
 
 /// The seed guide's safety switches.
@@ -209,6 +214,8 @@ impl ServeConfig {
             bind_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             tokens: TokenSettings::default(),
             switches: Switches::default(),
+            clerk: None,
+            production: false,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::auth::{Refusal, identify, unmet};
 use crate::console;
 use crate::lifecycle::{KNOWN_SCOPES, UseAttempt, UseDecision, decide_use};
 use crate::routes::{CONSOLE_SCOPES, VERIFY_SCOPES};
+use crate::session::looks_like_jwt;
 use crate::store::AuditFilter;
 
 /// The largest request body accepted.
@@ -131,12 +132,6 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         return Ok(None);
     }
     Ok(Some(credential))
-}
-
-/// Whether a bearer credential is a session JWT (three base64url parts) rather than an API
-/// token.
-fn looks_like_jwt(credential: &str) -> bool {
-    credential.starts_with("eyJ") && credential.split('.').count() == 3
 }
 
 /// The client address: the socket's, or with `TRUST_PROXY=true` the last entry of
@@ -512,17 +507,6 @@ pub async fn verify(
         },
     };
     Ok(answer(code, Some(&row)))
-}
-
-/// Routes for humans: a bearer API token is refused outright; sessions arrive with Clerk.
-pub async fn human_only(headers: HeaderMap) -> ApiError {
-    match bearer(&headers) {
-        Err(e) => e,
-        Ok(Some(c)) if !looks_like_jwt(c) => {
-            ApiError::new(401, "API tokens are not accepted on this endpoint")
-        }
-        _ => ApiError::new(503, "Admin sign-in is not configured"),
-    }
 }
 
 /// Reads shared by console commands and the admin surface.

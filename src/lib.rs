@@ -16,6 +16,8 @@
 //! The pure halves live in their own crates: `tokenledger-events` (what happened) and
 //! `tokenledger-projections` (what is true at a position or a time).
 
+pub mod admin;
+pub mod admin_page;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -26,5 +28,6 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod monitoring;
 pub mod routes;
+pub mod session;
 pub mod store;
 pub mod token;

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use axum::routing::{MethodRouter, get, post};
 
 use crate::app::AppState;
-use crate::http;
+use crate::{admin, admin_page, http};
 
 /// Who may call a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,20 +73,92 @@ pub const ROUTES: &[Route] = &[
         handler: || post(http::verify),
     },
     Route {
-        method: "GET",
+        method: "GET,POST",
         path: "/admin/tokens",
         access: Access::Session,
         switch: None,
-        summary: "the token admin page",
-        handler: || get(http::human_only),
+        summary: "the token admin page; POST creates (form)",
+        handler: || get(admin_page::tokens).post(admin_page::create),
+    },
+    Route {
+        method: "GET",
+        path: "/admin/tokens/{id}",
+        access: Access::Session,
+        switch: None,
+        summary: "one token and its audit timeline",
+        handler: || get(admin_page::token),
+    },
+    Route {
+        method: "GET,POST",
+        path: "/admin/tokens/{id}/revoke",
+        access: Access::Session,
+        switch: None,
+        summary: "confirm, then revoke (form)",
+        handler: || get(admin_page::confirm_revoke).post(admin_page::revoke),
+    },
+    Route {
+        method: "GET,POST",
+        path: "/admin/tokens/{id}/rotate",
+        access: Access::Session,
+        switch: None,
+        summary: "confirm with a grace period, then rotate (form)",
+        handler: || get(admin_page::confirm_rotate).post(admin_page::rotate),
+    },
+    Route {
+        method: "GET,POST",
+        path: "/admin/sign-in",
+        access: Access::Public,
+        switch: None,
+        summary: "sign in (development sessions), setting the __session cookie",
+        handler: || get(admin_page::sign_in_page).post(admin_page::sign_in),
+    },
+    Route {
+        method: "POST",
+        path: "/admin/sign-out",
+        access: Access::Public,
+        switch: None,
+        summary: "clear the __session cookie",
+        handler: || post(admin_page::sign_out),
     },
     Route {
         method: "GET,POST",
         path: "/api/admin/tokens",
         access: Access::Session,
         switch: None,
-        summary: "admin API: tokens",
-        handler: || get(http::human_only).post(http::human_only),
+        summary: "admin API: list tokens; create one (plaintext once)",
+        handler: || get(admin::api_list).post(admin::api_create),
+    },
+    Route {
+        method: "GET",
+        path: "/api/admin/tokens/stale",
+        access: Access::Session,
+        switch: None,
+        summary: "admin API: the monitoring list",
+        handler: || get(admin::api_stale),
+    },
+    Route {
+        method: "POST",
+        path: "/api/admin/tokens/{id}/revoke",
+        access: Access::Session,
+        switch: None,
+        summary: "admin API: revoke {\"reason\"}",
+        handler: || post(admin::api_revoke),
+    },
+    Route {
+        method: "POST",
+        path: "/api/admin/tokens/{id}/rotate",
+        access: Access::Session,
+        switch: None,
+        summary: "admin API: rotate {\"grace\"} (plaintext once)",
+        handler: || post(admin::api_rotate),
+    },
+    Route {
+        method: "GET",
+        path: "/api/admin/tokens/{id}/audit",
+        access: Access::Session,
+        switch: None,
+        summary: "admin API: one token's audit timeline",
+        handler: || get(admin::api_timeline),
     },
 ];
 
@@ -153,11 +225,11 @@ pub fn render() -> String {
                 Access::ApiToken { scopes_any } => {
                     format!("API token: {}", scopes_any.join(" or "))
                 }
-                Access::Session => "Clerk session only (no API tokens)".to_owned(),
+                Access::Session => "Clerk admin session (no API tokens)".to_owned(),
             };
             let _ = writeln!(
                 out,
-                "{:<6} {:<20} {:<34} {}",
+                "{:<6} {:<30} {:<36} {}",
                 method,
                 r.path,
                 accepts,
