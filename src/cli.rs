@@ -613,10 +613,13 @@ async fn token_command(ledger: &Ledger, command: TokenCommand) -> Result<(), Fai
             ledger.settle().await?;
             if !json {
                 let old = ledger.token(id).await?;
-                println!(
-                    "old token {id} keeps working until {}",
-                    old.expires_at.to_rfc3339()
-                );
+                match old.revoked_at {
+                    Some(at) => println!("old token {id} was revoked at {}", at.to_rfc3339()),
+                    None => println!(
+                        "old token {id} keeps working until {}",
+                        old.expires_at.to_rfc3339()
+                    ),
+                }
             }
             print_minted(&minted, json);
         }

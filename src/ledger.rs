@@ -155,10 +155,18 @@ impl Ledger {
         self.clock.now()
     }
 
-    fn event(&self, actor: &str, event: TokenEvent, openings: Vec<Opening>) -> NewEvent {
+    /// An event recorded at `now`: the same instant the decision was made at, so one
+    /// command reads the clock once.
+    fn event(
+        &self,
+        now: Timestamp,
+        actor: &str,
+        event: TokenEvent,
+        openings: Vec<Opening>,
+    ) -> NewEvent {
         NewEvent {
             event_id: Uuid::now_v7(),
-            recorded_at: self.now(),
+            recorded_at: now,
             actor: actor.to_owned(),
             event,
             openings,
@@ -183,6 +191,7 @@ impl Ledger {
     pub async fn create(&self, req: CreateRequest) -> Result<Minted, LedgerError> {
         let (token, opening) = self.mint()?;
         let id = Uuid::now_v7();
+        let now = self.now();
         let created = decide_create(
             &CreateToken {
                 name: req.name,
@@ -193,7 +202,7 @@ impl Ledger {
             },
             id,
             field_commitment(&opening.field, &opening.salt, &opening.value),
-            self.now(),
+            now,
             &self.settings.policy,
         )?;
         let stored = self
@@ -201,7 +210,12 @@ impl Ledger {
             .append(vec![StreamAppend {
                 stream_id: StreamId::for_token(id),
                 expected: ExpectedVersion::NoStream,
-                events: vec![self.event(&req.actor, TokenEvent::Created(created), vec![opening])],
+                events: vec![self.event(
+                    now,
+                    &req.actor,
+                    TokenEvent::Created(created),
+                    vec![opening],
+                )],
             }])
             .await?;
         let row = fold_new(&stored, id)?;
@@ -225,11 +239,12 @@ impl Ledger {
     ) -> Result<TokenRow, LedgerError> {
         for _ in 0..ATTEMPTS {
             let mut row = self.token(id).await?;
+            let now = self.now();
             let revoked = decide_revoke(&row, actor, reason.clone())?;
             let append = StreamAppend {
                 stream_id: StreamId::for_token(id),
                 expected: ExpectedVersion::Exact(row.version),
-                events: vec![self.event(actor, TokenEvent::Revoked(revoked), Vec::new())],
+                events: vec![self.event(now, actor, TokenEvent::Revoked(revoked), Vec::new())],
             };
             match self.store.append(vec![append]).await {
                 Ok(stored) => {
@@ -249,21 +264,28 @@ impl Ledger {
             let row = self.token(id).await?;
             let (token, opening) = self.mint()?;
             let successor = Uuid::now_v7();
+            let now = self.now();
             let rotation = decide_rotate(
                 &row,
                 &cmd,
                 successor,
                 field_commitment(&opening.field, &opening.salt, &opening.value),
-                self.now(),
+                now,
                 &self.settings.policy,
             )?;
             let mut old_events = vec![self.event(
+                now,
                 &cmd.actor,
                 TokenEvent::Rotated(rotation.rotated),
                 Vec::new(),
             )];
             if let Some(revoked) = rotation.revoked {
-                old_events.push(self.event(&cmd.actor, TokenEvent::Revoked(revoked), Vec::new()));
+                old_events.push(self.event(
+                    now,
+                    &cmd.actor,
+                    TokenEvent::Revoked(revoked),
+                    Vec::new(),
+                ));
             }
             let batch = vec![
                 StreamAppend {
@@ -275,6 +297,7 @@ impl Ledger {
                     stream_id: StreamId::for_token(successor),
                     expected: ExpectedVersion::NoStream,
                     events: vec![self.event(
+                        now,
                         &cmd.actor,
                         TokenEvent::Created(rotation.created),
                         vec![opening],
@@ -311,7 +334,8 @@ impl Ledger {
     ) -> Result<(UseDecision, StoredEvent), LedgerError> {
         let mut current = std::borrow::Cow::Borrowed(row);
         for _ in 0..ATTEMPTS {
-            let decision = decide_use(&current, attempt, self.now());
+            let now = self.now();
+            let decision = decide_use(&current, attempt, now);
             let event = match &decision {
                 UseDecision::Allowed(used) => TokenEvent::Used(used.clone()),
                 UseDecision::Denied(denied) => TokenEvent::UseDenied(denied.clone()),
@@ -322,7 +346,7 @@ impl Ledger {
                 .append(vec![StreamAppend {
                     stream_id: StreamId::for_token(row.id),
                     expected: ExpectedVersion::Any,
-                    events: vec![self.event(&actor, event, Vec::new())],
+                    events: vec![self.event(now, &actor, event, Vec::new())],
                 }])
                 .await;
             match appended {
