@@ -444,6 +444,18 @@ async fn an_append_failure_answers_503_and_runs_nothing(db: &Db) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(error_of(&body), "Audit log unavailable");
     assert_eq!(svc.runs(), runs, "the command did not run");
+    if let Db::Pg(_) = db {
+        // With the database gone altogether, the node is not ready either.
+        let (status, body, _) = svc
+            .send(reqwest::Method::GET, "/readyz", HeaderMap::new(), None)
+            .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(error_of(&body), "Database unavailable");
+    }
+    let (status, _, _) = svc
+        .send(reqwest::Method::GET, "/healthz", HeaderMap::new(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "the process itself is alive");
 }
 
 async fn bad_input_gets_a_clear_4xx_and_appends_nothing(db: &Db) {
