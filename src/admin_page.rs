@@ -62,7 +62,7 @@ ol.timeline { padding-left:1.25rem; } ol.timeline li { margin-bottom:.6rem; }
   table, thead, tbody, tr, td { display:block; }
   thead { display:none; }
   tr { border:1px solid var(--line); border-radius:8px; margin-bottom:.75rem; padding:.25rem .5rem; }
-  td { border:0; padding:.3rem 0; }
+  td { border:0; padding:.3rem 0; overflow-wrap:anywhere; }
   td::before { content: attr(data-label); display:block; color:var(--muted); font-size:.75rem; }
 }
 "#;
@@ -95,7 +95,7 @@ fn page(status: StatusCode, markup: Markup) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(

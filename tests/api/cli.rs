@@ -495,7 +495,9 @@ fn production_mints_live_tokens_and_the_routes_table_prints() {
             route.path
         );
     }
-    assert!(stdout.contains("/admin/tokens") && stdout.contains("Clerk admin session (no API tokens)"));
+    assert!(
+        stdout.contains("/admin/tokens") && stdout.contains("Clerk admin session (no API tokens)")
+    );
     for command in tokenledger::routes::CONSOLE_COMMANDS {
         assert!(stdout.contains(command.name), "{stdout}");
     }
