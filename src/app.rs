@@ -169,7 +169,10 @@ impl Application {
     }
 }
 
-/// Fold committed events into `audit_logs` as they arrive, batching bursts.
+/// Keep `audit_logs` at the head. Appends fold their own audit rows while the view is at the
+/// head, so this acts only when it lags (a log written before that, or by a writer that found
+/// it behind): it checks with two reads, and each catch-up step runs on the writer's
+/// connection between groups, never contending with appends for the append lock.
 fn spawn_audit_subscriber(store: &Arc<Store>) {
     let store = Arc::downgrade(store);
     tokio::spawn(async move {

@@ -88,20 +88,27 @@ impl TokenCache {
                     e.position
                 ))
             })?;
-            decoded.push((e.clone(), d));
+            decoded.push((e, d));
         }
         let mut inner = self.write();
         for (event, d) in decoded {
-            if event.position > inner.table.position() {
-                inner.ahead.insert(event.position, (event, d));
-            }
-        }
-        loop {
             let next = inner.table.position() + 1;
-            let Some((event, d)) = inner.ahead.remove(&next) else {
-                break;
-            };
-            inner.table.apply(&event, &d);
+            if event.position > next {
+                inner.ahead.insert(event.position, (event.clone(), d));
+                continue;
+            }
+            // The next one, as a handler folding its own use usually finds it: folded
+            // without a copy.
+            if event.position == next {
+                inner.table.apply(event, &d);
+            }
+            loop {
+                let next = inner.table.position() + 1;
+                let Some((event, d)) = inner.ahead.remove(&next) else {
+                    break;
+                };
+                inner.table.apply(&event, &d);
+            }
         }
         let folded = inner.table.position();
         inner.ahead.retain(|position, _| *position > folded);

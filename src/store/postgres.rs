@@ -3,21 +3,29 @@
 //! database; each node's group-commit writer takes it once per group. A commit sends
 //! `NOTIFY tokenledger_log` so other nodes' tails wake at once, but the wake-up is only a
 //! hint: they read by position, and poll, for correctness.
+//!
+//! The audit view is folded in the append transaction while its checkpoint is at the head, and
+//! caught up otherwise by the writer between groups, under the same lock, so every write of
+//! `audit_logs` and its checkpoint holds the head row lock.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::Connection as _;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow, Postgres,
+};
 use tokenledger_events::{EventLog, LogError, LogId};
 use tokio::sync::{oneshot, watch};
 
+use super::sql::{AUDIT_COLUMNS, WriterCache, plan_group};
 use super::writer::{GroupCommit, Writer};
 use tokenledger_projections::AuditRow;
 
 use super::{AuditFilter, StoreError, wait_for_head};
 
-super::sql::sql_event_log!(PgConnection, PgRow);
+super::sql::sql_event_log!(sqlx::Postgres, PgConnection, PgRow, Params::Numbered);
 
 /// The channel commits notify on; the payload is the new head position.
 const CHANNEL: &str = "tokenledger_log";
@@ -65,14 +73,19 @@ impl PgDb {
         let head = read_head(&mut conn).await.map_err(StoreError::db)?;
         drop(conn);
         let log_id = LogId(log_id);
+        // No liveness check before each group: it costs a round trip, and a lost connection
+        // fails the group it carries (answered 503) and is replaced for the next one.
         let write = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
             .connect_lazy_with(self.options.clone());
         let writer = Writer::spawn(
             PgCommitter {
                 pool: write,
+                conn: None,
                 log_id,
+                cache: WriterCache::default(),
             },
             head,
         );
@@ -118,9 +131,23 @@ async fn listen(options: PgConnectOptions, notified: watch::Sender<u64>) {
     }
 }
 
+/// The writer task's side. It keeps its connection between groups (returning one to the pool
+/// is a task of its own that the next group would wait for) and lets it go after a failure,
+/// which may have been the connection's.
 struct PgCommitter {
     pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
     log_id: LogId,
+    cache: WriterCache,
+}
+
+impl PgCommitter {
+    async fn conn(&mut self) -> Result<&mut PoolConnection<Postgres>, sqlx::Error> {
+        match &mut self.conn {
+            Some(conn) => Ok(conn),
+            slot => Ok(slot.insert(self.pool.acquire().await?)),
+        }
+    }
 }
 
 impl GroupCommit for PgCommitter {
@@ -128,8 +155,32 @@ impl GroupCommit for PgCommitter {
         &mut self,
         batches: &[Vec<StreamAppend>],
     ) -> Result<(Vec<AppendResult>, Head), AppendError> {
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        commit(&mut conn, self.log_id, batches, None).await
+        let log_id = self.log_id;
+        let mut cache = std::mem::take(&mut self.cache);
+        let conn = self.conn().await.map_err(unavailable)?;
+        let result = commit(conn, log_id, batches, &mut cache, None).await;
+        self.cache = cache;
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
+
+    async fn audit_step(&mut self, limit: usize) -> Result<(u64, usize), StoreError> {
+        let conn = self.conn().await.map_err(StoreError::db)?;
+        let step = async {
+            let mut tx = conn.begin().await?;
+            lock_head(&mut tx).await?;
+            let step = audit_step(&mut tx, limit).await?;
+            tx.commit().await?;
+            Ok(step)
+        }
+        .await;
+        match &step {
+            Ok((reached, _)) => self.cache.audit_reached(*reached),
+            Err(_) => self.conn = None,
+        }
+        step.map_err(StoreError::db)
     }
 }
 
@@ -149,31 +200,285 @@ async fn lock_head(conn: &mut PgConnection) -> Result<Head, sqlx::Error> {
     })
 }
 
-/// One transaction: lock the head row, append every batch, move the head, COMMIT.
+/// Take the append lock and read, in one round trip, the head under it and the audit
+/// checkpoint. The checkpoint comes from the statement's snapshot, taken before the lock was
+/// granted; if another writer committed meanwhile (the head moved since that snapshot) it is
+/// read again.
+async fn lock_head_and_audit(conn: &mut PgConnection) -> Result<(Head, Option<u64>), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT position, hash, \
+         (SELECT position FROM projection_checkpoints WHERE name = 'audit_logs') AS audit, \
+         (SELECT position FROM log_head) AS seen \
+         FROM log_head FOR UPDATE",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let hash: Vec<u8> = row.try_get("hash")?;
+    let head = Head {
+        position: from_sql(row.try_get("position")?, "position")?,
+        hash: Hash::from_slice(&hash).ok_or_else(|| decode_err("head hash is not 32 bytes"))?,
+    };
+    let seen: i64 = row.try_get("seen")?;
+    let audit: Option<i64> = if seen == to_sql(head.position) {
+        row.try_get("audit")?
+    } else {
+        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = 'audit_logs'")
+            .fetch_optional(&mut *conn)
+            .await?
+    };
+    let audit = audit.map(|p| from_sql(p, "checkpoint")).transpose()?;
+    Ok((head, audit))
+}
+
+/// A plan's writes as one statement: each table's rows travel as arrays and are unnested by
+/// data-modifying CTEs, so a group costs one round trip however many tables it touches, and
+/// the text never changes, so it is prepared once.
+///
+/// Every write is conditional on the first: moving the head row from the position the plan
+/// started at (`$49`). That UPDATE takes the head row lock, the append lock, before any row is
+/// inserted (the inserts read its result), and matches nothing if another writer moved the
+/// head meanwhile, in which case nothing is written and the statement answers 0. So the
+/// statement is a whole append on its own, in autocommit, when the writer's guess of the head
+/// is right, and a harmless no-op when it is not. Inside a transaction that already holds the
+/// lock it always answers 1.
+///
+/// The audit rows are conditional on moving the audit checkpoint from the same position, so a
+/// writer that remembers the view at the head never moves it past rows it lacks: a view set
+/// back behind its back (a repair by hand) stays behind, whole, for the catch-up to fill.
+///
+/// Parameters: events `$1..$10`, openings `$11..$14`, token rows `$15..$35`, audit rows
+/// `$36..$45`, whether the audit view is folded `$46`, new head `$47, $48`, old head position
+/// `$49`. (The foreign key of openings is checked at the end of the statement, after the events
+/// CTE; the dense-positions trigger sees the rows in position order.)
+static WRITE_PLAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let updates = TOKEN_COLUMNS
+        .split(", ")
+        .skip(1)
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let moved = "EXISTS (SELECT 1 FROM h)";
+    format!(
+        "WITH h AS (\
+           UPDATE log_head SET position = $47, hash = $48 WHERE position = $49 RETURNING 1), \
+         ev AS (\
+           INSERT INTO events ({EVENT_COLUMNS}) \
+           SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::bigint[], \
+             $6::text[], $7::text[], $8::int[], $9::bytea[], $10::bytea[]) \
+           WHERE {moved} ORDER BY 1), \
+         op AS (\
+           INSERT INTO event_openings (position, field, salt, value) \
+           SELECT * FROM UNNEST($11::bigint[], $12::text[], $13::bytea[], $14::bytea[]) \
+           WHERE {moved}), \
+         tk AS (\
+           INSERT INTO api_tokens ({TOKEN_COLUMNS}) \
+           SELECT * FROM UNNEST($15::uuid[], $16::text[], $17::bytea[], $18::text[], $19::text[], \
+             $20::bigint[], $21::text[], $22::bigint[], $23::bigint[], $24::text[], $25::text[], \
+             $26::uuid[], $27::uuid[], $28::bigint[], $29::bigint[], $30::text[], $31::text[], \
+             $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[]) \
+           WHERE {moved} \
+           ON CONFLICT (id) DO UPDATE SET {updates}), \
+         cp AS (\
+           UPDATE projection_checkpoints SET position = $47 \
+           WHERE name = 'audit_logs' AND position = $49 AND $46::boolean AND {moved} \
+           RETURNING 1), \
+         au AS (\
+           INSERT INTO audit_logs ({AUDIT_COLUMNS}) \
+           SELECT * FROM UNNEST($36::bigint[], $37::uuid[], $38::text[], $39::uuid[], $40::text[], \
+             $41::text[], $42::text[], $43::text[], $44::bigint[], $45::text[]) \
+           WHERE EXISTS (SELECT 1 FROM cp)) \
+         SELECT count(*) AS moved FROM h"
+    )
+});
+
+/// Write a plan (see [`WRITE_PLAN`]) in one round trip; `false` when the head was not at the
+/// plan's start, and nothing was written.
+async fn write_plan_at_once(conn: &mut PgConnection, plan: &Plan) -> Result<bool, sqlx::Error> {
+    if plan.head == plan.start {
+        return Ok(true);
+    }
+    fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+        rows.iter().map(f).collect()
+    }
+    let events = &plan.events;
+    let openings: Vec<(i64, &Opening)> = events
+        .iter()
+        .flat_map(|e| e.openings.iter().map(move |o| (to_sql(e.position), o)))
+        .collect();
+    let tokens = &plan.tokens;
+    let audit: &[AuditRow] = if plan.folds_audit { &plan.audit } else { &[] };
+    sqlx::query(WRITE_PLAN.as_str())
+        .bind(col(events, |e| to_sql(e.position)))
+        .bind(col(events, |e| e.stream_id.as_str()))
+        .bind(col(events, |e| to_sql(e.stream_version)))
+        .bind(col(events, |e| e.event_id))
+        .bind(col(events, |e| e.recorded_at.as_micros()))
+        .bind(col(events, |e| e.actor.as_str()))
+        .bind(col(events, |e| e.event_type.as_str()))
+        .bind(col(events, |e| e.schema_version as i32))
+        .bind(col(events, |e| e.bytes.as_slice()))
+        .bind(col(events, |e| &e.hash.0[..]))
+        .bind(col(&openings, |(p, _)| *p))
+        .bind(col(&openings, |(_, o)| o.field.as_str()))
+        .bind(col(&openings, |(_, o)| &o.salt[..]))
+        .bind(col(&openings, |(_, o)| o.value.as_slice()))
+        .bind(col(tokens, |t| t.id))
+        .bind(col(tokens, |t| t.name.as_str()))
+        .bind(col(tokens, |t| t.hash.map(|h| h.0.to_vec())))
+        .bind(col(tokens, |t| t.environment.as_str()))
+        .bind(col(tokens, |t| t.scopes.join(" ")))
+        .bind(col(tokens, |t| t.created_at.as_micros()))
+        .bind(col(tokens, |t| t.created_by.as_str()))
+        .bind(col(tokens, |t| t.expires_at.as_micros()))
+        .bind(col(tokens, |t| t.revoked_at.map(Timestamp::as_micros)))
+        .bind(col(tokens, |t| t.revoked_by.as_deref()))
+        .bind(col(tokens, |t| t.revoke_reason.as_deref()))
+        .bind(col(tokens, |t| t.rotated_from))
+        .bind(col(tokens, |t| t.rotated_to))
+        .bind(col(tokens, |t| t.rotated_at.map(Timestamp::as_micros)))
+        .bind(col(tokens, |t| t.last_used_at.map(Timestamp::as_micros)))
+        .bind(col(tokens, |t| t.last_used_ip.as_deref()))
+        .bind(col(tokens, |t| t.last_used_path.as_deref()))
+        .bind(col(tokens, |t| to_sql(t.use_count)))
+        .bind(col(tokens, |t| to_sql(t.denied_count)))
+        .bind(col(tokens, |t| to_sql(t.version)))
+        .bind(col(tokens, |t| to_sql(t.position)))
+        .bind(col(audit, |r| to_sql(r.position)))
+        .bind(col(audit, |r| r.event_id))
+        .bind(col(audit, |r| r.action.as_str()))
+        .bind(col(audit, |r| r.token_id))
+        .bind(col(audit, |r| r.actor.as_str()))
+        .bind(col(audit, |r| r.ip.as_deref()))
+        .bind(col(audit, |r| r.path.as_deref()))
+        .bind(col(audit, |r| r.scopes.join(" ")))
+        .bind(col(audit, |r| r.occurred_at.as_micros()))
+        .bind(col(audit, |r| r.details.to_string()))
+        .bind(plan.folds_audit)
+        .bind(to_sql(plan.head.position))
+        .bind(&plan.head.hash.0[..])
+        .bind(to_sql(plan.start.position))
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get::<i64, _>("moved")
+        .map(|moved| moved == 1)
+}
+
+/// Append a group. Usually in one round trip: planned at the head the writer remembers and
+/// written by one statement in autocommit (see [`WriterCache`] and [`WRITE_PLAN`]). When the
+/// cache cannot plan it, or the database refuses the guess, by [`transaction`]: without
+/// looking up the group's event ids first (a retry is rare), and again with them when that
+/// attempt finds the group may hold a retry.
 /// `hold` keeps the transaction open until it resolves (see [`PgLog::append_held`]).
 async fn commit(
     conn: &mut PgConnection,
     log_id: LogId,
     batches: &[Vec<StreamAppend>],
-    hold: Option<oneshot::Receiver<()>>,
+    cache: &mut WriterCache,
+    mut hold: Option<oneshot::Receiver<()>>,
 ) -> Result<(Vec<AppendResult>, Head), AppendError> {
+    let mut with_stored = false;
+    if hold.is_none()
+        && let Some(plan) = cache.plan_ahead(log_id, batches)
+    {
+        let written = write_plan_at_once(conn, &plan).await;
+        match written {
+            Ok(true) => {
+                cache.committed(&plan);
+                return Ok((plan.answers(&[]), plan.head));
+            }
+            // Another writer moved the head (nothing was written), or the group holds a
+            // retry, or the database failed (the statement rolled back): the careful way
+            // tells which.
+            Ok(false) => cache.forget(),
+            Err(e) => {
+                cache.forget();
+                with_stored = unique_violation(&e);
+            }
+        }
+    }
+    let mut attempt = transaction(conn, log_id, batches, cache, with_stored, &mut hold).await;
+    if let Ok(None) = attempt {
+        attempt = transaction(conn, log_id, batches, cache, true, &mut hold).await;
+    }
+    match attempt {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(AppendError::Unavailable(
+            "an append hit a unique constraint with every stored event id known".into(),
+        )),
+        Err(e) => {
+            cache.forget();
+            Err(e)
+        }
+    }
+}
+
+/// One transaction: lock the head row (reading the audit checkpoint), plan the group, write
+/// it, COMMIT. `Ok(None)`: rolled back because an insert hit a unique constraint while the
+/// stored event ids were not looked up (`with_stored` false): plan again with them.
+async fn transaction(
+    conn: &mut PgConnection,
+    log_id: LogId,
+    batches: &[Vec<StreamAppend>],
+    cache: &mut WriterCache,
+    with_stored: bool,
+    hold: &mut Option<oneshot::Receiver<()>>,
+) -> Result<Option<(Vec<AppendResult>, Head)>, AppendError> {
     let mut tx = conn.begin().await.map_err(unavailable)?;
-    let head = lock_head(&mut tx).await.map_err(unavailable)?;
-    let mut sealer = Sealer::new(log_id, head);
-    let results = append_group(&mut tx, &mut sealer, batches)
-        .await
-        .map_err(unavailable)?;
-    if sealer.head() != head {
-        // The log_head_notify trigger tells the other nodes.
-        write_head(&mut tx, sealer.head())
+    let (head, audit) = lock_head_and_audit(&mut tx).await.map_err(unavailable)?;
+    cache.validate(head, audit);
+    let mut stored = HashMap::new();
+    let mut knows_stored = with_stored;
+    load_state(
+        &mut tx,
+        batches,
+        &mut cache.state,
+        knows_stored.then_some(&mut stored),
+    )
+    .await
+    .map_err(unavailable)?;
+    let folds_audit = audit == Some(head.position);
+    let mut plan = plan_group(
+        &mut Sealer::new(log_id, head),
+        batches,
+        &stored,
+        &cache.state,
+        folds_audit,
+    );
+    if !knows_stored && plan.refused_any() {
+        // A refused batch may be a retry of a stored one; nothing is written yet.
+        knows_stored = true;
+        load_state(&mut tx, batches, &mut cache.state, Some(&mut stored))
             .await
             .map_err(unavailable)?;
+        plan = plan_group(
+            &mut Sealer::new(log_id, head),
+            batches,
+            &stored,
+            &cache.state,
+            folds_audit,
+        );
     }
-    if let Some(hold) = hold {
+    // The log_head_notify trigger tells the other nodes.
+    match write_plan_at_once(&mut tx, &plan).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(AppendError::Unavailable(
+                "the head moved while this writer held its lock".into(),
+            ));
+        }
+        Err(e) if !knows_stored && unique_violation(&e) => {
+            tx.rollback().await.map_err(unavailable)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(unavailable(e)),
+    }
+    let results = answer(&mut tx, &plan, &stored).await.map_err(unavailable)?;
+    if let Some(hold) = hold.take() {
         let _ = hold.await;
     }
     tx.commit().await.map_err(unavailable)?;
-    Ok((results, sealer.head()))
+    cache.committed(&plan);
+    Ok(Some((results, plan.head)))
 }
 
 /// The PostgreSQL event log.
@@ -200,7 +505,9 @@ impl PgLog {
         let mut conn = PgConnection::connect_with(&self.options)
             .await
             .map_err(unavailable)?;
-        let (mut results, _) = commit(&mut conn, self.log_id, &[batch], Some(release)).await?;
+        let mut cache = WriterCache::default();
+        let (mut results, _) =
+            commit(&mut conn, self.log_id, &[batch], &mut cache, Some(release)).await?;
         results.remove(0)
     }
 
@@ -241,19 +548,9 @@ impl PgLog {
             .map_err(StoreError::db)
     }
 
+    /// One audit catch-up step, run by the writer between groups under the head row lock.
     pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
-        let mut conn = self.read.acquire().await.map_err(StoreError::db)?;
-        let mut tx = conn.begin().await.map_err(StoreError::db)?;
-        // The checkpoint row is the subscriber's lock: one step at a time, across nodes.
-        sqlx::query(
-            "SELECT position FROM projection_checkpoints WHERE name = 'audit_logs' FOR UPDATE",
-        )
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db)?;
-        let step = audit_step(&mut tx, limit).await.map_err(StoreError::db)?;
-        tx.commit().await.map_err(StoreError::db)?;
-        Ok(step)
+        self.writer.audit_step(limit).await
     }
 
     pub(crate) async fn rebuild(&self) -> Result<(u64, usize), StoreError> {

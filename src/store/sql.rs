@@ -1,12 +1,29 @@
-//! The SQL both backends share. SQLite and PostgreSQL accept the same `$n` placeholders, the
-//! same multi-row `INSERT ... ON CONFLICT` and the same column types here, so the statements
-//! are written once and instantiated per dialect by [`sql_event_log!`]; only taking the append
-//! lock differs, and each backend module writes that part itself.
+//! The SQL both backends share, and the planning of an append group, which is pure.
 //!
-//! An append group costs a fixed number of statements however many batches it holds: one read
-//! of the stored event ids, one of the stream versions, one of the token rows touched, then
-//! multi-row inserts and upserts. Every refusal is decided in memory before anything is
-//! written, so no savepoints are needed and a refused batch leaves no trace.
+//! SQLite and PostgreSQL accept the same multi-row `INSERT ... ON CONFLICT` and the same column
+//! types here, so the statements are written once and instantiated per dialect by
+//! [`sql_event_log!`]. Placeholders differ: PostgreSQL numbers them (`$1`), and SQLite gets
+//! anonymous `?`, because sqlx-sqlite resolves every named parameter of a statement with a
+//! linear search of SQLite's parameter list, which makes binding an n-parameter statement cost
+//! O(n^2) (a 640-parameter insert spent more time binding than inserting).
+//!
+//! An append group is planned in memory by [`plan_group`] from the head, the stream versions
+//! and the token rows of the streams it touches, as read under the append lock or remembered by
+//! the writer from its last commit ([`WriterCache`]). Every refusal is decided there before
+//! anything is written, so no savepoints are needed and a refused batch leaves no trace. The
+//! plan also carries the group's token rows and audit rows, folded from the events as decided
+//! (no decoding). The backends then write it in one trip where they can: SQLite as one
+//! multi-statement batch, PostgreSQL as one statement.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use tokenledger_events::log::{Sealer, batch_event_ids, check_open, classify_retry, closes};
+use tokenledger_events::{AppendError, Head, StoredEvent, StreamAppend, StreamId, TokenEvent};
+use tokenledger_projections::{AuditRow, TokenRow};
+use uuid::Uuid;
+
+use super::writer::AppendResult;
 
 /// Positions and versions are `u64` in the domain and `BIGINT`/`INTEGER` in SQL.
 pub(crate) fn to_sql(v: u64) -> i64 {
@@ -17,8 +34,30 @@ pub(crate) fn from_sql(v: i64, what: &str) -> Result<u64, sqlx::Error> {
     u64::try_from(v).map_err(|_| sqlx::Error::Decode(format!("negative {what}: {v}").into()))
 }
 
-/// `($1, $2), ($3, $4)` for `rows` rows of `cols` columns.
-pub(crate) fn values_list(rows: usize, cols: usize) -> String {
+/// How a dialect writes the placeholders of generated statements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Params {
+    /// `$1, $2, ...` (PostgreSQL).
+    Numbered,
+    /// `?, ?, ...`, bound in order (SQLite; see the module doc for why not `$n`).
+    Anonymous,
+}
+
+impl Params {
+    /// Append placeholder number `n` (counting from 1).
+    pub(crate) fn push(self, out: &mut String, n: usize) {
+        match self {
+            Params::Numbered => {
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+            Params::Anonymous => out.push('?'),
+        }
+    }
+}
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` columns, numbered from `first`.
+pub(crate) fn values_list(rows: usize, cols: usize, params: Params, first: usize) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
         if r > 0 {
@@ -29,8 +68,7 @@ pub(crate) fn values_list(rows: usize, cols: usize) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            out.push('$');
-            out.push_str(&(r * cols + c + 1).to_string());
+            params.push(&mut out, first + r * cols + c);
         }
         out.push(')');
     }
@@ -38,11 +76,15 @@ pub(crate) fn values_list(rows: usize, cols: usize) -> String {
 }
 
 /// `$1, $2, ..., $n`.
-pub(crate) fn in_list(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+pub(crate) fn in_list(n: usize, params: Params) -> String {
+    let mut out = String::with_capacity(n * 4);
+    for i in 1..=n {
+        if i > 1 {
+            out.push_str(", ");
+        }
+        params.push(&mut out, i);
+    }
+    out
 }
 
 /// Rows per multi-row statement; keeps every statement far below both dialects' parameter
@@ -56,14 +98,340 @@ pub(crate) const TOKEN_COLUMNS: &str = "id, name, hash, environment, scopes, cre
 pub(crate) const AUDIT_COLUMNS: &str =
     "position, event_id, action, token_id, actor, ip, path, scopes, occurred_at, details";
 
-/// Instantiates the shared statements for one dialect: `$conn` is its connection type and
-/// `$row` its row type.
+/// What the append lock's holder knows of the streams a group touches: each stream's version
+/// (0 for a stream with no events) and each token stream's row (`None`: no row, e.g. a stream
+/// whose `TokenCreated` was never appended).
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    pub versions: HashMap<StreamId, u64>,
+    pub tokens: HashMap<Uuid, Option<TokenRow>>,
+}
+
+impl StreamState {
+    /// The streams of `batches` whose version is not known, and the token ids whose row is not.
+    pub(crate) fn missing<'b>(
+        &self,
+        batches: &'b [Vec<StreamAppend>],
+    ) -> (Vec<&'b StreamId>, Vec<Uuid>) {
+        let mut streams: Vec<&StreamId> = batches.iter().flatten().map(|a| &a.stream_id).collect();
+        streams.sort();
+        streams.dedup();
+        let ids: Vec<Uuid> = streams
+            .iter()
+            .filter_map(|s| s.token_id())
+            .filter(|id| !self.tokens.contains_key(id))
+            .collect();
+        streams.retain(|s| !self.versions.contains_key(*s));
+        (streams, ids)
+    }
+}
+
+/// What a writer remembers of the log between its groups: the head and audit checkpoint after
+/// its last commit, and the versions and token rows of the streams it touched. With it a group
+/// usually needs no reads at all: it is planned at the remembered head and written in one trip,
+/// and the database checks the guess under the append lock (the events' primary key and the
+/// dense-positions trigger refuse positions another writer took; on PostgreSQL every write is
+/// also conditional on the head row still holding the remembered position). A wrong guess
+/// costs a rollback and a group planned the careful way.
+///
+/// Valid only at the head it was taken at: every append moves the head, so a head read under
+/// the append lock that differs means another writer (another node, the CLI) appended, and the
+/// cache is dropped. A projection rebuild rewrites `api_tokens` without moving the head, but
+/// rebuilding gives exactly the rows maintained live (invariant 7), so the cache stays right;
+/// and once the audit checkpoint is at the head nobody but an appender can move it.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCache {
+    at: Option<Head>,
+    /// The audit checkpoint at `at`.
+    audit: Option<u64>,
+    pub state: StreamState,
+}
+
+/// Above this many streams the cache is dropped rather than grown.
+const CACHE_STREAMS: usize = 100_000;
+
+impl WriterCache {
+    /// Keep the cache only if it was taken at `head`, then remember `head` and the audit
+    /// checkpoint `audit` (both read under the append lock).
+    pub(crate) fn validate(&mut self, head: Head, audit: Option<u64>) {
+        if self.at != Some(head) || self.state.versions.len() > CACHE_STREAMS {
+            self.forget();
+        }
+        self.at = Some(head);
+        self.audit = audit;
+    }
+
+    /// After an audit catch-up step under the append lock reached `checkpoint`: groups fold
+    /// the audit view inline again once it is at the head.
+    pub(crate) fn audit_reached(&mut self, checkpoint: u64) {
+        self.audit = Some(checkpoint);
+    }
+
+    pub(crate) fn forget(&mut self) {
+        self.at = None;
+        self.audit = None;
+        self.state.versions.clear();
+        self.state.tokens.clear();
+    }
+
+    /// After the plan's COMMIT: the state is the plan's, at its head.
+    pub(crate) fn committed(&mut self, plan: &Plan) {
+        self.at = Some(plan.head);
+        if plan.folds_audit {
+            self.audit = Some(plan.head.position);
+        }
+        self.state.versions.extend(plan.versions.iter().cloned());
+        for row in &plan.tokens {
+            self.state.tokens.insert(row.id, Some(row.clone()));
+        }
+    }
+
+    /// The group planned at the remembered head, if the cache knows every stream it touches
+    /// and no batch is refused (a refusal may be a retry, which only a read can tell).
+    pub(crate) fn plan_ahead(
+        &self,
+        log_id: tokenledger_events::LogId,
+        batches: &[Vec<StreamAppend>],
+    ) -> Option<Plan> {
+        let head = self.at?;
+        let (streams, ids) = self.state.missing(batches);
+        if !streams.is_empty() || !ids.is_empty() {
+            return None;
+        }
+        let plan = plan_group(
+            &mut Sealer::new(log_id, head),
+            batches,
+            &HashMap::new(),
+            &self.state,
+            self.audit == Some(head.position),
+        );
+        (!plan.refused_any() && plan.head != plan.start).then_some(plan)
+    }
+}
+
+/// What happened to one batch of a group, before the group's writes.
+#[derive(Debug)]
+enum Outcome {
+    /// Its events, as `plan.events[range]`.
+    Appended(Range<usize>),
+    /// Every event is stored already (or sealed earlier in this group).
+    Retry(Vec<Uuid>),
+    Refused(AppendError),
+}
+
+/// A planned group: what to write and what to answer each batch.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    outcomes: Vec<Outcome>,
+    /// The new events, in position order.
+    pub events: Vec<StoredEvent>,
+    /// The token rows the new events changed, as they are after the group.
+    pub tokens: Vec<TokenRow>,
+    /// Whether the audit view is folded inline: its rows are `audit` and its checkpoint
+    /// moves to `head` in the same transaction.
+    pub folds_audit: bool,
+    /// The audit rows of the new events, when `folds_audit`.
+    pub audit: Vec<AuditRow>,
+    /// The version of every stream the group appended to, after the group.
+    versions: Vec<(StreamId, u64)>,
+    /// Where each new event is in `events`, by id.
+    sealed: HashMap<Uuid, usize>,
+    /// The head before and after the group.
+    pub start: Head,
+    pub head: Head,
+}
+
+impl Plan {
+    /// Whether some batch was refused: it may be a retry that the ids stored already would
+    /// explain, so a plan made without them must be made again with them.
+    pub(crate) fn refused_any(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Refused(_)))
+    }
+
+    /// The positions of stored events that retried batches must be answered with.
+    pub(crate) fn retried_positions(&self, stored: &HashMap<Uuid, u64>) -> Vec<u64> {
+        self.outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Retry(ids) => Some(ids),
+                _ => None,
+            })
+            .flatten()
+            .filter(|id| !self.sealed.contains_key(id))
+            .filter_map(|id| stored.get(id).copied())
+            .collect()
+    }
+
+    /// Each batch's answer; `retried` holds the stored events of
+    /// [`Plan::retried_positions`].
+    pub(crate) fn answers(&self, retried: &[StoredEvent]) -> Vec<AppendResult> {
+        let by_id: HashMap<Uuid, &StoredEvent> = retried.iter().map(|e| (e.event_id, e)).collect();
+        self.outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Appended(range) => Ok(self.events[range.clone()].to_vec()),
+                Outcome::Refused(e) => Err(e.clone()),
+                Outcome::Retry(ids) => ids
+                    .iter()
+                    .map(|id| match self.sealed.get(id) {
+                        Some(i) => Some(self.events[*i].clone()),
+                        None => by_id.get(id).map(|e| (*e).clone()),
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        AppendError::Unavailable("a retried event could not be read back".into())
+                    }),
+            })
+            .collect()
+    }
+}
+
+/// Plan a group as the append lock's holder, starting at `sealer`'s head (read under the lock,
+/// or remembered by the writer and checked by the database when written): decide every batch
+/// (append, retry or refusal) in order, seal the appended events, fold them into the token rows
+/// and, when `audit` is set, into audit rows. `stored` holds the event ids of the group already in the
+/// log (may be empty: a retry then shows up as a refusal or as a unique violation at insert,
+/// and the caller plans again with them); `state` must know every stream of the group.
+pub(crate) fn plan_group(
+    sealer: &mut Sealer,
+    batches: &[Vec<StreamAppend>],
+    stored: &HashMap<Uuid, u64>,
+    state: &StreamState,
+    audit: bool,
+) -> Plan {
+    let start = sealer.head();
+    let mut versions: HashMap<&StreamId, u64> = HashMap::new();
+    let mut rows: HashMap<Uuid, TokenRow> = HashMap::new();
+    let mut closed: HashSet<&StreamId> = HashSet::new();
+    for append in batches.iter().flatten() {
+        let s = &append.stream_id;
+        versions.insert(s, state.versions.get(s).copied().unwrap_or(0));
+        if let Some(Some(row)) = s.token_id().and_then(|id| state.tokens.get(&id)) {
+            if row.revoked_at.is_some() {
+                closed.insert(s);
+            }
+            rows.entry(row.id).or_insert_with(|| row.clone());
+        }
+    }
+    let mut plan = Plan {
+        outcomes: Vec::with_capacity(batches.len()),
+        events: Vec::new(),
+        tokens: Vec::new(),
+        folds_audit: audit,
+        audit: Vec::new(),
+        versions: Vec::new(),
+        sealed: HashMap::new(),
+        start,
+        head: start,
+    };
+    let mut changed: Vec<Uuid> = Vec::new();
+    let mut touched: HashSet<&StreamId> = HashSet::new();
+    for batch in batches {
+        let batch_ids = batch_event_ids(batch);
+        let known: HashSet<Uuid> = batch_ids
+            .iter()
+            .filter(|id| stored.contains_key(*id) || plan.sealed.contains_key(*id))
+            .copied()
+            .collect();
+        match classify_retry(&batch_ids, &known) {
+            Err(e) => plan.outcomes.push(Outcome::Refused(e)),
+            Ok(true) => plan.outcomes.push(Outcome::Retry(batch_ids)),
+            Ok(false) => {
+                let before = sealer.head();
+                let first = plan.events.len();
+                let mut moved: Vec<(&StreamId, u64)> = Vec::new();
+                let mut closing: Vec<&StreamId> = Vec::new();
+                let mut refusal = None;
+                for append in batch {
+                    let s = &append.stream_id;
+                    let current = moved
+                        .iter()
+                        .rev()
+                        .find(|(m, _)| *m == s)
+                        .map(|(_, v)| *v)
+                        .unwrap_or(versions[s]);
+                    let sealed = check_open(append, closed.contains(s) || closing.contains(&s))
+                        .and_then(|()| sealer.seal(append, current));
+                    match sealed {
+                        Ok(events) => {
+                            if closes(append) {
+                                closing.push(s);
+                            }
+                            moved.push((s, current + events.len() as u64));
+                            plan.events.extend(events);
+                        }
+                        Err(e) => {
+                            refusal = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = refusal {
+                    sealer.reset(before);
+                    plan.events.truncate(first);
+                    plan.outcomes.push(Outcome::Refused(e));
+                    continue;
+                }
+                for (s, v) in moved {
+                    versions.insert(s, v);
+                    touched.insert(s);
+                }
+                closed.extend(closing);
+                // The events as decided, in the order sealed: folding them needs no decoding.
+                let decided = batch.iter().flat_map(|a| a.events.iter().map(|e| &e.event));
+                for (i, event) in (first..plan.events.len()).zip(decided) {
+                    let stored_event = &plan.events[i];
+                    plan.sealed.insert(stored_event.event_id, i);
+                    if let Some(id) =
+                        tokenledger_projections::tokens::fold(&mut rows, stored_event, event)
+                        && !changed.contains(&id)
+                    {
+                        changed.push(id);
+                    }
+                    if audit {
+                        plan.audit.extend(audit_row(stored_event, event, &rows));
+                    }
+                }
+                plan.outcomes
+                    .push(Outcome::Appended(first..plan.events.len()));
+            }
+        }
+    }
+    plan.head = sealer.head();
+    plan.tokens = changed.iter().filter_map(|id| rows.remove(id)).collect();
+    plan.versions = touched
+        .into_iter()
+        .map(|s| (s.clone(), versions[s]))
+        .collect();
+    plan
+}
+
+/// The audit row of one event, with its token's scopes as they are after folding it (as a
+/// rebuild computes them).
+pub(crate) fn audit_row(
+    event: &StoredEvent,
+    decoded: &TokenEvent,
+    rows: &HashMap<Uuid, TokenRow>,
+) -> Option<AuditRow> {
+    let scopes = event
+        .stream_id
+        .token_id()
+        .and_then(|id| rows.get(&id))
+        .map(|t| t.scopes.as_slice())
+        .unwrap_or(&[]);
+    tokenledger_projections::audit_row(event, decoded, scopes)
+}
+
+/// Instantiates the shared statements for one dialect: `$db` is its sqlx database, `$conn` its
+/// connection type, `$row` its row type and `$params` its [`Params`] style.
 macro_rules! sql_event_log {
-    ($conn:ty, $row:ty) => {
-        use std::collections::{HashMap, HashSet};
+    ($db:ty, $conn:ty, $row:ty, $params:expr) => {
+        use std::collections::HashMap;
 
         use sqlx::{AssertSqlSafe, Row as _};
-        use tokenledger_events::log::{Sealer, batch_event_ids, classify_retry};
+        use tokenledger_events::log::Sealer;
         use tokenledger_events::{
             AppendError, Environment, Hash, Head, Opening, StoredEvent, StreamAppend, StreamId,
             Timestamp, TokenHash,
@@ -72,9 +440,87 @@ macro_rules! sql_event_log {
         use uuid::Uuid;
 
         use $crate::store::sql::{
-            CHUNK, EVENT_COLUMNS, TOKEN_COLUMNS, from_sql, in_list, to_sql, values_list,
+            CHUNK, EVENT_COLUMNS, Params, Plan, StreamState, TOKEN_COLUMNS, from_sql, to_sql,
         };
         use $crate::store::writer::AppendResult;
+
+        /// This dialect's placeholder style.
+        const PARAMS: Params = $params;
+
+        fn values_list(rows: usize, cols: usize) -> String {
+            $crate::store::sql::values_list(rows, cols, PARAMS, 1)
+        }
+
+        /// Statements and their arguments, sent by one [`Batch::execute`]. On SQLite they
+        /// are joined into one multi-statement query: one trip to sqlx's worker thread
+        /// instead of one per statement, which under load costs more than the statements
+        /// (the thread waits for a core each time). sqlx documents multi-statement queries
+        /// with arguments as SQLite-only behaviour it may drop in a later version; then
+        /// `statement` would have to keep them apart, as it does for PostgreSQL, whose
+        /// extended protocol takes one statement per query.
+        pub(crate) struct Batch {
+            done: Vec<(String, <$db as sqlx::Database>::Arguments)>,
+            sql: String,
+            args: <$db as sqlx::Database>::Arguments,
+        }
+
+        impl Batch {
+            pub(crate) fn new() -> Batch {
+                Batch {
+                    done: Vec::new(),
+                    sql: String::new(),
+                    args: Default::default(),
+                }
+            }
+
+            /// Start a statement with `sql`.
+            pub(crate) fn statement(&mut self, sql: &str) {
+                if !self.sql.is_empty() {
+                    if PARAMS == Params::Anonymous {
+                        self.sql.push_str(";\n");
+                    } else {
+                        let sql = std::mem::take(&mut self.sql);
+                        self.done.push((sql, std::mem::take(&mut self.args)));
+                    }
+                }
+                self.sql.push_str(sql);
+            }
+
+            /// Append the placeholders of `rows` rows of `cols` values each.
+            fn values(&mut self, rows: usize, cols: usize) {
+                let first = sqlx::Arguments::len(&self.args) + 1;
+                self.sql
+                    .push_str(&$crate::store::sql::values_list(rows, cols, PARAMS, first));
+            }
+
+            /// Append the placeholder of one value.
+            fn value(&mut self) {
+                PARAMS.push(&mut self.sql, sqlx::Arguments::len(&self.args) + 1);
+            }
+
+            fn bind<'t, T>(&mut self, value: T) -> Result<(), sqlx::Error>
+            where
+                T: sqlx::Encode<'t, $db> + sqlx::Type<$db>,
+            {
+                sqlx::Arguments::add(&mut self.args, value).map_err(sqlx::Error::Encode)
+            }
+
+            pub(crate) async fn execute(mut self, conn: &mut $conn) -> Result<(), sqlx::Error> {
+                if !self.sql.is_empty() {
+                    self.done.push((self.sql, self.args));
+                }
+                for (sql, args) in self.done {
+                    sqlx::query_with(AssertSqlSafe(sql), args)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+
+        fn in_list(n: usize) -> String {
+            $crate::store::sql::in_list(n, PARAMS)
+        }
 
         fn decode_err(e: impl std::fmt::Display) -> sqlx::Error {
             sqlx::Error::Decode(e.to_string().into())
@@ -275,93 +721,6 @@ macro_rules! sql_event_log {
             Ok(found)
         }
 
-        /// The token streams of `batches` that need an open stream and whose token is
-        /// revoked, read from the token table (current inside the append transaction).
-        async fn closed_streams(
-            conn: &mut $conn,
-            batches: &[Vec<StreamAppend>],
-        ) -> Result<HashSet<StreamId>, sqlx::Error> {
-            let mut ids: Vec<Uuid> = batches
-                .iter()
-                .flatten()
-                .filter(|a| a.events.iter().any(|e| e.event.requires_open_stream()))
-                .filter_map(|a| a.stream_id.token_id())
-                .collect();
-            ids.sort();
-            ids.dedup();
-            let mut closed = HashSet::new();
-            for chunk in ids.chunks(CHUNK) {
-                let sql = format!(
-                    "SELECT id FROM api_tokens WHERE revoked_at IS NOT NULL AND id IN ({})",
-                    in_list(chunk.len())
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                for row in q.fetch_all(&mut *conn).await? {
-                    let id: Uuid = row.try_get("id")?;
-                    closed.insert(StreamId::for_token(id));
-                }
-            }
-            Ok(closed)
-        }
-
-        async fn insert_events(conn: &mut $conn, events: &[StoredEvent]) -> Result<(), sqlx::Error> {
-            for chunk in events.chunks(CHUNK) {
-                let sql = format!(
-                    "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
-                    values_list(chunk.len(), 10)
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for e in chunk {
-                    q = q
-                        .bind(to_sql(e.position))
-                        .bind(e.stream_id.as_str())
-                        .bind(to_sql(e.stream_version))
-                        .bind(e.event_id)
-                        .bind(e.recorded_at.as_micros())
-                        .bind(e.actor.as_str())
-                        .bind(e.event_type.as_str())
-                        .bind(e.schema_version as i32)
-                        .bind(e.bytes.as_slice())
-                        .bind(&e.hash.0[..]);
-                }
-                q.execute(&mut *conn).await?;
-            }
-            let openings: Vec<(u64, &Opening)> = events
-                .iter()
-                .flat_map(|e| e.openings.iter().map(move |o| (e.position, o)))
-                .collect();
-            for chunk in openings.chunks(CHUNK) {
-                let sql = format!(
-                    "INSERT INTO event_openings (position, field, salt, value) VALUES {}",
-                    values_list(chunk.len(), 4)
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for (position, o) in chunk {
-                    q = q
-                        .bind(to_sql(*position))
-                        .bind(o.field.as_str())
-                        .bind(&o.salt[..])
-                        .bind(o.value.as_slice());
-                }
-                q.execute(&mut *conn).await?;
-            }
-            Ok(())
-        }
-
-        /// Move the head. The inline token projection needs no checkpoint of its own: it is
-        /// written in the same transaction, so it is always at the head.
-        pub(crate) async fn write_head(conn: &mut $conn, head: Head) -> Result<(), sqlx::Error> {
-            sqlx::query("UPDATE log_head SET position = $1, hash = $2")
-                .bind(to_sql(head.position))
-                .bind(&head.hash.0[..])
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
-        }
-
         fn token_from_row(row: &$row) -> Result<TokenRow, sqlx::Error> {
             let hash: Option<Vec<u8>> = row.try_get("hash")?;
             let environment: String = row.try_get("environment")?;
@@ -451,7 +810,7 @@ macro_rules! sql_event_log {
         }
 
         /// Write token rows, replacing any stored row of the same id.
-        async fn upsert_tokens(conn: &mut $conn, rows: &[&TokenRow]) -> Result<(), sqlx::Error> {
+        fn push_tokens(b: &mut Batch, rows: &[&TokenRow]) -> Result<(), sqlx::Error> {
             for chunk in rows.chunks(CHUNK / 2) {
                 let updates = TOKEN_COLUMNS
                     .split(", ")
@@ -459,58 +818,40 @@ macro_rules! sql_event_log {
                     .map(|c| format!("{c} = excluded.{c}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let sql = format!(
-                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES {} ON CONFLICT (id) DO UPDATE SET {updates}",
-                    values_list(chunk.len(), 21)
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
+                b.statement(&format!("INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES "));
+                b.values(chunk.len(), 21);
+                b.sql.push_str(&format!(" ON CONFLICT (id) DO UPDATE SET {updates}"));
                 for t in chunk {
-                    q = q
-                        .bind(t.id)
-                        .bind(t.name.as_str())
-                        .bind(t.hash.map(|h| h.0.to_vec()))
-                        .bind(t.environment.as_str())
-                        .bind(t.scopes.join(" "))
-                        .bind(t.created_at.as_micros())
-                        .bind(t.created_by.as_str())
-                        .bind(t.expires_at.as_micros())
-                        .bind(t.revoked_at.map(Timestamp::as_micros))
-                        .bind(t.revoked_by.as_deref())
-                        .bind(t.revoke_reason.as_deref())
-                        .bind(t.rotated_from)
-                        .bind(t.rotated_to)
-                        .bind(t.rotated_at.map(Timestamp::as_micros))
-                        .bind(t.last_used_at.map(Timestamp::as_micros))
-                        .bind(t.last_used_ip.as_deref())
-                        .bind(t.last_used_path.as_deref())
-                        .bind(to_sql(t.use_count))
-                        .bind(to_sql(t.denied_count))
-                        .bind(to_sql(t.version))
-                        .bind(to_sql(t.position));
+                    b.bind(t.id)?;
+                    b.bind(t.name.as_str())?;
+                    b.bind(t.hash.map(|h| h.0.to_vec()))?;
+                    b.bind(t.environment.as_str())?;
+                    b.bind(t.scopes.join(" "))?;
+                    b.bind(t.created_at.as_micros())?;
+                    b.bind(t.created_by.as_str())?;
+                    b.bind(t.expires_at.as_micros())?;
+                    b.bind(t.revoked_at.map(Timestamp::as_micros))?;
+                    b.bind(t.revoked_by.as_deref())?;
+                    b.bind(t.revoke_reason.as_deref())?;
+                    b.bind(t.rotated_from)?;
+                    b.bind(t.rotated_to)?;
+                    b.bind(t.rotated_at.map(Timestamp::as_micros))?;
+                    b.bind(t.last_used_at.map(Timestamp::as_micros))?;
+                    b.bind(t.last_used_ip.as_deref())?;
+                    b.bind(t.last_used_path.as_deref())?;
+                    b.bind(to_sql(t.use_count))?;
+                    b.bind(to_sql(t.denied_count))?;
+                    b.bind(to_sql(t.version))?;
+                    b.bind(to_sql(t.position))?;
                 }
-                q.execute(&mut *conn).await?;
             }
             Ok(())
         }
 
-        /// Fold `events` into the stored token rows they touch (the inline projection).
-        async fn project_tokens(conn: &mut $conn, events: &[StoredEvent]) -> Result<(), sqlx::Error> {
-            let mut ids: Vec<Uuid> = events.iter().filter_map(|e| e.stream_id.token_id()).collect();
-            ids.sort();
-            ids.dedup();
-            if ids.is_empty() {
-                return Ok(());
-            }
-            let mut rows = load_tokens(&mut *conn, &ids).await?;
-            let mut changed = HashSet::new();
-            for e in events {
-                let decoded = e.decode().map_err(decode_err)?;
-                if let Some(id) = tokenledger_projections::tokens::fold(&mut rows, e, &decoded) {
-                    changed.insert(id);
-                }
-            }
-            let changed: Vec<&TokenRow> = changed.iter().filter_map(|id| rows.get(id)).collect();
-            upsert_tokens(conn, &changed).await
+        async fn upsert_tokens(conn: &mut $conn, rows: &[&TokenRow]) -> Result<(), sqlx::Error> {
+            let mut b = Batch::new();
+            push_tokens(&mut b, rows)?;
+            b.execute(conn).await
         }
 
         pub(crate) async fn checkpoints(conn: &mut $conn) -> Result<Vec<(String, u64)>, sqlx::Error> {
@@ -522,12 +863,44 @@ macro_rules! sql_event_log {
                 .collect()
         }
 
+        fn push_checkpoint(b: &mut Batch, name: &str, position: u64) -> Result<(), sqlx::Error> {
+            b.statement("UPDATE projection_checkpoints SET position = ");
+            b.value();
+            b.bind(to_sql(position))?;
+            b.sql.push_str(" WHERE name = ");
+            b.value();
+            b.bind(name)
+        }
+
         async fn set_checkpoint(conn: &mut $conn, name: &str, position: u64) -> Result<(), sqlx::Error> {
-            sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = $2")
-                .bind(to_sql(position))
-                .bind(name)
-                .execute(&mut *conn)
-                .await?;
+            let mut b = Batch::new();
+            push_checkpoint(&mut b, name, position)?;
+            b.execute(conn).await
+        }
+
+        fn push_audit(
+            b: &mut Batch,
+            rows: &[tokenledger_projections::AuditRow],
+        ) -> Result<(), sqlx::Error> {
+            for chunk in rows.chunks(CHUNK) {
+                b.statement(&format!(
+                    "INSERT INTO audit_logs ({}) VALUES ",
+                    $crate::store::sql::AUDIT_COLUMNS
+                ));
+                b.values(chunk.len(), 10);
+                for r in chunk {
+                    b.bind(to_sql(r.position))?;
+                    b.bind(r.event_id)?;
+                    b.bind(r.action.as_str())?;
+                    b.bind(r.token_id)?;
+                    b.bind(r.actor.as_str())?;
+                    b.bind(r.ip.as_deref())?;
+                    b.bind(r.path.as_deref())?;
+                    b.bind(r.scopes.join(" "))?;
+                    b.bind(r.occurred_at.as_micros())?;
+                    b.bind(r.details.to_string())?;
+                }
+            }
             Ok(())
         }
 
@@ -535,29 +908,9 @@ macro_rules! sql_event_log {
             conn: &mut $conn,
             rows: &[tokenledger_projections::AuditRow],
         ) -> Result<(), sqlx::Error> {
-            for chunk in rows.chunks(CHUNK) {
-                let sql = format!(
-                    "INSERT INTO audit_logs ({}) VALUES {}",
-                    $crate::store::sql::AUDIT_COLUMNS,
-                    values_list(chunk.len(), 10)
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for r in chunk {
-                    q = q
-                        .bind(to_sql(r.position))
-                        .bind(r.event_id)
-                        .bind(r.action.as_str())
-                        .bind(r.token_id)
-                        .bind(r.actor.as_str())
-                        .bind(r.ip.as_deref())
-                        .bind(r.path.as_deref())
-                        .bind(r.scopes.join(" "))
-                        .bind(r.occurred_at.as_micros())
-                        .bind(r.details.to_string());
-                }
-                q.execute(&mut *conn).await?;
-            }
-            Ok(())
+            let mut b = Batch::new();
+            push_audit(&mut b, rows)?;
+            b.execute(conn).await
         }
 
         /// The audit rows of `events`, taking each token's scopes from `tokens` (scopes never
@@ -692,127 +1045,58 @@ macro_rules! sql_event_log {
                 .collect()
         }
 
-        /// What happened to one batch of a group, before the group's writes.
-        enum Outcome {
-            Appended(Vec<StoredEvent>),
-            /// Every event is stored already (or sealed earlier in this group).
-            Retry(Vec<Uuid>),
-            Refused(AppendError),
+        /// Read what `state` lacks for `batches` (stream versions, token rows) and, when
+        /// `stored` is given, which of the group's event ids are in the log already; inside
+        /// the caller's transaction, which holds the append lock.
+        pub(crate) async fn load_state(
+            conn: &mut $conn,
+            batches: &[Vec<StreamAppend>],
+            state: &mut StreamState,
+            stored: Option<&mut HashMap<Uuid, u64>>,
+        ) -> Result<(), sqlx::Error> {
+            let (streams, ids) = state.missing(batches);
+            if !streams.is_empty() {
+                let found = stream_versions(&mut *conn, &streams).await?;
+                for s in streams {
+                    state.versions.insert(s.clone(), found.get(s).copied().unwrap_or(0));
+                }
+            }
+            if !ids.is_empty() {
+                let mut rows = load_tokens(&mut *conn, &ids).await?;
+                for id in ids {
+                    state.tokens.insert(id, rows.remove(&id));
+                }
+            }
+            if let Some(stored) = stored {
+                let ids: Vec<Uuid> = batches
+                    .iter()
+                    .flat_map(|b| tokenledger_events::log::batch_event_ids(b))
+                    .collect();
+                *stored = stored_positions(&mut *conn, &ids).await?;
+            }
+            Ok(())
         }
 
-        /// Append every batch inside the caller's transaction, which holds the append lock and
-        /// started at `sealer`'s head. Refusals are per batch; `Err` only when the database
-        /// failed, and then nothing of the group may be committed.
-        pub(crate) async fn append_group(
-            tx: &mut $conn,
-            sealer: &mut Sealer,
-            batches: &[Vec<StreamAppend>],
+        /// The answers of a written plan: retried batches get their events as first stored.
+        pub(crate) async fn answer(
+            conn: &mut $conn,
+            plan: &Plan,
+            stored: &HashMap<Uuid, u64>,
         ) -> Result<Vec<AppendResult>, sqlx::Error> {
-            let ids: Vec<Uuid> = batches.iter().flat_map(|b| batch_event_ids(b)).collect();
-            let mut stored = stored_positions(&mut *tx, &ids).await?;
-            let mut streams: Vec<&StreamId> = batches
-                .iter()
-                .flat_map(|b| b.iter().map(|a| &a.stream_id))
-                .collect();
-            streams.sort();
-            streams.dedup();
-            let mut versions = stream_versions(&mut *tx, &streams).await?;
-            let mut closed = closed_streams(&mut *tx, batches).await?;
+            let wanted = plan.retried_positions(stored);
+            let retried = if wanted.is_empty() {
+                Vec::new()
+            } else {
+                read_positions(&mut *conn, &wanted).await?
+            };
+            Ok(plan.answers(&retried))
+        }
 
-            let mut sealed: HashMap<Uuid, StoredEvent> = HashMap::new();
-            let mut new_events: Vec<StoredEvent> = Vec::new();
-            let mut outcomes = Vec::with_capacity(batches.len());
-            for batch in batches {
-                let batch_ids = batch_event_ids(batch);
-                let known: HashSet<Uuid> = batch_ids
-                    .iter()
-                    .filter(|id| stored.contains_key(id) || sealed.contains_key(id))
-                    .copied()
-                    .collect();
-                match classify_retry(&batch_ids, &known) {
-                    Err(e) => outcomes.push(Outcome::Refused(e)),
-                    Ok(true) => outcomes.push(Outcome::Retry(batch_ids)),
-                    Ok(false) => {
-                        let before = sealer.head();
-                        let mut staged = Vec::new();
-                        let mut moved: Vec<(StreamId, u64)> = Vec::new();
-                        let mut closing: HashSet<StreamId> = HashSet::new();
-                        let mut refusal = None;
-                        for append in batch {
-                            let current = moved
-                                .iter()
-                                .rev()
-                                .find(|(s, _)| *s == append.stream_id)
-                                .map(|(_, v)| *v)
-                                .or_else(|| versions.get(&append.stream_id).copied())
-                                .unwrap_or(0);
-                            let sealed_events = tokenledger_events::log::check_open(
-                                append,
-                                closed.contains(&append.stream_id)
-                                    || closing.contains(&append.stream_id),
-                            )
-                            .and_then(|()| sealer.seal(append, current));
-                            match sealed_events {
-                                Ok(events) => {
-                                    if tokenledger_events::log::closes(append) {
-                                        closing.insert(append.stream_id.clone());
-                                    }
-                                    moved.push((append.stream_id.clone(), current + events.len() as u64));
-                                    staged.extend(events);
-                                }
-                                Err(e) => {
-                                    refusal = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        match refusal {
-                            Some(e) => {
-                                sealer.reset(before);
-                                outcomes.push(Outcome::Refused(e));
-                            }
-                            None => {
-                                versions.extend(moved);
-                                closed.extend(closing);
-                                for e in &staged {
-                                    sealed.insert(e.event_id, e.clone());
-                                }
-                                new_events.extend(staged.iter().cloned());
-                                outcomes.push(Outcome::Appended(staged));
-                            }
-                        }
-                    }
-                }
-            }
-
-            insert_events(&mut *tx, &new_events).await?;
-            project_tokens(&mut *tx, &new_events).await?;
-
-            // Retries answer with the events as first stored.
-            let wanted: Vec<u64> = outcomes
-                .iter()
-                .filter_map(|o| match o {
-                    Outcome::Retry(ids) => Some(ids),
-                    _ => None,
-                })
-                .flatten()
-                .filter(|id| !sealed.contains_key(id))
-                .map(|id| stored[id])
-                .collect();
-            if !wanted.is_empty() {
-                for e in read_positions(&mut *tx, &wanted).await? {
-                    stored.remove(&e.event_id);
-                    sealed.insert(e.event_id, e);
-                }
-            }
-            Ok(outcomes
-                .into_iter()
-                .map(|o| match o {
-                    Outcome::Appended(events) => Ok(events),
-                    Outcome::Refused(e) => Err(e),
-                    Outcome::Retry(ids) => Ok(ids.iter().map(|id| sealed[id].clone()).collect()),
-                })
-                .collect())
+        /// Whether a failed statement hit a unique constraint: in a plan made without the
+        /// stored event ids, an event id stored already (a retry).
+        pub(crate) fn unique_violation(e: &sqlx::Error) -> bool {
+            e.as_database_error()
+                .is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
         }
     };
 }

@@ -1,6 +1,8 @@
 //! The SQLite backend, the embedded default: WAL, `synchronous=FULL`, one writer connection
 //! owned by the group-commit task, and `BEGIN IMMEDIATE` as the append lock (it also excludes
-//! other processes, such as the CLI appending while a server runs).
+//! other processes, such as the CLI appending while a server runs). The audit view is folded
+//! in the append transaction while its checkpoint is at the head, and caught up between groups
+//! by the same task otherwise, so this process never contends with itself for the lock.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,19 +15,20 @@ use sqlx::sqlite::{
 use tokenledger_events::{EventLog, LogError, LogId};
 use tokio::sync::oneshot;
 
+use super::sql::{AUDIT_COLUMNS, WriterCache, plan_group};
 use super::writer::{GroupCommit, Writer};
 use tokenledger_projections::AuditRow;
 
 use super::{AuditFilter, StoreError, wait_for_head};
 
-super::sql::sql_event_log!(SqliteConnection, SqliteRow);
+super::sql::sql_event_log!(sqlx::Sqlite, SqliteConnection, SqliteRow, Params::Anonymous);
 
 /// How long a writer waits for another process holding the SQLite write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connected SQLite database, before its log is opened (migrations run here).
 pub struct SqliteDb {
-    /// The single connection appends go through.
+    /// Migrations and the first reads go through this connection.
     pub(crate) write: SqlitePool,
     options: SqliteConnectOptions,
 }
@@ -73,13 +76,18 @@ impl SqliteDb {
         drop(conn);
         let read = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .connect_with(self.options.clone().read_only(true))
             .await
             .map_err(StoreError::db)?;
         let writer = Writer::spawn(
             SqliteCommitter {
-                pool: self.write.clone(),
+                // The writer's batches differ in text by group size: keep the sizes of a busy
+                // server prepared (sqlx keeps 100 statements by default).
+                options: self.options.clone().statement_cache_capacity(256),
+                conn: None,
                 log_id,
+                cache: WriterCache::default(),
             },
             head,
         );
@@ -96,9 +104,23 @@ impl SqliteDb {
     }
 }
 
+/// The writer task's side: the one connection appends go through, kept open (not taken from a
+/// pool per group: returning a connection to a pool is a task of its own that the next group
+/// would wait for).
 struct SqliteCommitter {
-    pool: SqlitePool,
+    options: SqliteConnectOptions,
+    conn: Option<SqliteConnection>,
     log_id: LogId,
+    cache: WriterCache,
+}
+
+impl SqliteCommitter {
+    async fn conn(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
+        match &mut self.conn {
+            Some(conn) => Ok(conn),
+            slot => Ok(slot.insert(SqliteConnection::connect_with(&self.options).await?)),
+        }
+    }
 }
 
 impl GroupCommit for SqliteCommitter {
@@ -106,8 +128,24 @@ impl GroupCommit for SqliteCommitter {
         &mut self,
         batches: &[Vec<StreamAppend>],
     ) -> Result<(Vec<AppendResult>, Head), AppendError> {
-        let mut conn = self.pool.acquire().await.map_err(unavailable)?;
-        commit(&mut conn, self.log_id, batches, None).await
+        let log_id = self.log_id;
+        let mut cache = std::mem::take(&mut self.cache);
+        let conn = self.conn().await.map_err(unavailable)?;
+        let result = commit(conn, log_id, batches, &mut cache, None).await;
+        self.cache = cache;
+        result
+    }
+
+    async fn audit_step(&mut self, limit: usize) -> Result<(u64, usize), StoreError> {
+        let conn = self.conn().await.map_err(StoreError::db)?;
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db)?;
+        let step = audit_step(&mut tx, limit).await.map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)?;
+        self.cache.audit_reached(step.0);
+        Ok(step)
     }
 }
 
@@ -115,33 +153,275 @@ fn unavailable(e: sqlx::Error) -> AppendError {
     AppendError::Unavailable(e.to_string())
 }
 
-/// One transaction: take the write lock, append every batch, move the head, COMMIT.
+/// Append a group. Usually in one trip to sqlx's worker thread: planned at the head the writer
+/// remembers and sent as `BEGIN IMMEDIATE`, the writes, `COMMIT` (see [`WriterCache`]). When
+/// the cache cannot plan it, or the database refuses the guess, by [`transaction`]: without
+/// looking up the group's event ids first (a retry is rare), and again with them when that
+/// attempt finds the group may hold a retry.
 /// `hold` keeps the transaction open until it resolves (see [`SqliteLog::append_held`]).
 async fn commit(
     conn: &mut SqliteConnection,
     log_id: LogId,
     batches: &[Vec<StreamAppend>],
-    hold: Option<oneshot::Receiver<()>>,
+    cache: &mut WriterCache,
+    mut hold: Option<oneshot::Receiver<()>>,
 ) -> Result<(Vec<AppendResult>, Head), AppendError> {
-    let mut tx = conn
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(unavailable)?;
-    let head = read_head(&mut tx).await.map_err(unavailable)?;
-    let mut sealer = Sealer::new(log_id, head);
-    let results = append_group(&mut tx, &mut sealer, batches)
-        .await
-        .map_err(unavailable)?;
-    if sealer.head() != head {
-        write_head(&mut tx, sealer.head())
-            .await
-            .map_err(unavailable)?;
+    let mut with_stored = false;
+    if hold.is_none()
+        && let Some(plan) = cache.plan_ahead(log_id, batches)
+    {
+        let written = async {
+            let mut writes = Batch::new();
+            writes.statement("BEGIN IMMEDIATE");
+            append_plan(&mut writes, &plan)?;
+            writes.statement("COMMIT");
+            writes.execute(conn).await
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                cache.committed(&plan);
+                return Ok((plan.answers(&[]), plan.head));
+            }
+            Err(e) => {
+                // Another writer moved the head, or the group holds a retry, or the database
+                // failed: the careful way tells which. Nothing of this attempt stays.
+                let _ = rollback(conn).await;
+                cache.forget();
+                with_stored = unique_violation(&e);
+            }
+        }
     }
-    if let Some(hold) = hold {
+    let mut attempt = transaction(conn, log_id, batches, cache, with_stored, &mut hold).await;
+    if let Ok(None) = attempt {
+        attempt = transaction(conn, log_id, batches, cache, true, &mut hold).await;
+    }
+    match attempt {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => Err(AppendError::Unavailable(
+            "an append hit a unique constraint with every stored event id known".into(),
+        )),
+        Err(e) => {
+            cache.forget();
+            Err(e)
+        }
+    }
+}
+
+/// One transaction, in two trips to sqlx's worker thread when nothing needs reading beyond
+/// the head: `BEGIN IMMEDIATE` (the append lock) with the read of the head and the audit
+/// checkpoint, then every write with `COMMIT`. sqlx does not see this transaction, so every
+/// way out but a commit rolls it back here. `Ok(None)`: rolled back because an insert hit a
+/// unique constraint while the stored event ids were not looked up (`with_stored` false):
+/// plan again with them.
+async fn transaction(
+    conn: &mut SqliteConnection,
+    log_id: LogId,
+    batches: &[Vec<StreamAppend>],
+    cache: &mut WriterCache,
+    with_stored: bool,
+    hold: &mut Option<oneshot::Receiver<()>>,
+) -> Result<Option<(Vec<AppendResult>, Head)>, AppendError> {
+    let begun = sqlx::query(
+        "BEGIN IMMEDIATE; \
+         SELECT position, hash, \
+         (SELECT position FROM projection_checkpoints WHERE name = 'audit_logs') AS audit \
+         FROM log_head",
+    )
+    .fetch_one(&mut *conn)
+    .await;
+    let result = match begun {
+        Ok(row) => in_transaction(conn, log_id, &row, batches, cache, with_stored, hold).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(Some(done)) => Ok(Some(done)),
+        Ok(None) => {
+            rollback(conn).await.map_err(unavailable)?;
+            Ok(None)
+        }
+        Err(e) => {
+            // The error may have come before BEGIN took effect or after COMMIT failed, with
+            // no transaction left to roll back: that error says nothing new.
+            let _ = rollback(conn).await;
+            Err(unavailable(e))
+        }
+    }
+}
+
+async fn rollback(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("ROLLBACK")
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// The body of [`transaction`], from the head row read under the append lock to COMMIT.
+/// `Ok(None)`: a unique violation to plan again for; the caller rolls back.
+async fn in_transaction(
+    conn: &mut SqliteConnection,
+    log_id: LogId,
+    head_row: &SqliteRow,
+    batches: &[Vec<StreamAppend>],
+    cache: &mut WriterCache,
+    with_stored: bool,
+    hold: &mut Option<oneshot::Receiver<()>>,
+) -> Result<Option<(Vec<AppendResult>, Head)>, sqlx::Error> {
+    let hash: Vec<u8> = head_row.try_get("hash")?;
+    let head = Head {
+        position: from_sql(head_row.try_get("position")?, "position")?,
+        hash: Hash::from_slice(&hash).ok_or_else(|| decode_err("head hash is not 32 bytes"))?,
+    };
+    let audit = head_row
+        .try_get::<Option<i64>, _>("audit")?
+        .map(|p| from_sql(p, "checkpoint"))
+        .transpose()?;
+    cache.validate(head, audit);
+    let mut stored = HashMap::new();
+    let mut knows_stored = with_stored;
+    load_state(
+        conn,
+        batches,
+        &mut cache.state,
+        knows_stored.then_some(&mut stored),
+    )
+    .await?;
+    let folds_audit = audit == Some(head.position);
+    let mut plan = plan_group(
+        &mut Sealer::new(log_id, head),
+        batches,
+        &stored,
+        &cache.state,
+        folds_audit,
+    );
+    if !knows_stored && plan.refused_any() {
+        // A refused batch may be a retry of a stored one; nothing is written yet.
+        knows_stored = true;
+        load_state(conn, batches, &mut cache.state, Some(&mut stored)).await?;
+        plan = plan_group(
+            &mut Sealer::new(log_id, head),
+            batches,
+            &stored,
+            &cache.state,
+            folds_audit,
+        );
+    }
+    let results = answer(conn, &plan, &stored).await?;
+    let mut writes = Batch::new();
+    append_plan(&mut writes, &plan)?;
+    if hold.is_none() {
+        writes.statement("COMMIT");
+    }
+    match writes.execute(conn).await {
+        Ok(()) => {}
+        Err(e) if !knows_stored && unique_violation(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if let Some(hold) = hold.take() {
         let _ = hold.await;
+        sqlx::query("COMMIT").execute(&mut *conn).await?;
     }
-    tx.commit().await.map_err(unavailable)?;
-    Ok((results, sealer.head()))
+    cache.committed(&plan);
+    Ok(Some((results, plan.head)))
+}
+
+/// Insert `events` and their openings.
+fn push_events(b: &mut Batch, events: &[StoredEvent]) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(CHUNK) {
+        b.statement(&format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES "));
+        b.values(chunk.len(), 10);
+        for e in chunk {
+            b.bind(to_sql(e.position))?;
+            b.bind(e.stream_id.as_str())?;
+            b.bind(to_sql(e.stream_version))?;
+            b.bind(e.event_id)?;
+            b.bind(e.recorded_at.as_micros())?;
+            b.bind(e.actor.as_str())?;
+            b.bind(e.event_type.as_str())?;
+            b.bind(e.schema_version as i32)?;
+            b.bind(e.bytes.as_slice())?;
+            b.bind(&e.hash.0[..])?;
+        }
+    }
+    let openings: Vec<(u64, &Opening)> = events
+        .iter()
+        .flat_map(|e| e.openings.iter().map(move |o| (e.position, o)))
+        .collect();
+    for chunk in openings.chunks(CHUNK) {
+        b.statement("INSERT INTO event_openings (position, field, salt, value) VALUES ");
+        b.values(chunk.len(), 4);
+        for (position, o) in chunk {
+            b.bind(to_sql(*position))?;
+            b.bind(o.field.as_str())?;
+            b.bind(&o.salt[..])?;
+            b.bind(o.value.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// Move the head. The inline token projection needs no checkpoint of its own: it is
+/// written in the same transaction, so it is always at the head.
+fn push_head(b: &mut Batch, head: Head) -> Result<(), sqlx::Error> {
+    b.statement("UPDATE log_head SET position = ");
+    b.value();
+    b.bind(to_sql(head.position))?;
+    b.sql.push_str(", hash = ");
+    b.value();
+    b.bind(&head.hash.0[..])
+}
+
+/// Add a plan's writes to `b`, one statement per table it touches: events and
+/// openings, token rows, audit rows and checkpoint (when folded inline), head. Tables
+/// it does not touch cost nothing; a plan that appends nothing writes nothing.
+fn append_plan(b: &mut Batch, plan: &Plan) -> Result<(), sqlx::Error> {
+    if plan.head == plan.start {
+        return Ok(());
+    }
+    push_events(b, &plan.events)?;
+    let rows: Vec<&TokenRow> = plan.tokens.iter().collect();
+    push_tokens(b, &rows)?;
+    if plan.folds_audit {
+        push_inline_audit(b, plan)?;
+    }
+    push_head(b, plan.head)
+}
+
+/// Insert the plan's audit rows and move the audit checkpoint from the plan's start to its
+/// head, both only while the checkpoint is at the start. A writer that remembers the view at
+/// the head must not move it past rows it lacks: a view set back behind its back (a repair by
+/// hand) stays behind, whole, for the catch-up to fill.
+fn push_inline_audit(b: &mut Batch, plan: &Plan) -> Result<(), sqlx::Error> {
+    let from = to_sql(plan.start.position);
+    for chunk in plan.audit.chunks(CHUNK) {
+        b.statement(&format!(
+            "INSERT INTO audit_logs ({AUDIT_COLUMNS}) SELECT * FROM (VALUES "
+        ));
+        b.values(chunk.len(), 10);
+        for r in chunk {
+            b.bind(to_sql(r.position))?;
+            b.bind(r.event_id)?;
+            b.bind(r.action.as_str())?;
+            b.bind(r.token_id)?;
+            b.bind(r.actor.as_str())?;
+            b.bind(r.ip.as_deref())?;
+            b.bind(r.path.as_deref())?;
+            b.bind(r.scopes.join(" "))?;
+            b.bind(r.occurred_at.as_micros())?;
+            b.bind(r.details.to_string())?;
+        }
+        b.sql.push_str(
+            ") WHERE (SELECT position FROM projection_checkpoints WHERE name = 'audit_logs') = ",
+        );
+        b.value();
+        b.bind(from)?;
+    }
+    b.statement("UPDATE projection_checkpoints SET position = ");
+    b.value();
+    b.bind(to_sql(plan.head.position))?;
+    b.sql.push_str(" WHERE name = 'audit_logs' AND position = ");
+    b.value();
+    b.bind(from)
 }
 
 /// The SQLite event log.
@@ -149,7 +429,7 @@ pub struct SqliteLog {
     log_id: LogId,
     read: SqlitePool,
     writer: Writer,
-    /// The connection projection subscribers and rebuilds write through.
+    /// The connection rebuilds write through.
     projector: SqlitePool,
     options: SqliteConnectOptions,
 }
@@ -168,7 +448,9 @@ impl SqliteLog {
         let mut conn = SqliteConnection::connect_with(&self.options)
             .await
             .map_err(unavailable)?;
-        let (mut results, _) = commit(&mut conn, self.log_id, &[batch], Some(release)).await?;
+        let mut cache = WriterCache::default();
+        let (mut results, _) =
+            commit(&mut conn, self.log_id, &[batch], &mut cache, Some(release)).await?;
         results.remove(0)
     }
 
@@ -209,15 +491,9 @@ impl SqliteLog {
             .map_err(StoreError::db)
     }
 
+    /// One audit catch-up step, run by the writer between groups.
     pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
-        let mut conn = self.projector.acquire().await.map_err(StoreError::db)?;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::db)?;
-        let step = audit_step(&mut tx, limit).await.map_err(StoreError::db)?;
-        tx.commit().await.map_err(StoreError::db)?;
-        Ok(step)
+        self.writer.audit_step(limit).await
     }
 
     pub(crate) async fn rebuild(&self) -> Result<(u64, usize), StoreError> {

@@ -2,12 +2,18 @@
 //! waiting at that moment into one transaction. Each caller is answered only after COMMIT, so
 //! every event is durable before anyone acts on it, and throughput grows with concurrency
 //! instead of each append paying its own fsync.
+//!
+//! The same task runs the audit view's catch-up steps between groups, on the same connection:
+//! a second writer connection would contend for the append lock (on SQLite, waiting in the
+//! busy handler with sleeps of up to 100 ms while appends queue behind it).
 
 use std::future::Future;
 
 use tokenledger_events::log::{Head, validate_batch};
 use tokenledger_events::{AppendError, StoredEvent, StreamAppend};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use super::StoreError;
 
 /// How many append requests one transaction takes at most; bounds the time one commit holds
 /// the append lock.
@@ -16,66 +22,94 @@ const MAX_GROUP: usize = 512;
 /// The answer to one append request.
 pub(crate) type AppendResult = Result<Vec<StoredEvent>, AppendError>;
 
-/// A backend's transaction: append every batch it can, each under its own savepoint so that a
-/// refused batch fails alone, then commit once.
+/// A backend's transactions.
 pub(crate) trait GroupCommit: Send + 'static {
-    /// Per-batch results, in order, and the head after COMMIT; `Err` when the transaction as a
-    /// whole failed (nothing of it was committed).
+    /// Append every batch it can in one transaction (a refused batch fails alone), then commit
+    /// once. Per-batch results, in order, and the head after COMMIT; `Err` when the transaction
+    /// as a whole failed (nothing of it was committed).
     fn commit_group(
         &mut self,
         batches: &[Vec<StreamAppend>],
     ) -> impl Future<Output = Result<(Vec<AppendResult>, Head), AppendError>> + Send;
+
+    /// Fold up to `limit` events past the audit checkpoint into `audit_logs`, in a transaction
+    /// of its own holding the append lock. Returns the checkpoint reached and how many events
+    /// were read.
+    fn audit_step(
+        &mut self,
+        limit: usize,
+    ) -> impl Future<Output = Result<(u64, usize), StoreError>> + Send;
 }
 
-struct Request {
-    batch: Vec<StreamAppend>,
-    reply: oneshot::Sender<AppendResult>,
+enum Job {
+    Append {
+        batch: Vec<StreamAppend>,
+        reply: oneshot::Sender<AppendResult>,
+    },
+    AuditStep {
+        limit: usize,
+        reply: oneshot::Sender<Result<(u64, usize), StoreError>>,
+    },
 }
 
 /// The handle callers append through; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer {
-    requests: mpsc::Sender<Request>,
+    jobs: mpsc::Sender<Job>,
     head: watch::Receiver<Head>,
 }
 
 impl Writer {
     /// Start the writer task. `head` is the log head when it starts.
     pub(crate) fn spawn<C: GroupCommit>(mut committer: C, head: Head) -> Writer {
-        let (requests, mut rx) = mpsc::channel::<Request>(4 * MAX_GROUP);
+        let (jobs, mut rx) = mpsc::channel::<Job>(4 * MAX_GROUP);
         let (head_tx, head_rx) = watch::channel(head);
         tokio::spawn(async move {
-            let mut group = Vec::with_capacity(MAX_GROUP);
-            while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-                let batches: Vec<Vec<StreamAppend>> = group
-                    .iter_mut()
-                    .map(|r| std::mem::take(&mut r.batch))
-                    .collect();
-                match committer.commit_group(&batches).await {
-                    Ok((results, head)) => {
-                        head_tx.send_if_modified(|h| {
-                            let advanced = head.position > h.position;
-                            if advanced {
-                                *h = head;
+            let mut received = Vec::with_capacity(MAX_GROUP);
+            let mut batches = Vec::with_capacity(MAX_GROUP);
+            let mut replies = Vec::with_capacity(MAX_GROUP);
+            let mut steps = Vec::new();
+            while rx.recv_many(&mut received, MAX_GROUP).await > 0 {
+                for job in received.drain(..) {
+                    match job {
+                        Job::Append { batch, reply } => {
+                            batches.push(batch);
+                            replies.push(reply);
+                        }
+                        Job::AuditStep { limit, reply } => steps.push((limit, reply)),
+                    }
+                }
+                if !batches.is_empty() {
+                    match committer.commit_group(&batches).await {
+                        Ok((results, head)) => {
+                            head_tx.send_if_modified(|h| {
+                                let advanced = head.position > h.position;
+                                if advanced {
+                                    *h = head;
+                                }
+                                advanced
+                            });
+                            for (reply, result) in replies.drain(..).zip(results) {
+                                // A caller that went away still had its events committed.
+                                let _ = reply.send(result);
                             }
-                            advanced
-                        });
-                        for (request, result) in group.drain(..).zip(results) {
-                            // A caller that went away still had its events committed.
-                            let _ = request.reply.send(result);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, batches = batches.len(), "group commit failed");
+                            for reply in replies.drain(..) {
+                                let _ = reply.send(Err(e.clone()));
+                            }
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, batches = group.len(), "group commit failed");
-                        for request in group.drain(..) {
-                            let _ = request.reply.send(Err(e.clone()));
-                        }
-                    }
+                    batches.clear();
+                }
+                for (limit, reply) in steps.drain(..) {
+                    let _ = reply.send(committer.audit_step(limit).await);
                 }
             }
         });
         Writer {
-            requests,
+            jobs,
             head: head_rx,
         }
     }
@@ -85,8 +119,19 @@ impl Writer {
         validate_batch(&batch)?;
         let (reply, answer) = oneshot::channel();
         let gone = || AppendError::Unavailable("the log writer has stopped".into());
-        self.requests
-            .send(Request { batch, reply })
+        self.jobs
+            .send(Job::Append { batch, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Run one audit catch-up step between groups (see [`GroupCommit::audit_step`]).
+    pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError::Db("the log writer has stopped".into());
+        self.jobs
+            .send(Job::AuditStep { limit, reply })
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?

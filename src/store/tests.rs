@@ -1,0 +1,298 @@
+//! The writer's remembered state against a second writer on the same database (another node,
+//! or the CLI beside a server): a wrong guess of the head, of a token row or of the audit
+//! checkpoint must cost a retry under the lock, never a wrong answer. PostgreSQL runs too when
+//! `TEST_DATABASE_URL` names a server.
+
+use sqlx::Connection as _;
+use tokenledger_events::chain::field_commitment;
+use tokenledger_events::{
+    AppendError, Environment, EventLog, ExpectedVersion, NewEvent, Opening, StoredEvent,
+    StreamAppend, StreamId, Timestamp, TokenCreated, TokenEvent, TokenRevoked, TokenUsed,
+};
+use uuid::Uuid;
+
+use super::{AuditFilter, DatabaseUrl, Store, verify_chain};
+
+/// A scratch database, dropped (PostgreSQL) or deleted (SQLite) at the end, failed or not.
+struct Scratch {
+    url: DatabaseUrl,
+    pg: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Scratch {
+    fn sqlite() -> Scratch {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/log.db?mode=rwc", dir.path().display());
+        Scratch {
+            url: DatabaseUrl::parse(&url).expect("url"),
+            pg: None,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Option<Scratch> {
+        let admin = std::env::var("TEST_DATABASE_URL").ok()?;
+        let name = format!("tl_store_{}", Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let base = admin.split_once('?').map_or(admin.as_str(), |(b, _)| b);
+        let (server, _) = base.rsplit_once('/').expect("admin url names a database");
+        Some(Scratch {
+            url: DatabaseUrl::parse(&format!("{server}/{name}")).expect("url"),
+            pg: Some((admin, name)),
+            _dir: None,
+        })
+    }
+
+    /// Two nodes on this database.
+    async fn nodes(&self) -> (Store, Store) {
+        let a = Store::open(&self.url).await.expect("open a");
+        let b = Store::open(&self.url).await.expect("open b");
+        (a, b)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg.take() else {
+            return;
+        };
+        // Drop may run while a test unwinds: a runtime of its own, on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn event(event: TokenEvent, openings: Vec<Opening>) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        recorded_at: Timestamp::from_micros(1_700_000_000_000_000),
+        actor: "test:store".into(),
+        event,
+        openings,
+    }
+}
+
+fn created(token_id: Uuid) -> NewEvent {
+    let salt = [3u8; 32];
+    let value = token_id.as_bytes().to_vec();
+    event(
+        TokenEvent::Created(TokenCreated {
+            token_id,
+            name: "store test".into(),
+            scopes: vec!["console:exec".into()],
+            environment: Environment::Test,
+            expires_at: Timestamp::from_micros(1_900_000_000_000_000),
+            created_by: "test:store".into(),
+            secret_commitment: field_commitment(TokenCreated::SECRET_FIELD, &salt, &value),
+            rotated_from: None,
+        }),
+        vec![Opening {
+            field: TokenCreated::SECRET_FIELD.into(),
+            salt,
+            value,
+        }],
+    )
+}
+
+fn used() -> NewEvent {
+    event(
+        TokenEvent::Used(TokenUsed {
+            ip: Some("127.0.0.1".into()),
+            method: "POST".into(),
+            path: "/api/admin/console".into(),
+            command: Some("ping".into()),
+            user_agent: None,
+        }),
+        Vec::new(),
+    )
+}
+
+fn revoked() -> NewEvent {
+    event(
+        TokenEvent::Revoked(TokenRevoked {
+            actor: "user:test".into(),
+            reason: None,
+        }),
+        Vec::new(),
+    )
+}
+
+fn one(stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Vec<StreamAppend> {
+    vec![StreamAppend {
+        stream_id: stream.clone(),
+        expected,
+        events,
+    }]
+}
+
+async fn append(store: &Store, batch: Vec<StreamAppend>) -> Vec<StoredEvent> {
+    store.append(batch).await.expect("append")
+}
+
+/// Every event folded into the audit view by the appends themselves, checkpoint at the head.
+async fn audit_is_at_head(store: &Store) {
+    let head = store.head().await.expect("head").position;
+    let checkpoints = store.checkpoints().await.expect("checkpoints");
+    assert!(
+        checkpoints.contains(&("audit_logs".to_owned(), head)),
+        "audit checkpoint at the head {head}: {checkpoints:?}"
+    );
+    let rows = store.audit(&AuditFilter::default()).await.expect("audit");
+    let positions: Vec<u64> = rows.iter().map(|r| r.position).collect();
+    assert_eq!(
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "one row per event"
+    );
+}
+
+async fn a_stale_head_costs_a_retry_not_an_error(db: Scratch) {
+    let (a, b) = db.nodes().await;
+    let id = Uuid::now_v7();
+    let s = StreamId::for_token(id);
+    append(
+        &a,
+        one(&s, ExpectedVersion::NoStream, vec![created(id), used()]),
+    )
+    .await;
+    // A remembers head 2 and the token at one use; B moves both.
+    append(&b, one(&s, ExpectedVersion::Any, vec![used()])).await;
+    let third = append(&a, one(&s, ExpectedVersion::Any, vec![used()])).await;
+    assert_eq!(
+        (third[0].position, third[0].stream_version),
+        (4, 4),
+        "appended after B's event"
+    );
+    let row = a.token(id).await.expect("token").expect("row");
+    assert_eq!(row.use_count, 3, "the token row folds B's use too");
+    assert_eq!(verify_chain(&a).await.expect("chain").events, 4);
+    audit_is_at_head(&a).await;
+}
+
+async fn a_retry_is_answered_with_the_stored_events(db: Scratch) {
+    let (a, _) = db.nodes().await;
+    let id = Uuid::now_v7();
+    let s = StreamId::for_token(id);
+    let batch = one(&s, ExpectedVersion::NoStream, vec![created(id)]);
+    let first = append(&a, batch.clone()).await;
+    let use_batch = one(&s, ExpectedVersion::Any, vec![used()]);
+    let used_once = append(&a, use_batch.clone()).await;
+    // Neither retry appends: one would conflict, the other would be a second use.
+    assert_eq!(append(&a, batch).await, first);
+    assert_eq!(append(&a, use_batch).await, used_once);
+    assert_eq!(a.head().await.expect("head").position, 2);
+}
+
+async fn a_revocation_by_another_writer_closes_the_stream(db: Scratch) {
+    let (a, b) = db.nodes().await;
+    let id = Uuid::now_v7();
+    let s = StreamId::for_token(id);
+    append(
+        &a,
+        one(&s, ExpectedVersion::NoStream, vec![created(id), used()]),
+    )
+    .await;
+    // A remembers the token unrevoked.
+    append(&b, one(&s, ExpectedVersion::Exact(2), vec![revoked()])).await;
+    let refused = a.append(one(&s, ExpectedVersion::Any, vec![used()])).await;
+    assert_eq!(refused, Err(AppendError::Closed { stream: s.clone() }));
+    assert_eq!(a.head().await.expect("head").position, 3);
+    audit_is_at_head(&a).await;
+}
+
+async fn a_lagging_audit_view_is_caught_up_then_folded_inline(db: Scratch) {
+    let (a, _) = db.nodes().await;
+    let id = Uuid::now_v7();
+    let s = StreamId::for_token(id);
+    append(
+        &a,
+        one(&s, ExpectedVersion::NoStream, vec![created(id), used()]),
+    )
+    .await;
+    // Behind the writer's back, as a view written before inline folding would be.
+    let lag = "DELETE FROM audit_logs; UPDATE projection_checkpoints SET position = 0";
+    match &db.pg {
+        None => {
+            let url = match &db.url {
+                DatabaseUrl::Sqlite(u) => u.clone(),
+                DatabaseUrl::Postgres(_) => unreachable!("sqlite scratch"),
+            };
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("conn");
+            sqlx::raw_sql(lag).execute(&mut conn).await.expect("lag");
+        }
+        Some(_) => {
+            let url = match &db.url {
+                DatabaseUrl::Postgres(u) => u.clone(),
+                DatabaseUrl::Sqlite(_) => unreachable!("postgres scratch"),
+            };
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("conn");
+            sqlx::raw_sql(lag).execute(&mut conn).await.expect("lag");
+        }
+    }
+    // The writer still remembers the view at the head: its next group writes audit rows only
+    // while the checkpoint is where it remembered, so the view stays behind, whole.
+    append(&a, one(&s, ExpectedVersion::Any, vec![used()])).await;
+    let checkpoints = a.checkpoints().await.expect("checkpoints");
+    assert!(
+        checkpoints.contains(&("audit_logs".to_owned(), 0)),
+        "{checkpoints:?}"
+    );
+    assert!(
+        a.audit(&AuditFilter::default())
+            .await
+            .expect("audit")
+            .is_empty()
+    );
+    assert_eq!(a.catch_up_audit().await.expect("catch up"), 3);
+    audit_is_at_head(&a).await;
+    append(&a, one(&s, ExpectedVersion::Any, vec![used()])).await;
+    audit_is_at_head(&a).await;
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Scratch::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(db) = super::Scratch::postgres().await {
+                        super::$name(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    a_stale_head_costs_a_retry_not_an_error,
+    a_retry_is_answered_with_the_stored_events,
+    a_revocation_by_another_writer_closes_the_stream,
+    a_lagging_audit_view_is_caught_up_then_folded_inline,
+);
