@@ -14,6 +14,10 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use clap::Parser;
 
+/// The allocator tokenledger's binary uses, so the comparison is of the work, not the malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Answer 200 {\"ok\":true} on GET / and POST /api/admin/console")]
 struct Args {
