@@ -17,15 +17,22 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::config::parse_duration;
-use crate::http::{ApiError, BODY_LIMIT, used_rows};
+use crate::http::{ApiError, body_bytes, json_object, require_content_type, used_rows};
 use crate::ledger::{AuditView, CreateRequest, LedgerError, Minted, RotateRequest, TokenView};
 use crate::monitoring::{StaleParams, stale};
-use crate::session::{Session, looks_like_jwt};
+use crate::session::{NOT_CONFIGURED, Session, looks_like_jwt};
 use crate::store::AuditFilter;
+
+/// The answer to an API token on a route for humans.
+pub const API_TOKENS_REFUSED: &str = "API tokens are not accepted on this endpoint";
+
+/// The answer to a cookie-authenticated change without a same-origin `Origin`.
+pub const CROSS_SITE_REFUSED: &str =
+    "Cross-site request refused: a state-changing request needs a same-origin Origin header";
 
 /// Where the session came from; only a cookie needs the CSRF check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+enum Source {
     Header,
     Cookie,
 }
@@ -64,7 +71,7 @@ pub async fn admin_session(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<(Session, Source), ApiError> {
+) -> Result<Session, ApiError> {
     let bearer = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(v) => {
@@ -80,16 +87,13 @@ pub async fn admin_session(
                 .map(str::trim)
                 .unwrap_or_default();
             if !looks_like_jwt(credential) {
-                return Err(ApiError::new(
-                    401,
-                    "API tokens are not accepted on this endpoint",
-                ));
+                return Err(ApiError::new(401, API_TOKENS_REFUSED));
             }
             Some(credential.to_owned())
         }
     };
     let Some(verifier) = &state.sessions else {
-        return Err(ApiError::new(503, "Admin sign-in is not configured"));
+        return Err(ApiError::new(503, NOT_CONFIGURED));
     };
     let (jwt, source) = match bearer {
         Some(jwt) => (jwt, Source::Header),
@@ -106,12 +110,9 @@ pub async fn admin_session(
         return Err(ApiError::new(403, "Admin role required"));
     }
     if source == Source::Cookie && changes_state(method) && !same_origin(headers) {
-        return Err(ApiError::new(
-            403,
-            "Cross-site request refused: a state-changing request needs a same-origin Origin header",
-        ));
+        return Err(ApiError::new(403, CROSS_SITE_REFUSED));
     }
-    Ok((session, source))
+    Ok(session)
 }
 
 /// A ledger failure as an answer: refusals are the caller's (404 unknown, 409 state, 400
@@ -232,40 +233,17 @@ pub async fn stale_list(state: &AppState) -> Result<Vec<crate::monitoring::Flagg
 
 // ----- the JSON API -----
 
+/// A JSON object body; an empty body means `{}` (every field optional).
 fn json_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Map<String, Value>, ApiError> {
-    let bytes = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                413,
-                format!("Request body is larger than the limit of {BODY_LIMIT} bytes"),
-            )
-        } else {
-            ApiError::new(r.status().as_u16(), "Request body could not be read")
-        }
-    })?;
+    let bytes = body_bytes(body)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(ApiError::new(415, "Content-Type must be application/json"));
-    }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request("Body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "Invalid JSON at line {} column {}",
-            e.line(),
-            e.column()
-        ))),
-    }
+    require_content_type(headers, "application/json")?;
+    json_object(&bytes)
 }
 
 fn only_fields(map: &Map<String, Value>, accepted: &[&str]) -> Result<(), ApiError> {
@@ -298,22 +276,6 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("Token id must be a UUID"))
 }
 
-pub fn minted_json(minted: &Minted) -> Value {
-    let row = &minted.row;
-    let mut out = json!({
-        "id": row.id,
-        "token": minted.token.expose(),
-        "name": row.name,
-        "scopes": row.scopes,
-        "environment": row.environment.as_str(),
-        "expires_at": row.expires_at.to_rfc3339(),
-    });
-    if let Some(from) = row.rotated_from {
-        out["rotated_from"] = json!(from);
-    }
-    out
-}
-
 fn no_store(status: StatusCode, body: Value) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
@@ -342,7 +304,7 @@ pub async fn api_create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (session, _) = admin_session(&state, &method, &headers).await?;
+    let session = admin_session(&state, &method, &headers).await?;
     let map = json_body(&headers, body)?;
     only_fields(&map, &["name", "scopes", "expires_in"])?;
     let name = optional_string(&map, "name")?
@@ -372,7 +334,7 @@ pub async fn api_create(
         },
     )
     .await?;
-    Ok(no_store(StatusCode::CREATED, minted_json(&minted)))
+    Ok(no_store(StatusCode::CREATED, minted.shown_once_json()))
 }
 
 /// `POST /api/admin/tokens/{id}/revoke` `{"reason"}`
@@ -383,7 +345,7 @@ pub async fn api_revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (session, _) = admin_session(&state, &method, &headers).await?;
+    let session = admin_session(&state, &method, &headers).await?;
     let id = parse_id(&id)?;
     let map = json_body(&headers, body)?;
     only_fields(&map, &["reason"])?;
@@ -400,13 +362,13 @@ pub async fn api_rotate(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (session, _) = admin_session(&state, &method, &headers).await?;
+    let session = admin_session(&state, &method, &headers).await?;
     let id = parse_id(&id)?;
     let map = json_body(&headers, body)?;
     only_fields(&map, &["grace"])?;
     let grace = optional_duration(&map, "grace")?;
     let minted = rotate(&state, &session, id, grace).await?;
-    Ok(no_store(StatusCode::CREATED, minted_json(&minted)))
+    Ok(no_store(StatusCode::CREATED, minted.shown_once_json()))
 }
 
 /// `GET /api/admin/tokens/{id}/audit`

@@ -18,13 +18,14 @@ use tokenledger_events::Timestamp;
 use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
-use crate::admin::{self, admin_session, same_origin};
+use crate::admin::{self, API_TOKENS_REFUSED, CROSS_SITE_REFUSED, admin_session, same_origin};
 use crate::app::AppState;
 use crate::config::{parse_duration, parse_positive_duration};
-use crate::http::ApiError;
+use crate::http::{ApiError, body_bytes, require_content_type};
 use crate::ledger::{CreateRequest, LedgerError, Minted};
 use crate::lifecycle::{DomainError, KNOWN_SCOPES, parse_name, parse_scope};
 use crate::monitoring::Flag;
+use crate::session::NOT_CONFIGURED;
 use crate::session::Session;
 
 const CSS: &str = r#"
@@ -136,10 +137,8 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
 /// without a usable session gets a page saying what to do.
 async fn gate(state: &AppState, method: &Method, headers: &HeaderMap) -> Result<Session, Response> {
     match admin_session(state, method, headers).await {
-        Ok((session, _)) => Ok(session),
-        Err(e) if e.message == "API tokens are not accepted on this endpoint" => {
-            Err(e.into_response())
-        }
+        Ok(session) => Ok(session),
+        Err(e) if e.message == API_TOKENS_REFUSED => Err(e.into_response()),
         Err(e) => {
             let hint = match e.status.as_u16() {
                 401 => {
@@ -309,22 +308,8 @@ fn form_pairs(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let bytes =
-        body.map_err(|r| ApiError::new(r.status().as_u16(), "Request body could not be read"))?;
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(ApiError::new(
-            415,
-            "Content-Type must be application/x-www-form-urlencoded",
-        ));
-    }
+    let bytes = body_bytes(body)?;
+    require_content_type(headers, "application/x-www-form-urlencoded")?;
     Ok(form_urlencoded::parse(&bytes).into_owned().collect())
 }
 
@@ -350,15 +335,9 @@ pub async fn create(
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let session = match gate(&state, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let pairs = match form_pairs(&headers, body) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, Response> {
+    let session = gate(&state, &method, &headers).await?;
+    let pairs = form_pairs(&headers, body)?;
     let mut form = CreateForm {
         name: first(&pairs, "name"),
         scopes: pairs
@@ -390,15 +369,8 @@ pub async fn create(
         }
     };
     if !form.errors.is_empty() {
-        return list_page(
-            &state,
-            &session,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &form,
-            None,
-            None,
-        )
-        .await;
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        return Ok(list_page(&state, &session, status, &form, None, None).await);
     }
     let request = CreateRequest {
         name: form.name.clone(),
@@ -406,7 +378,7 @@ pub async fn create(
         expires_in,
         actor: session.actor(),
     };
-    match state.ledger.create(request).await {
+    Ok(match state.ledger.create(request).await {
         Ok(minted) => {
             admin::settle(&state, minted.row.position).await;
             let shown = Shown {
@@ -436,8 +408,8 @@ pub async fn create(
             )
             .await
         }
-        Err(e) => admin::ledger_error(e).into_response(),
-    }
+        Err(e) => return Err(admin::ledger_error(e).into()),
+    })
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, Response> {
@@ -458,19 +430,10 @@ pub async fn token(
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
-) -> Response {
-    let session = match gate(&state, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let (row, events) = match admin::timeline(&state, id).await {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, Response> {
+    let session = gate(&state, &method, &headers).await?;
+    let id = parse_id(&id)?;
+    let (row, events) = admin::timeline(&state, id).await?;
     let status = row.status_at(state.ledger.now());
     let body = html! {
         section {
@@ -498,7 +461,7 @@ pub async fn token(
         }
         p { a.button.secondary href="/admin/tokens" { "Back to tokens" } }
     };
-    page(StatusCode::OK, layout("Token", Some(&session), body))
+    Ok(page(StatusCode::OK, layout("Token", Some(&session), body)))
 }
 
 /// `GET /admin/tokens/{id}/revoke`: the confirmation step.
@@ -507,15 +470,9 @@ pub async fn confirm_revoke(
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
-) -> Response {
-    let session = match gate(&state, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let row = match parse_id(&id).and_then(|id| token_or_404(&state, id)) {
-        Ok(row) => row,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let session = gate(&state, &method, &headers).await?;
+    let row = token_or_404(&state, parse_id(&id)?)?;
     let body = html! {
         section.warning {
             h2 { "Revoke " (row.name) "?" }
@@ -528,7 +485,10 @@ pub async fn confirm_revoke(
             }
         }
     };
-    page(StatusCode::OK, layout("Revoke token", Some(&session), body))
+    Ok(page(
+        StatusCode::OK,
+        layout("Revoke token", Some(&session), body),
+    ))
 }
 
 /// `POST /admin/tokens/{id}/revoke`
@@ -538,35 +498,22 @@ pub async fn revoke(
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let session = match gate(&state, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let pairs = match form_pairs(&headers, body) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, Response> {
+    let session = gate(&state, &method, &headers).await?;
+    let id = parse_id(&id)?;
+    let pairs = form_pairs(&headers, body)?;
     let reason = Some(first(&pairs, "reason")).filter(|r| !r.is_empty());
-    match admin::revoke(&state, &session, id, reason).await {
-        Ok(row) => {
-            let notice = format!("Revoked {} ({}).", row.name, row.id);
-            list_page(
-                &state,
-                &session,
-                StatusCode::OK,
-                &CreateForm::default(),
-                None,
-                Some(notice),
-            )
-            .await
-        }
-        Err(e) => e.into_response(),
-    }
+    let row = admin::revoke(&state, &session, id, reason).await?;
+    let notice = format!("Revoked {} ({}).", row.name, row.id);
+    Ok(list_page(
+        &state,
+        &session,
+        StatusCode::OK,
+        &CreateForm::default(),
+        None,
+        Some(notice),
+    )
+    .await)
 }
 
 /// `GET /admin/tokens/{id}/rotate`: the confirmation step, with the grace period.
@@ -575,15 +522,9 @@ pub async fn confirm_rotate(
     Path(id): Path<String>,
     method: Method,
     headers: HeaderMap,
-) -> Response {
-    let session = match gate(&state, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let row = match parse_id(&id).and_then(|id| token_or_404(&state, id)) {
-        Ok(row) => row,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let session = gate(&state, &method, &headers).await?;
+    let row = token_or_404(&state, parse_id(&id)?)?;
     let body = html! {
         section.warning {
             h2 { "Rotate " (row.name) "?" }
@@ -596,7 +537,10 @@ pub async fn confirm_rotate(
             }
         }
     };
-    page(StatusCode::OK, layout("Rotate token", Some(&session), body))
+    Ok(page(
+        StatusCode::OK,
+        layout("Rotate token", Some(&session), body),
+    ))
 }
 
 /// `POST /admin/tokens/{id}/rotate`
@@ -606,46 +550,33 @@ pub async fn rotate(
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let session = match gate(&state, &method, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let pairs = match form_pairs(&headers, body) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, Response> {
+    let session = gate(&state, &method, &headers).await?;
+    let id = parse_id(&id)?;
+    let pairs = form_pairs(&headers, body)?;
     let raw = first(&pairs, "grace");
     let grace = if raw.is_empty() {
         None
     } else {
-        match parse_duration(&raw) {
-            Ok(d) => Some(d),
-            Err(e) => return ApiError::bad_request(format!("Grace period: {e}")).into_response(),
-        }
+        Some(
+            parse_duration(&raw)
+                .map_err(|e| ApiError::bad_request(format!("Grace period: {e}")))?,
+        )
     };
-    match admin::rotate(&state, &session, id, grace).await {
-        Ok(minted) => {
-            let shown = Shown {
-                minted: &minted,
-                what: "Rotated",
-            };
-            list_page(
-                &state,
-                &session,
-                StatusCode::CREATED,
-                &CreateForm::default(),
-                Some(shown),
-                None,
-            )
-            .await
-        }
-        Err(e) => e.into_response(),
-    }
+    let minted = admin::rotate(&state, &session, id, grace).await?;
+    let shown = Shown {
+        minted: &minted,
+        what: "Rotated",
+    };
+    Ok(list_page(
+        &state,
+        &session,
+        StatusCode::CREATED,
+        &CreateForm::default(),
+        Some(shown),
+        None,
+    )
+    .await)
 }
 
 /// `GET /admin/sign-in`: local development sign-in (paste the output of
@@ -682,19 +613,16 @@ pub async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
+) -> Result<Response, Response> {
     if !same_origin(&headers) {
-        return ApiError::new(403, "Cross-site request refused: a state-changing request needs a same-origin Origin header").into_response();
+        return Err(ApiError::new(403, CROSS_SITE_REFUSED).into());
     }
-    let pairs = match form_pairs(&headers, body) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
+    let pairs = form_pairs(&headers, body)?;
     let jwt = first(&pairs, "session");
     let Some(verifier) = &state.sessions else {
-        return ApiError::new(503, "Admin sign-in is not configured").into_response();
+        return Err(ApiError::new(503, NOT_CONFIGURED).into());
     };
-    match verifier.verify(&jwt, state.ledger.now()).await {
+    Ok(match verifier.verify(&jwt, state.ledger.now()).await {
         Ok(_) => {
             let mut response = Redirect::to("/admin/tokens").into_response();
             *response.status_mut() = StatusCode::SEE_OTHER;
@@ -711,13 +639,13 @@ pub async fn sign_in(
                 html! { section.warning { h2 { (e.to_string()) } p { a href="/admin/sign-in" { "Try again" } } } },
             ),
         ),
-    }
+    })
 }
 
 /// `POST /admin/sign-out`
 pub async fn sign_out(headers: HeaderMap) -> Response {
     if !same_origin(&headers) {
-        return ApiError::new(403, "Cross-site request refused: a state-changing request needs a same-origin Origin header").into_response();
+        return ApiError::new(403, CROSS_SITE_REFUSED).into_response();
     }
     let mut response = Redirect::to("/admin/sign-in").into_response();
     *response.status_mut() = StatusCode::SEE_OTHER;

@@ -175,7 +175,7 @@ pub enum Refusal {
     /// Not of our form, prefix or checksum.
     Malformed,
     /// Of the other environment (and unknown here).
-    EnvironmentMismatch(Environment),
+    EnvironmentMismatch,
     /// Well-formed but not a token of this deployment.
     Unknown,
     /// A known token, refused; the denial is recorded.
@@ -192,7 +192,7 @@ impl Refusal {
         match self {
             Refusal::MissingCredentials => (401, "Missing credentials".into()),
             Refusal::Malformed => (401, "Malformed token".into()),
-            Refusal::EnvironmentMismatch(_)
+            Refusal::EnvironmentMismatch
             | Refusal::Denied {
                 reason: DenyReason::EnvironmentMismatch,
                 ..
@@ -234,9 +234,7 @@ pub fn identify(
     let parsed = token::parse(raw.trim(), prefix).map_err(|_| Refusal::Malformed)?;
     match cache.by_hash(&parsed.hash) {
         Some(row) => Ok(row),
-        None if parsed.environment != server_environment => {
-            Err(Refusal::EnvironmentMismatch(parsed.environment))
-        }
+        None if parsed.environment != server_environment => Err(Refusal::EnvironmentMismatch),
         None => Err(Refusal::Unknown),
     }
 }

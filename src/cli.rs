@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use serde_json::json;
 use tokenledger_events::Timestamp;
 use tokenledger_projections::AuditAction;
 use uuid::Uuid;
@@ -452,17 +451,7 @@ fn to_json(value: &impl serde::Serialize) -> String {
 fn print_minted(minted: &Minted, json: bool) {
     let row = &minted.row;
     if json {
-        let mut out = json!({
-            "id": row.id,
-            "token": minted.token.expose(),
-            "name": row.name,
-            "scopes": row.scopes,
-            "environment": row.environment.as_str(),
-            "expires_at": row.expires_at.to_rfc3339(),
-        });
-        if let Some(from) = row.rotated_from {
-            out["rotated_from"] = json!(from);
-        }
+        let out = minted.shown_once_json();
         println!("{out}");
         return;
     }

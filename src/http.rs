@@ -59,6 +59,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// So page handlers, which answer `Result<Response, Response>`, can use `?` on API errors.
+impl From<ApiError> for Response {
+    fn from(e: ApiError) -> Response {
+        e.into_response()
+    }
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found()
 }
@@ -158,20 +165,25 @@ fn user_agent(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+/// Require the body's `Content-Type` to be `mime` (parameters such as `charset` aside).
+pub(crate) fn require_content_type(headers: &HeaderMap, mime: &str) -> Result<(), ApiError> {
     let ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(mime));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::new(415, "Content-Type must be application/json"))
+        Err(ApiError::new(415, format!("Content-Type must be {mime}")))
     }
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    require_content_type(headers, "application/json")
+}
+
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -188,7 +200,7 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 }
 
 /// Parse a JSON object body with messages that never echo its values.
-fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+pub(crate) fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "Invalid JSON at line {} column {}: {}",
@@ -261,7 +273,23 @@ struct Call<'a> {
     user_agent: Option<String>,
 }
 
-impl Call<'_> {
+impl<'a> Call<'a> {
+    fn new(
+        state: &'a AppState,
+        peer: SocketAddr,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Call<'a> {
+        Call {
+            state,
+            ip: client_ip(state, peer, headers),
+            method,
+            path: uri.path().to_owned(),
+            user_agent: user_agent(headers),
+        }
+    }
+
     fn attempt(&self, required_any: Vec<String>, command: Option<String>) -> UseAttempt {
         UseAttempt {
             required_any,
@@ -301,13 +329,7 @@ pub async fn console(
         return Err(ApiError::new(401, "API token authentication is disabled"));
     }
     let row = presented(&state, &headers)?;
-    let call = Call {
-        state: &state,
-        ip: client_ip(&state, peer, &headers),
-        method,
-        path: uri.path().to_owned(),
-        user_agent: user_agent(&headers),
-    };
+    let call = Call::new(&state, peer, method, &uri, &headers);
     call.refuse_unusable(&row).await?;
     require_json(&headers)?;
     let body = body_bytes(body)?;
@@ -435,13 +457,7 @@ pub async fn verify(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let caller = presented(&state, &headers)?;
-    let call = Call {
-        state: &state,
-        ip: client_ip(&state, peer, &headers),
-        method,
-        path: uri.path().to_owned(),
-        user_agent: user_agent(&headers),
-    };
+    let call = Call::new(&state, peer, method, &uri, &headers);
     call.refuse_unusable(&caller).await?;
     require_json(&headers)?;
     let body = body_bytes(body)?;
@@ -472,7 +488,7 @@ pub async fn verify(
     ) {
         Ok(row) => row,
         Err(Refusal::Malformed) => return Ok(answer("MALFORMED", None)),
-        Err(Refusal::EnvironmentMismatch(_)) => return Ok(answer("ENV_MISMATCH", None)),
+        Err(Refusal::EnvironmentMismatch) => return Ok(answer("ENV_MISMATCH", None)),
         Err(_) => return Ok(answer("NOT_FOUND", None)),
     };
     let required: Vec<&str> = req.scopes.iter().map(String::as_str).collect();

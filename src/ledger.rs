@@ -116,6 +116,27 @@ pub struct Minted {
     pub row: TokenRow,
 }
 
+impl Minted {
+    /// The answer to a create or rotate, the one place a plaintext is put into JSON:
+    /// `{"id","token","name","scopes","environment","expires_at"}`, plus `"rotated_from"`
+    /// for a rotation.
+    pub fn shown_once_json(&self) -> serde_json::Value {
+        let row = &self.row;
+        let mut out = serde_json::json!({
+            "id": row.id,
+            "token": self.token.expose(),
+            "name": row.name,
+            "scopes": row.scopes,
+            "environment": row.environment.as_str(),
+            "expires_at": row.expires_at.to_rfc3339(),
+        });
+        if let Some(from) = row.rotated_from {
+            out["rotated_from"] = serde_json::json!(from);
+        }
+        out
+    }
+}
+
 /// A token create as asked for; the actor is whoever asked.
 #[derive(Clone, Debug)]
 pub struct CreateRequest {

@@ -193,11 +193,7 @@ async fn lock_head(conn: &mut PgConnection) -> Result<Head, sqlx::Error> {
     let row = sqlx::query("SELECT position, hash FROM log_head FOR UPDATE")
         .fetch_one(&mut *conn)
         .await?;
-    let hash: Vec<u8> = row.try_get("hash")?;
-    Ok(Head {
-        position: from_sql(row.try_get("position")?, "position")?,
-        hash: Hash::from_slice(&hash).ok_or_else(|| decode_err("head hash is not 32 bytes"))?,
-    })
+    head_from_row(&row)
 }
 
 /// Take the append lock and read, in one round trip, the head under it and the audit
@@ -213,11 +209,7 @@ async fn lock_head_and_audit(conn: &mut PgConnection) -> Result<(Head, Option<u6
     )
     .fetch_one(&mut *conn)
     .await?;
-    let hash: Vec<u8> = row.try_get("hash")?;
-    let head = Head {
-        position: from_sql(row.try_get("position")?, "position")?,
-        hash: Hash::from_slice(&hash).ok_or_else(|| decode_err("head hash is not 32 bytes"))?,
-    };
+    let head = head_from_row(&row)?;
     let seen: i64 = row.try_get("seen")?;
     let audit: Option<i64> = if seen == to_sql(head.position) {
         row.try_get("audit")?
@@ -515,43 +507,7 @@ impl PgLog {
         self.read.acquire().await.map_err(log_unavailable)
     }
 
-    pub(crate) async fn token(&self, id: Uuid) -> Result<Option<TokenRow>, StoreError> {
-        token_by_id(&mut *self.reader().await?, id)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    pub(crate) async fn token_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<TokenRow>, StoreError> {
-        token_by_hash(&mut *self.reader().await?, hash)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    pub(crate) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        all_tokens(&mut *self.reader().await?)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    pub(crate) async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        audit_query(&mut *self.reader().await?, filter)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    pub(crate) async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        checkpoints(&mut *self.reader().await?)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    /// One audit catch-up step, run by the writer between groups under the head row lock.
-    pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
-        self.writer.audit_step(limit).await
-    }
+    projection_reads!();
 
     pub(crate) async fn rebuild(&self) -> Result<(u64, usize), StoreError> {
         let mut conn = self.read.acquire().await.map_err(StoreError::db)?;

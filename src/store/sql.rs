@@ -505,6 +505,23 @@ macro_rules! sql_event_log {
                 sqlx::Arguments::add(&mut self.args, value).map_err(sqlx::Error::Encode)
             }
 
+            /// Bind the values of one `audit_logs` row, in [`AUDIT_COLUMNS`] order.
+            pub(crate) fn bind_audit_row(
+                &mut self,
+                r: &tokenledger_projections::AuditRow,
+            ) -> Result<(), sqlx::Error> {
+                self.bind(to_sql(r.position))?;
+                self.bind(r.event_id)?;
+                self.bind(r.action.as_str())?;
+                self.bind(r.token_id)?;
+                self.bind(r.actor.as_str())?;
+                self.bind(r.ip.as_deref())?;
+                self.bind(r.path.as_deref())?;
+                self.bind(r.scopes.join(" "))?;
+                self.bind(r.occurred_at.as_micros())?;
+                self.bind(r.details.to_string())
+            }
+
             pub(crate) async fn execute(mut self, conn: &mut $conn) -> Result<(), sqlx::Error> {
                 if !self.sql.is_empty() {
                     self.done.push((self.sql, self.args));
@@ -566,15 +583,67 @@ macro_rules! sql_event_log {
             }
         }
 
-        pub(crate) async fn read_head(conn: &mut $conn) -> Result<Head, sqlx::Error> {
-            let row = sqlx::query("SELECT position, hash FROM log_head")
-                .fetch_one(&mut *conn)
-                .await?;
+        /// The head from a row with `position` and `hash` columns.
+        pub(crate) fn head_from_row(row: &$row) -> Result<Head, sqlx::Error> {
             let hash: Vec<u8> = row.try_get("hash")?;
             Ok(Head {
                 position: from_sql(row.try_get("position")?, "position")?,
                 hash: Hash::from_slice(&hash).ok_or_else(|| decode_err("head hash is not 32 bytes"))?,
             })
+        }
+
+        pub(crate) async fn read_head(conn: &mut $conn) -> Result<Head, sqlx::Error> {
+            let row = sqlx::query("SELECT position, hash FROM log_head")
+                .fetch_one(&mut *conn)
+                .await?;
+            head_from_row(&row)
+        }
+
+        /// Reads of the stored projections, shared by both backends' log types (each has a
+        /// `reader()` giving a pooled read connection).
+        macro_rules! projection_reads {
+            () => {
+                pub(crate) async fn token(&self, id: Uuid) -> Result<Option<TokenRow>, StoreError> {
+                    token_by_id(&mut *self.reader().await?, id)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn token_by_hash(
+                    &self,
+                    hash: &TokenHash,
+                ) -> Result<Option<TokenRow>, StoreError> {
+                    token_by_hash(&mut *self.reader().await?, hash)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+                    all_tokens(&mut *self.reader().await?)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn audit(
+                    &self,
+                    filter: &AuditFilter,
+                ) -> Result<Vec<AuditRow>, StoreError> {
+                    audit_query(&mut *self.reader().await?, filter)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
+                    checkpoints(&mut *self.reader().await?)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                /// One audit catch-up step, run by the writer between groups.
+                pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
+                    self.writer.audit_step(limit).await
+                }
+            };
         }
 
         /// Load the openings of the events with positions in `first..=last`.
@@ -889,16 +958,7 @@ macro_rules! sql_event_log {
                 ));
                 b.values(chunk.len(), 10);
                 for r in chunk {
-                    b.bind(to_sql(r.position))?;
-                    b.bind(r.event_id)?;
-                    b.bind(r.action.as_str())?;
-                    b.bind(r.token_id)?;
-                    b.bind(r.actor.as_str())?;
-                    b.bind(r.ip.as_deref())?;
-                    b.bind(r.path.as_deref())?;
-                    b.bind(r.scopes.join(" "))?;
-                    b.bind(r.occurred_at.as_micros())?;
-                    b.bind(r.details.to_string())?;
+                    b.bind_audit_row(r)?;
                 }
             }
             Ok(())

@@ -267,11 +267,7 @@ async fn in_transaction(
     with_stored: bool,
     hold: &mut Option<oneshot::Receiver<()>>,
 ) -> Result<Option<(Vec<AppendResult>, Head)>, sqlx::Error> {
-    let hash: Vec<u8> = head_row.try_get("hash")?;
-    let head = Head {
-        position: from_sql(head_row.try_get("position")?, "position")?,
-        hash: Hash::from_slice(&hash).ok_or_else(|| decode_err("head hash is not 32 bytes"))?,
-    };
+    let head = head_from_row(head_row)?;
     let audit = head_row
         .try_get::<Option<i64>, _>("audit")?
         .map(|p| from_sql(p, "checkpoint"))
@@ -399,16 +395,7 @@ fn push_inline_audit(b: &mut Batch, plan: &Plan) -> Result<(), sqlx::Error> {
         ));
         b.values(chunk.len(), 10);
         for r in chunk {
-            b.bind(to_sql(r.position))?;
-            b.bind(r.event_id)?;
-            b.bind(r.action.as_str())?;
-            b.bind(r.token_id)?;
-            b.bind(r.actor.as_str())?;
-            b.bind(r.ip.as_deref())?;
-            b.bind(r.path.as_deref())?;
-            b.bind(r.scopes.join(" "))?;
-            b.bind(r.occurred_at.as_micros())?;
-            b.bind(r.details.to_string())?;
+            b.bind_audit_row(r)?;
         }
         b.sql.push_str(
             ") WHERE (SELECT position FROM projection_checkpoints WHERE name = 'audit_logs') = ",
@@ -458,43 +445,7 @@ impl SqliteLog {
         self.read.acquire().await.map_err(log_unavailable)
     }
 
-    pub(crate) async fn token(&self, id: Uuid) -> Result<Option<TokenRow>, StoreError> {
-        token_by_id(&mut *self.reader().await?, id)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    pub(crate) async fn token_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<TokenRow>, StoreError> {
-        token_by_hash(&mut *self.reader().await?, hash)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    pub(crate) async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        all_tokens(&mut *self.reader().await?)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    pub(crate) async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
-        audit_query(&mut *self.reader().await?, filter)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    pub(crate) async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        checkpoints(&mut *self.reader().await?)
-            .await
-            .map_err(StoreError::db)
-    }
-
-    /// One audit catch-up step, run by the writer between groups.
-    pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
-        self.writer.audit_step(limit).await
-    }
+    projection_reads!();
 
     pub(crate) async fn rebuild(&self) -> Result<(u64, usize), StoreError> {
         let mut conn = self.projector.acquire().await.map_err(StoreError::db)?;
