@@ -223,27 +223,33 @@ pub(crate) fn json_object(bytes: &[u8]) -> Result<serde_json::Map<String, Value>
 /// Record a use of a known token and answer: the event is durable before this returns
 /// `Ok`. A denial is recorded too, and comes back as the refusal to answer with.
 async fn admit(state: &AppState, row: &TokenRow, attempt: &UseAttempt) -> Result<(), ApiError> {
-    match state.ledger.record_use(row, attempt).await {
-        Ok((decision, event)) => {
-            if let Err(e) = state.cache.apply(std::slice::from_ref(&event)) {
-                tracing::warn!(error = %e, "token projection could not fold a use");
-            }
-            match decision {
-                UseDecision::Allowed(_) => Ok(()),
-                UseDecision::Denied(denied) => Err(refused(
-                    state,
-                    &Refusal::Denied {
-                        reason: denied.reason,
-                        required_any: attempt.required_any.clone(),
-                    },
-                )),
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, token_id = %row.id, "use could not be recorded");
-            Err(ApiError::audit_unavailable())
-        }
+    match record(state, row, attempt).await? {
+        UseDecision::Allowed(_) => Ok(()),
+        UseDecision::Denied(denied) => Err(refused(
+            state,
+            &Refusal::Denied {
+                reason: denied.reason,
+                required_any: attempt.required_any.clone(),
+            },
+        )),
     }
+}
+
+/// Decide and durably record a use of a known token, and fold the event into this node's
+/// token projection; a failed append is 503 `Audit log unavailable`.
+async fn record(
+    state: &AppState,
+    row: &TokenRow,
+    attempt: &UseAttempt,
+) -> Result<UseDecision, ApiError> {
+    let (decision, event) = state.ledger.record_use(row, attempt).await.map_err(|e| {
+        tracing::error!(error = %e, token_id = %row.id, "use could not be recorded");
+        ApiError::audit_unavailable()
+    })?;
+    if let Err(e) = state.cache.apply(std::slice::from_ref(&event)) {
+        tracing::warn!(error = %e, "token projection could not fold a use");
+    }
+    Ok(decision)
 }
 
 fn refused(state: &AppState, refusal: &Refusal) -> ApiError {
@@ -506,14 +512,7 @@ pub async fn verify(
         command: Some(format!("verify by {}", caller.id)),
         user_agent: call.user_agent.clone(),
     };
-    let (decision, event) = state.ledger.record_use(&row, &attempt).await.map_err(|e| {
-        tracing::error!(error = %e, token_id = %row.id, "verified use could not be recorded");
-        ApiError::audit_unavailable()
-    })?;
-    if let Err(e) = state.cache.apply(std::slice::from_ref(&event)) {
-        tracing::warn!(error = %e, "token projection could not fold a use");
-    }
-    let code = match decision {
+    let code = match record(&state, &row, &attempt).await? {
         UseDecision::Allowed(_) => "VALID",
         UseDecision::Denied(d) => match d.reason {
             DenyReason::Revoked => "REVOKED",
