@@ -5,11 +5,31 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::ledger::TokenSettings;
 use crate::lifecycle::Policy;
 use crate::session::SessionConfig;
-use crate::store::{DatabaseUrl, StoreError};
+use crate::store::StoreError;
 use crate::token::{Environment, TokenPrefix};
+
+pub use crate::store::{DEFAULT_DATABASE_URL, DatabaseUrl};
+
+/// What this deployment mints and accepts.
+#[derive(Clone, Debug)]
+pub struct TokenSettings {
+    pub prefix: TokenPrefix,
+    /// The environment minted tokens carry and the only one this server accepts.
+    pub environment: Environment,
+    pub policy: Policy,
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        TokenSettings {
+            prefix: TokenPrefix::default(),
+            environment: Environment::Test,
+            policy: Policy::default(),
+        }
+    }
+}
 
 /// Parse `DATABASE_URL` / `--database-url` for clap.
 pub fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {

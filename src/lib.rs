@@ -1,33 +1,40 @@
 //! tokenledger: event-sourced, audit-first machine-to-machine API tokens.
 //!
 //! Every token lifecycle action is an immutable event in one hash-chained log; what is true now
-//! (the token table, the audit view) is a projection rebuilt from that history.
+//! (the token table, the audit view) is a projection rebuilt from that history. An
+//! authenticated action runs only after its use is durable.
 //!
 //! # Layout
 //!
-//! - [`config`]: typed configuration from the environment; every switch defaults to off.
-//! - [`token`]: the token format, minting and parsing; [`lifecycle`]: pure decisions;
-//!   [`ledger`]: the shell that reads the clock, mints, decides and appends.
-//! - [`store`]: the event log backends (SQLite embedded, PostgreSQL), the group-commit writer,
-//!   migrations and chain verification.
-//! - [`cli`]: the `tokenledger` commands.
-//! - [`app`]: the HTTP service: build, bind, serve until stopped.
+//! Dependencies point down this list, never up: `http` and `cli` call `app`; `app` calls
+//! `lifecycle` and `store`; nothing but `server` imports `http`.
 //!
-//! The pure halves live in their own crates: `tokenledger-events` (what happened) and
-//! `tokenledger-projections` (what is true at a position or a time).
+//! - [`server`]: the composition root: an [`app::Application`] served through [`http`].
+//! - [`http`]: the axum edge: the route policy applied by a route layer, extractors, one
+//!   error type, and the handlers (health, console, verify, admin API, admin page).
+//! - [`cli`]: the `tokenledger` commands.
+//! - [`app`]: the application layer: [`app::Ledger`] (decide, append, fold into the token
+//!   cache), [`app::Queries`] (the reads both edges share) and [`app::Application`].
+//! - [`session`]: Clerk session verification, the JWKS cache and the development key.
+//! - [`lifecycle`]: pure decisions; [`monitoring`]: the guide's monitoring list (pure).
+//! - [`store`]: every byte written to a database: the SQLite and PostgreSQL logs, the
+//!   group-commit writer, migrations.
+//! - [`config`], [`clock`], [`token`] (the token format), [`scope`] (the scopes, the only
+//!   place their names are spelled).
+//!
+//! The pure halves live in their own crates: `tokenledger-events` (what happened: events,
+//! canonical bytes, the hash chain and its verification) and `tokenledger-projections` (what
+//! is true at a position). `docs/ARCHITECTURE.md` has the data flow and the invariants.
 
-pub mod admin;
-pub mod admin_page;
 pub mod app;
-pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod console;
 pub mod http;
-pub mod ledger;
 pub mod lifecycle;
 pub mod monitoring;
-pub mod routes;
+pub mod scope;
+pub mod server;
 pub mod session;
 pub mod store;
 pub mod token;

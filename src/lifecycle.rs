@@ -1,6 +1,6 @@
 //! Decisions: what a command means for a token, as events. Pure and synchronous: the state, the
 //! command, `now` and any minted secret material come in; events or a refusal go out. Minting,
-//! clocks and storage stay in the shell ([`crate::ledger`]).
+//! clocks and storage stay in the shell ([`crate::app::Ledger`]).
 
 use std::time::Duration;
 
@@ -11,15 +11,7 @@ use tokenledger_events::{
 use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
-/// Every scope a token may hold.
-pub const KNOWN_SCOPES: [&str; 6] = [
-    "admin",
-    "console:exec",
-    "logs:read",
-    "registry:read",
-    "registry:write",
-    "tokens:verify",
-];
+use crate::scope::{Scope, UnknownScope};
 
 pub const MAX_NAME_CHARS: usize = 100;
 
@@ -53,10 +45,10 @@ pub enum DomainError {
     BadName(usize),
     #[error("name must not contain control characters (tabs, newlines, escape sequences)")]
     NameHasControl,
-    #[error("at least one scope is required; known scopes: {}", KNOWN_SCOPES.join(", "))]
+    #[error("at least one scope is required; known scopes: {}", Scope::known())]
     NoScopes,
-    #[error("unknown scope {0:?}; known scopes: {known}", known = KNOWN_SCOPES.join(", "))]
-    UnknownScope(String),
+    #[error(transparent)]
+    UnknownScope(#[from] UnknownScope),
     #[error("expiry must be positive, like 90s, 15m, 24h or 30d")]
     NonPositiveExpiry,
     #[error("expiry of {requested} exceeds the maximum of {max} (API_TOKEN_MAX_TTL)")]
@@ -69,13 +61,9 @@ pub enum DomainError {
     Expired(Uuid),
 }
 
-/// Check a scope against [`KNOWN_SCOPES`].
-pub fn parse_scope(raw: &str) -> Result<String, DomainError> {
-    KNOWN_SCOPES
-        .iter()
-        .find(|s| **s == raw)
-        .map(|s| (*s).to_owned())
-        .ok_or_else(|| DomainError::UnknownScope(raw.to_owned()))
+/// Check a scope name against [`Scope::ALL`].
+pub fn parse_scope(raw: &str) -> Result<Scope, DomainError> {
+    Ok(raw.parse::<Scope>()?)
 }
 
 /// Check a token name: 1 to 100 characters, trimmed.
@@ -124,8 +112,8 @@ fn checked_scopes(scopes: &[String]) -> Result<Vec<String>, DomainError> {
         }
     }
     // Stored in the canonical order so equal scope sets compare equal.
-    out.sort_by_key(|s| KNOWN_SCOPES.iter().position(|k| k == s));
-    Ok(out)
+    out.sort();
+    Ok(out.into_iter().map(|s| s.as_str().to_owned()).collect())
 }
 
 fn expiry(
@@ -169,8 +157,8 @@ pub fn decide_create(
 /// A request presenting a known token.
 #[derive(Clone, Debug)]
 pub struct UseAttempt {
-    /// The token must hold at least one of these scopes.
-    pub required_any: Vec<String>,
+    /// The token must hold at least one of these scopes (none: no scope is asked for).
+    pub required_any: Vec<Scope>,
     /// The environment this server accepts.
     pub server_environment: Environment,
     pub ip: Option<String>,
@@ -203,12 +191,7 @@ pub fn decide_use(token: &TokenRow, attempt: &UseAttempt, now: Timestamp) -> Use
         TokenStatus::Expired => return deny(DenyReason::Expired),
         TokenStatus::Active | TokenStatus::RotatedInGrace => {}
     }
-    if !attempt.required_any.is_empty()
-        && !attempt
-            .required_any
-            .iter()
-            .any(|r| token.scopes.iter().any(|s| s == r))
-    {
+    if !Scope::any_held(&attempt.required_any, &token.scopes) {
         return deny(DenyReason::InsufficientScope);
     }
     UseDecision::Allowed(TokenUsed {

@@ -163,7 +163,7 @@ async fn tokenledger_rate(url: &str, n: usize, run: Duration) -> f64 {
         }
     })
     .await;
-    tokenledger::store::verify_chain(&*store)
+    tokenledger_events::verify_chain(&*store)
         .await
         .expect("the benchmarked log verifies");
     rate

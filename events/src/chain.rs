@@ -6,104 +6,18 @@
 //! byte for byte without the openings. [`ChainVerifier`] recomputes all of it and names the first
 //! position that does not hold.
 
-use std::fmt;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::codec::{self, CodecError};
 use crate::envelope::StoredEvent;
 use crate::vocabulary::TokenEvent;
 
+pub use crate::primitives::{Commitment, FIELD_DOMAIN, Hash, Head, LogId, field_commitment};
+
 pub const EVENT_DOMAIN: &[u8] = b"tokenledger/event/v1";
-pub const FIELD_DOMAIN: &[u8] = b"tokenledger/field/v1";
 
 /// The largest canonical event the chain accepts; its length is hashed as a be32.
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
-
-/// A chain hash. Public: it commits to the log, not to any secret.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Hash(pub [u8; 32]);
-
-impl Hash {
-    pub const ZERO: Hash = Hash([0; 32]);
-
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    pub fn from_slice(bytes: &[u8]) -> Option<Hash> {
-        bytes.try_into().ok().map(Hash)
-    }
-}
-
-impl fmt::Debug for Hash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Hash({})", self.to_hex())
-    }
-}
-
-impl fmt::Display for Hash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-/// A salted commitment to a secret field. Without the opening it reveals nothing.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Commitment(pub [u8; 32]);
-
-impl fmt::Debug for Commitment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Commitment({})", hex::encode(self.0))
-    }
-}
-
-impl Serialize for Commitment {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for Commitment {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let mut out = [0u8; 32];
-        let lowercase = text.bytes().all(|c| !c.is_ascii_uppercase());
-        hex::decode_to_slice(&text, &mut out)
-            .ok()
-            .filter(|_| lowercase)
-            .ok_or_else(|| {
-                serde::de::Error::custom("commitment must be 64 lowercase hex characters")
-            })?;
-        Ok(Commitment(out))
-    }
-}
-
-/// Identifies one log; bound into every hash so events cannot be spliced between logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct LogId(pub Uuid);
-
-impl fmt::Display for LogId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// The end of the log: its last position (0 when empty) and that event's hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Head {
-    pub position: u64,
-    pub hash: Hash,
-}
-
-impl Head {
-    pub const GENESIS: Head = Head {
-        position: 0,
-        hash: Hash::ZERO,
-    };
-}
 
 pub fn event_hash(log_id: LogId, position: u64, prev: &Hash, bytes: &[u8]) -> Hash {
     let len = u32::try_from(bytes.len()).expect("event size is bounded by MAX_EVENT_BYTES");
@@ -115,29 +29,6 @@ pub fn event_hash(log_id: LogId, position: u64, prev: &Hash, bytes: &[u8]) -> Ha
     h.update(len.to_be_bytes());
     h.update(bytes);
     Hash(h.finalize().into())
-}
-
-pub fn field_commitment(field: &str, salt: &[u8; 32], value: &[u8]) -> Commitment {
-    let mut h = Sha256::new();
-    h.update(FIELD_DOMAIN);
-    h.update(field.as_bytes());
-    h.update([0u8]);
-    h.update(salt);
-    h.update(value);
-    Commitment(h.finalize().into())
-}
-
-impl TokenEvent {
-    /// The secret fields this event commits to, by opening field name.
-    pub fn commitments(&self) -> Vec<(&'static str, Commitment)> {
-        match self {
-            TokenEvent::Created(c) => vec![(
-                crate::vocabulary::TokenCreated::SECRET_FIELD,
-                c.secret_commitment,
-            )],
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// Where the chain stops holding, and why.
@@ -297,8 +188,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::envelope::{Opening, StoredEvent, StreamId, Timestamp};
-    use crate::log::{ExpectedVersion, NewEvent, Sealer, StreamAppend};
+    use crate::envelope::Opening;
+    use crate::primitives::{StreamId, Timestamp};
     use crate::vocabulary::{
         DenyReason, Environment, TokenCreated, TokenRevoked, TokenRotated, TokenUseDenied,
         TokenUsed,
@@ -318,8 +209,18 @@ mod tests {
         Sha256::digest(preimage).into()
     }
 
-    fn new_event(n: u128, event: TokenEvent) -> NewEvent {
-        NewEvent {
+    /// What a writer supplies for one event; sealed below without `log::Sealer`, which sits
+    /// above this module, so the verifier is checked against the chain's definition alone.
+    struct Draft {
+        event_id: Uuid,
+        recorded_at: Timestamp,
+        actor: String,
+        event: TokenEvent,
+        openings: Vec<Opening>,
+    }
+
+    fn new_event(n: u128, event: TokenEvent) -> Draft {
+        Draft {
             event_id: Uuid::from_u128(n),
             recorded_at: Timestamp::from_micros(1_700_000_000_000_000 + n as i64),
             actor: format!("admin:{n}"),
@@ -328,7 +229,7 @@ mod tests {
         }
     }
 
-    fn created(n: u128, token_id: Uuid, rotated_from: Option<Uuid>) -> NewEvent {
+    fn created(n: u128, token_id: Uuid, rotated_from: Option<Uuid>) -> Draft {
         let opening = Opening {
             field: TokenCreated::SECRET_FIELD.to_owned(),
             salt: [n as u8; 32],
@@ -355,13 +256,12 @@ mod tests {
     /// rotated), its successor's creation at position 5, then the old token's revocation.
     fn sealed_log() -> Vec<StoredEvent> {
         let old = StreamId::for_token(OLD_TOKEN);
-        let mut sealer = Sealer::new(LOG, Head::GENESIS);
-        let mut events = Vec::new();
-        let first = StreamAppend {
-            stream_id: old.clone(),
-            expected: ExpectedVersion::NoStream,
-            events: vec![
-                created(1, OLD_TOKEN, None),
+        let new = StreamId::for_token(NEW_TOKEN);
+        let drafts = [
+            (&old, 1, created(1, OLD_TOKEN, None)),
+            (
+                &old,
+                2,
                 new_event(
                     2,
                     TokenEvent::Used(TokenUsed {
@@ -372,6 +272,10 @@ mod tests {
                         user_agent: None,
                     }),
                 ),
+            ),
+            (
+                &old,
+                3,
                 new_event(
                     3,
                     TokenEvent::UseDenied(TokenUseDenied {
@@ -380,6 +284,10 @@ mod tests {
                         path: "/api/admin/console".to_owned(),
                     }),
                 ),
+            ),
+            (
+                &old,
+                4,
                 new_event(
                     4,
                     TokenEvent::Rotated(TokenRotated {
@@ -387,28 +295,50 @@ mod tests {
                         old_expires_at: Timestamp::from_micros(1_700_000_100_000_000),
                     }),
                 ),
-            ],
-        };
-        events.extend(sealer.seal(&first, 0).expect("first stream seals"));
-        let successor = StreamAppend {
-            stream_id: StreamId::for_token(NEW_TOKEN),
-            expected: ExpectedVersion::NoStream,
-            events: vec![created(5, NEW_TOKEN, Some(OLD_TOKEN))],
-        };
-        events.extend(sealer.seal(&successor, 0).expect("successor seals"));
-        let revoke = StreamAppend {
-            stream_id: old,
-            expected: ExpectedVersion::Exact(4),
-            events: vec![new_event(
-                6,
-                TokenEvent::Revoked(TokenRevoked {
-                    actor: "admin:alice".to_owned(),
-                    reason: Some("leaked in a CI log".to_owned()),
-                }),
-            )],
-        };
-        events.extend(sealer.seal(&revoke, 4).expect("revocation seals"));
-        events
+            ),
+            (&new, 1, created(5, NEW_TOKEN, Some(OLD_TOKEN))),
+            (
+                &old,
+                5,
+                new_event(
+                    6,
+                    TokenEvent::Revoked(TokenRevoked {
+                        actor: "admin:alice".to_owned(),
+                        reason: Some("leaked in a CI log".to_owned()),
+                    }),
+                ),
+            ),
+        ];
+        let mut prev = Hash::ZERO;
+        drafts
+            .into_iter()
+            .zip(1..)
+            .map(|((stream_id, stream_version, d), position)| {
+                let bytes = codec::encode(
+                    d.event_id,
+                    stream_id,
+                    stream_version,
+                    d.recorded_at,
+                    &d.actor,
+                    &d.event,
+                );
+                let hash = event_hash(LOG, position, &prev, &bytes);
+                prev = hash;
+                StoredEvent {
+                    position,
+                    stream_id: stream_id.clone(),
+                    stream_version,
+                    event_id: d.event_id,
+                    recorded_at: d.recorded_at,
+                    actor: d.actor,
+                    event_type: d.event.event_type().to_owned(),
+                    schema_version: TokenEvent::CURRENT_SCHEMA,
+                    bytes,
+                    hash,
+                    openings: d.openings,
+                }
+            })
+            .collect()
     }
 
     fn verify(log_id: LogId, events: &[StoredEvent]) -> Result<ChainVerifier, ChainError> {
@@ -468,22 +398,6 @@ mod tests {
     }
 
     #[test]
-    fn field_commitment_is_sha256_over_the_documented_layout() {
-        let salt = [0x5a; 32];
-        let value = b"hash-of-the-token";
-        let mut preimage = Vec::new();
-        preimage.extend_from_slice(b"tokenledger/field/v1");
-        preimage.extend_from_slice(b"token_hash");
-        preimage.push(0x00);
-        preimage.extend_from_slice(&[0x5a; 32]);
-        preimage.extend_from_slice(value);
-
-        let commitment = field_commitment("token_hash", &salt, value);
-
-        assert_eq!(commitment, Commitment(sha256(&preimage)));
-    }
-
-    #[test]
     fn every_input_of_the_event_hash_changes_it() {
         let prev = Hash([0x11; 32]);
         let bytes = b"canonical event bytes".to_vec();
@@ -506,42 +420,6 @@ mod tests {
             event_hash(LOG, 3, &prev, &bytes),
             base,
             "and it is deterministic"
-        );
-    }
-
-    #[test]
-    fn every_input_of_a_field_commitment_changes_it() {
-        let salt = [0x22; 32];
-        let base = field_commitment("token_hash", &salt, b"value");
-        let mut other_salt = salt;
-        other_salt[0] ^= 0x01;
-
-        assert_ne!(
-            field_commitment("token_hashx", &salt, b"value"),
-            base,
-            "field"
-        );
-        assert_ne!(
-            field_commitment("token_hash", &other_salt, b"value"),
-            base,
-            "salt"
-        );
-        assert_ne!(
-            field_commitment("token_hash", &salt, b"valuf"),
-            base,
-            "value"
-        );
-        // The 0x00 separator keeps the field name from running into the salt.
-        assert_ne!(
-            field_commitment(
-                "token_has",
-                &[&b"h"[..], &salt[..31]]
-                    .concat()
-                    .try_into()
-                    .expect("32 bytes"),
-                &[0x22, b'v']
-            ),
-            field_commitment("token_hash", &salt, b"v"),
         );
     }
 
@@ -817,43 +695,5 @@ mod tests {
 
         assert!(text.starts_with("position 3: "), "{text}");
         assert!(text.contains("hash"), "{text}");
-    }
-
-    #[test]
-    fn a_commitment_serializes_as_64_lowercase_hex_characters_and_back() {
-        let mut bytes = [0u8; 32];
-        for (i, b) in bytes.iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(7).wrapping_add(0xa0);
-        }
-        let commitment = Commitment(bytes);
-
-        let json = serde_json::to_string(&commitment).unwrap();
-
-        assert_eq!(json, format!("\"{}\"", hex::encode(bytes)));
-        assert_eq!(json.len(), 64 + 2);
-        assert!(!json.chars().any(|c| c.is_ascii_uppercase()));
-        assert_eq!(
-            serde_json::from_str::<Commitment>(&json).unwrap(),
-            commitment
-        );
-    }
-
-    #[test]
-    fn a_commitment_that_is_not_64_hex_characters_is_refused() {
-        let good = "ab".repeat(32);
-        let refused = [
-            format!("\"{}\"", "zz".repeat(32)),
-            format!("\"{}\"", &good[..62]),
-            format!("\"{good}00\""),
-            format!("\"{}\"", &good[..63]),
-            "\"\"".to_owned(),
-            "42".to_owned(),
-        ];
-        for json in refused {
-            assert!(
-                serde_json::from_str::<Commitment>(&json).is_err(),
-                "{json} must be refused"
-            );
-        }
     }
 }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use crate::envelope::{StreamId, Timestamp};
+use crate::primitives::{StreamId, Timestamp};
 use crate::vocabulary::TokenEvent;
 
 /// The envelope fields the canonical bytes repeat, so an exported event stands on its own.
@@ -162,7 +162,7 @@ fn upcast(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::Commitment;
+    use crate::primitives::Commitment;
     use crate::vocabulary::{
         DenyReason, Environment, TokenCreated, TokenRevoked, TokenRotated, TokenUseDenied,
         TokenUsed,

@@ -7,25 +7,40 @@
 //!
 //! # Layout
 //!
-//! - [`vocabulary`]: `TokenCreated`, `TokenUsed`, `TokenUseDenied`, `TokenRevoked`, `TokenRotated`.
-//! - [`envelope`]: what the log adds around an event (position, stream, version, id, time, actor).
+//! Each module uses only the modules listed above it, tests included, so no two reach into each
+//! other (`tests/api/layering.rs` checks it):
+//!
+//! - [`primitives`]: `Timestamp`, `StreamId`, `Hash`, `Commitment` (and `field_commitment`),
+//!   `LogId`, `Head`. A leaf: it imports nothing from this crate.
+//! - [`vocabulary`]: `TokenCreated`, `TokenUsed`, `TokenUseDenied`, `TokenRevoked`, `TokenRotated`,
+//!   and the commitments each event carries.
 //! - [`codec`]: canonical bytes; decoding dispatches on (event type, schema version) to upcast.
-//! - [`chain`]: the domain-separated SHA-256 chain, salted field commitments and the verifier.
+//! - [`envelope`]: what the log adds around an event (position, stream, version, id, time, actor)
+//!   and the openings beside it.
+//! - [`chain`]: the domain-separated SHA-256 chain and the verifier that recomputes it.
 //! - [`log`]: the [`EventLog`] trait, the append planning every backend shares, and
 //!   [`MemoryLog`] for pure tests.
+//! - [`verify`]: full and head-only verification of any [`EventLog`] against its recorded head.
+//!
+//! Older paths stay: `chain` re-exports the chain values (`chain::Hash`, `chain::field_commitment`),
+//! `envelope` re-exports `Timestamp` and `StreamId`, and `log` re-exports `Head`.
 
 pub mod chain;
 pub mod codec;
 pub mod envelope;
 pub mod log;
+pub mod primitives;
+pub mod verify;
 pub mod vocabulary;
 
-pub use chain::{ChainError, ChainVerifier, Commitment, Hash, LogId};
+pub use chain::{ChainError, ChainVerifier};
 pub use codec::CodecError;
-pub use envelope::{Opening, StoredEvent, StreamId, Timestamp};
+pub use envelope::{Opening, StoredEvent};
 pub use log::{
-    AppendError, EventLog, ExpectedVersion, Head, LogError, MemoryLog, NewEvent, StreamAppend,
+    AppendError, EventLog, ExpectedVersion, LogError, MemoryLog, NewEvent, StreamAppend,
 };
+pub use primitives::{Commitment, Hash, Head, LogId, StreamId, Timestamp};
+pub use verify::{VerifyError, VerifyReport, verify_chain, verify_head};
 pub use vocabulary::{
     DenyReason, Environment, TokenCreated, TokenEvent, TokenHash, TokenRevoked, TokenRotated,
     TokenUseDenied, TokenUsed,

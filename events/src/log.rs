@@ -15,11 +15,13 @@ use std::sync::RwLock;
 use tokio::sync::{Mutex, MutexGuard, watch};
 use uuid::Uuid;
 
-pub use crate::chain::Head;
-use crate::chain::{LogId, MAX_EVENT_BYTES, event_hash};
+use crate::chain::{MAX_EVENT_BYTES, event_hash};
 use crate::codec;
-use crate::envelope::{Opening, StoredEvent, StreamId, Timestamp};
+use crate::envelope::{Opening, StoredEvent};
+use crate::primitives::{LogId, StreamId, Timestamp};
 use crate::vocabulary::TokenEvent;
+
+pub use crate::primitives::Head;
 
 /// What the caller believes about a stream before appending to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -428,7 +430,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::chain::{Hash, field_commitment};
+    use crate::primitives::{Hash, field_commitment};
     use crate::vocabulary::{Environment, TokenCreated, TokenUsed};
 
     const LOG: LogId = LogId(Uuid::from_u128(0x10));

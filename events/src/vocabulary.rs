@@ -1,13 +1,12 @@
 //! The event vocabulary: every fact the log can hold about a token.
 //!
 //! Events carry no secret material. A token's hash appears only as a salted commitment
-//! ([`crate::chain::Commitment`]); its opening is stored beside the log, never inside it.
+//! ([`Commitment`]); its opening is stored beside the log, never inside it.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::chain::Commitment;
-use crate::envelope::Timestamp;
+use crate::primitives::{Commitment, Timestamp};
 
 /// Which deployment a token belongs to; it is part of the token's visible prefix so a test token
 /// can never authenticate against a production server.
@@ -127,6 +126,14 @@ impl TokenEvent {
     /// An event that may only be appended to an open stream.
     pub fn requires_open_stream(&self) -> bool {
         matches!(self, TokenEvent::Used(_))
+    }
+
+    /// The secret fields this event commits to, by opening field name.
+    pub fn commitments(&self) -> Vec<(&'static str, Commitment)> {
+        match self {
+            TokenEvent::Created(c) => vec![(TokenCreated::SECRET_FIELD, c.secret_commitment)],
+            _ => Vec::new(),
+        }
     }
 }
 

@@ -171,7 +171,7 @@ fn when_create(cmd: &CreateToken) -> Result<TokenCreated, DomainError> {
 /// The console asking for `console:exec` or `admin` on a test server.
 fn console_use() -> UseAttempt {
     UseAttempt {
-        required_any: strings(&["console:exec", "admin"]),
+        required_any: vec![Scope::ConsoleExec, Scope::Admin],
         server_environment: Environment::Test,
         ip: Some("203.0.113.7".into()),
         method: "POST".into(),
@@ -312,7 +312,10 @@ fn create_refuses_no_scopes_and_lists_the_known_ones() {
 #[test]
 fn create_refuses_an_unknown_scope_and_lists_the_known_ones() {
     let err = when_create(&create("ci-deploy", &["logs:read", "logs:write"])).expect_err("refused");
-    assert_eq!(err, DomainError::UnknownScope("logs:write".into()));
+    assert_eq!(
+        err,
+        DomainError::UnknownScope("logs:write".parse::<Scope>().unwrap_err())
+    );
     assert_eq!(
         err.to_string(),
         format!("unknown scope \"logs:write\"; known scopes: {KNOWN}")
@@ -324,7 +327,7 @@ fn scopes_match_exactly_without_case_folding_or_trimming() {
     for raw in ["Admin", " admin", "admin ", "console", ""] {
         assert_eq!(
             parse_scope(raw),
-            Err(DomainError::UnknownScope(raw.into())),
+            Err(DomainError::UnknownScope(raw.parse::<Scope>().unwrap_err())),
             "{raw:?}"
         );
     }
@@ -332,8 +335,8 @@ fn scopes_match_exactly_without_case_folding_or_trimming() {
 
 #[test]
 fn every_known_scope_parses_to_itself() {
-    for scope in KNOWN_SCOPES {
-        assert_eq!(parse_scope(scope), Ok(scope.to_owned()));
+    for scope in Scope::ALL {
+        assert_eq!(parse_scope(scope.as_str()), Ok(scope));
     }
 }
 
@@ -359,7 +362,10 @@ fn create_collapses_duplicate_scopes_and_stores_them_in_canonical_order() {
 #[test]
 fn create_refuses_an_unknown_scope_even_among_known_ones() {
     let err = when_create(&create("ci-deploy", &["admin", "admin", "root"])).expect_err("refused");
-    assert_eq!(err, DomainError::UnknownScope("root".into()));
+    assert_eq!(
+        err,
+        DomainError::UnknownScope("root".parse::<Scope>().unwrap_err())
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -863,7 +869,10 @@ fn rotate_refuses_an_unknown_scope_in_the_override() {
         ..rotate()
     };
     let err = when_rotate(&given_active(), &cmd).expect_err("refused");
-    assert_eq!(err, DomainError::UnknownScope("console:root".into()));
+    assert_eq!(
+        err,
+        DomainError::UnknownScope("console:root".parse::<Scope>().unwrap_err())
+    );
     assert_eq!(
         err.to_string(),
         format!("unknown scope \"console:root\"; known scopes: {KNOWN}")

@@ -1,5 +1,6 @@
 //! Storage: the [`EventLog`] backends (SQLite, the embedded default; PostgreSQL, the production
-//! store), the group-commit writer they share, migrations, and chain verification over any log.
+//! store), the group-commit writer they share, and migrations. Chain verification over any log
+//! lives in the events crate (`tokenledger_events::verify`).
 //!
 //! This module owns every byte written to the database. It must never write outside an
 //! append transaction, and never log event bodies or openings.
@@ -15,7 +16,6 @@ mod tests;
 
 use std::time::Duration;
 
-use tokenledger_events::chain::ChainVerifier;
 use tokenledger_events::{
     AppendError, ChainError, EventLog, Head, LogError, LogId, StoredEvent, StreamAppend, StreamId,
     Timestamp, TokenHash,
@@ -47,6 +47,15 @@ pub enum StoreError {
     Log(#[from] LogError),
     #[error("the event log does not verify: {0}")]
     Chain(#[from] ChainError),
+}
+
+impl From<tokenledger_events::VerifyError> for StoreError {
+    fn from(e: tokenledger_events::VerifyError) -> Self {
+        match e {
+            tokenledger_events::VerifyError::Log(e) => StoreError::Log(e),
+            tokenledger_events::VerifyError::Chain(e) => StoreError::Chain(e),
+        }
+    }
 }
 
 impl StoreError {
@@ -335,63 +344,4 @@ pub(crate) async fn wait_for_head<L: EventLog>(
             _ = nap => {}
         }
     }
-}
-
-/// What a full verification found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub events: u64,
-    pub head: Head,
-}
-
-/// How many events verification reads at a time.
-const VERIFY_PAGE: usize = 1000;
-
-/// Recompute the whole chain from position 1 and compare it with the recorded head.
-/// Appends made while it runs are past the head it read first and are not checked.
-pub async fn verify_chain<L: EventLog>(log: &L) -> Result<VerifyReport, StoreError> {
-    let recorded = log.head().await?;
-    let mut verifier = ChainVerifier::new(log.log_id());
-    let mut after = 0;
-    while after < recorded.position {
-        let page = log.read_from(after, VERIFY_PAGE).await?;
-        if page.is_empty() {
-            break;
-        }
-        for event in page.iter().take_while(|e| e.position <= recorded.position) {
-            verifier.check(event)?;
-        }
-        after = page.last().map_or(after, |e| e.position);
-    }
-    let head = verifier.finish(recorded)?;
-    Ok(VerifyReport {
-        events: head.position,
-        head,
-    })
-}
-
-/// Check the end of the chain only: the last event's hash recomputes from its bytes and its
-/// predecessor's hash, and the recorded head names it. Cheap enough for every start.
-pub async fn verify_head<L: EventLog>(log: &L) -> Result<Head, StoreError> {
-    let recorded = log.head().await?;
-    let tail = log
-        .read_from(recorded.position.saturating_sub(2), 3)
-        .await?;
-    let mut verifier = match tail.first() {
-        Some(prev) if recorded.position >= 2 && prev.position == recorded.position - 1 => {
-            ChainVerifier::resume(
-                log.log_id(),
-                Head {
-                    position: prev.position,
-                    hash: prev.hash,
-                },
-            )
-        }
-        _ => ChainVerifier::new(log.log_id()),
-    };
-    let start = verifier.head().position;
-    for event in tail.iter().filter(|e| e.position > start) {
-        verifier.check(event)?;
-    }
-    Ok(verifier.finish(recorded)?)
 }

@@ -11,7 +11,8 @@ use tokenledger_events::{
 };
 use uuid::Uuid;
 
-use super::{AuditFilter, DatabaseUrl, Store, verify_chain};
+use super::{AuditFilter, DatabaseUrl, Store};
+use tokenledger_events::verify_chain;
 
 /// A scratch database, dropped (PostgreSQL) or deleted (SQLite) at the end, failed or not.
 struct Scratch {

@@ -2,65 +2,40 @@
 //! signed by the key beside the database), admins only, CSRF on cookie-authenticated changes,
 //! and nothing appended for a refused action.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
-use tokenledger::app::{AppState, Application};
-use tokenledger::config::ServeConfig;
-use tokenledger::ledger::{CreateRequest, ManualClock};
+use tokenledger::app::CreateRequest;
 use tokenledger::session::DevKey;
-use tokenledger_events::{EventLog, Timestamp};
+use tokenledger_events::Timestamp;
 
-use crate::helpers::SqliteDb;
-
-/// 2026-09-21T13:46:40Z.
-const START: i64 = 1_790_000_000_000_000;
+use crate::helpers::{TestApp, TestDb, spawn_app};
 
 struct Admin {
-    base: String,
-    http: reqwest::Client,
-    state: AppState,
+    app: TestApp,
     key: Option<DevKey>,
-    clock: ManualClock,
-    _db: SqliteDb,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _db: TestDb,
+}
+
+impl std::ops::Deref for Admin {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
 }
 
 impl Admin {
     /// A service; with `sign_in`, development sessions are set up (the key beside the
     /// database exists before start).
     async fn start(sign_in: bool) -> Admin {
-        let db = SqliteDb::new();
-        let key = sign_in
-            .then(|| DevKey::load_or_create(&DevKey::path_for(&db.url)).expect("development key"));
-        let clock = ManualClock::new(Timestamp::from_micros(START));
-        let app = Application::build_with_clock(
-            &ServeConfig::local(db.url.clone()),
-            Arc::new(clock.clone()),
-        )
-        .await
-        .expect("start");
-        let port = app.port();
-        let state = app.state().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        Admin {
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .expect("client"),
-            state,
-            key,
-            clock,
-            _db: db,
-            _stop: stop,
-        }
+        let db = TestDb::sqlite();
+        let key = sign_in.then(|| {
+            DevKey::load_or_create(&DevKey::path_for(&db.url())).expect("development key")
+        });
+        let app = spawn_app(&db).await;
+        Admin { app, key, _db: db }
     }
 
     fn session(&self, sub: &str, admin: bool) -> String {
@@ -72,12 +47,7 @@ impl Admin {
     }
 
     fn clock_now(&self) -> Timestamp {
-        use tokenledger::ledger::Clock as _;
-        self.clock.now()
-    }
-
-    async fn head(&self) -> u64 {
-        self.state.store.head().await.expect("head").position
+        self.app.now()
     }
 
     async fn call(
@@ -129,8 +99,7 @@ fn error_of(v: &Value) -> &str {
 async fn without_sign_in_configured_the_admin_surface_is_closed() {
     let svc = Admin::start(false).await;
     let minted = svc
-        .state
-        .ledger
+        .ledger()
         .create(CreateRequest {
             name: "machine".into(),
             scopes: vec!["admin".into()],

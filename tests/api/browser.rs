@@ -23,14 +23,12 @@ use rsa::pkcs1::EncodeRsaPrivateKey as _;
 use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde_json::{Value, json};
-use tokenledger::app::{AppState, Application};
-use tokenledger::auth;
-use tokenledger::config::ServeConfig;
+use tokenledger::clock::{Clock as _, SystemClock};
 use tokenledger::session::{KeySource, SessionConfig};
 use tokenledger_projections::TokenStatus;
 use uuid::Uuid;
 
-use crate::helpers::SqliteDb;
+use crate::helpers::{TestApp, TestDb, spawn_app_with};
 
 const ISSUER: &str = "https://clerk.test";
 /// The session's `azp`. The service's port is only known after it binds, so the authorized
@@ -52,28 +50,26 @@ async fn an_admin_creates_sees_once_and_revokes_a_token_in_a_real_browser() {
     let started = Instant::now();
 
     let signer = Signer::new();
-    let db = SqliteDb::new();
-    let mut config = ServeConfig::local(db.url.clone());
-    config.clerk = Some(SessionConfig {
-        keys: KeySource::Pem(signer.public_pem.clone()),
-        issuer: ISSUER.into(),
-        authorized_parties: vec![AZP.into()],
-        admin_role_claim: "metadata.role".into(),
-    });
-    let app = Application::build(&config).await.expect("service starts");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state().clone();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
+    let db = TestDb::sqlite();
+    let app = spawn_app_with(&db, |config| {
+        config.clerk = Some(SessionConfig {
+            keys: KeySource::Pem(signer.public_pem.clone()),
+            issuer: ISSUER.into(),
+            authorized_parties: vec![AZP.into()],
+            admin_role_claim: "metadata.role".into(),
+        });
+    })
+    .await;
+    // The signer stamps sessions with the wall clock.
+    app.clock.set(SystemClock.now());
+    let base = app.base.clone();
 
     let driver = ChromeDriver::start(&browser)
         .await
         .expect("chromedriver starts");
     let client = driver.connect(&browser).await.expect("a Chromium session");
     // The flow reports failures as errors rather than panics so the browser is always quit.
-    let outcome = admin_round(&client, &base, &state, &signer).await;
+    let outcome = admin_round(&client, &base, &app, &signer).await;
     let _ = client.close().await;
     drop(driver);
     if let Err(e) = outcome {
@@ -89,7 +85,7 @@ async fn an_admin_creates_sees_once_and_revokes_a_token_in_a_real_browser() {
 async fn admin_round(
     client: &Client,
     base: &str,
-    state: &AppState,
+    app: &TestApp,
     signer: &Signer,
 ) -> anyhow::Result<()> {
     // Sign in: be on the origin first, since WebDriver sets cookies for the current page.
@@ -173,16 +169,16 @@ async fn admin_round(
     expect_row_status(client, id, "active").await?;
 
     // The service knows the plaintext as this token, active, with the scope ticked.
-    let row = identify(state, &plaintext)?;
+    let row = identify(app, &plaintext)?;
     ensure!(
         row.id == id,
         "the plaintext is token {}, the table row is {id}",
         row.id
     );
     ensure!(
-        row.status_at(state.ledger.now()) == TokenStatus::Active,
+        row.status_at(app.now()) == TokenStatus::Active,
         "the new token is {:?}, expected active",
-        row.status_at(state.ledger.now())
+        row.status_at(app.now())
     );
     ensure!(
         row.scopes == ["console:exec"],
@@ -233,11 +229,11 @@ async fn admin_round(
             .is_empty(),
         "a revoked token still offers Revoke"
     );
-    let row = identify(state, &plaintext)?;
+    let row = identify(app, &plaintext)?;
     ensure!(
-        row.status_at(state.ledger.now()) == TokenStatus::Revoked,
+        row.status_at(app.now()) == TokenStatus::Revoked,
         "after the revoke the service has the token {:?}",
-        row.status_at(state.ledger.now())
+        row.status_at(app.now())
     );
     screenshot(client, "admin-tokens.png").await?;
 
@@ -297,9 +293,9 @@ async fn admin_round(
     );
     let listed = rows(client).await?.len();
     ensure!(
-        listed == 1 && state.cache.rows().len() == 1,
+        listed == 1 && app.ledger().tokens().len() == 1,
         "a refused create changed the tokens: {listed} listed, {} known",
-        state.cache.rows().len()
+        app.ledger().tokens().len()
     );
 
     // A phone-sized screen: the list is still there, and the page does not scroll sideways.
@@ -428,18 +424,10 @@ async fn expect_row_status(client: &Client, id: Uuid, expected: &str) -> anyhow:
 }
 
 /// The token the service's bearer check finds for `plaintext`.
-fn identify(
-    state: &AppState,
-    plaintext: &str,
-) -> anyhow::Result<tokenledger_projections::TokenRow> {
-    let settings = state.ledger.settings();
-    auth::identify(
-        &state.cache,
-        plaintext,
-        &settings.prefix,
-        settings.environment,
-    )
-    .map_err(|refusal| anyhow!("the service does not know the shown token: {refusal:?}"))
+fn identify(app: &TestApp, plaintext: &str) -> anyhow::Result<tokenledger_projections::TokenRow> {
+    app.ledger()
+        .identify(plaintext)
+        .map_err(|refusal| anyhow!("the service does not know the shown token: {refusal:?}"))
 }
 
 fn target_dir() -> PathBuf {

@@ -3,9 +3,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokenledger::app::Application;
-use tokenledger::config::ServeConfig;
-
 use crate::helpers::*;
 use crate::log_contract::{Harness, Postgres, RawSql, Sqlite, seed};
 
@@ -154,12 +151,9 @@ async fn serve_refuses_a_log_whose_head_does_not_verify() {
 
 #[tokio::test]
 async fn serve_answers_health_and_readiness_on_a_verified_log() {
-    let db = SqliteDb::new();
-    let app = Application::build(&ServeConfig::local(db.url.clone()))
-        .await
-        .expect("build");
-    let port = app.port();
-    tokio::spawn(app.run_until_stopped());
+    let db = TestDb::sqlite();
+    let app = spawn_app(&db).await;
+    let port = app.port;
     let client = reqwest::Client::new();
     let health = client
         .get(format!("http://127.0.0.1:{port}/healthz"))
@@ -488,7 +482,7 @@ fn production_mints_live_tokens_and_the_routes_table_prints() {
 
     let out = tokenledger(&db.url_string(), &["routes"]);
     let (stdout, _) = text(&out);
-    for route in tokenledger::routes::ROUTES {
+    for route in tokenledger::http::policy::ROUTES {
         assert!(
             stdout.contains(route.path),
             "{} missing: {stdout}",
@@ -498,7 +492,7 @@ fn production_mints_live_tokens_and_the_routes_table_prints() {
     assert!(
         stdout.contains("/admin/tokens") && stdout.contains("Clerk admin session (no API tokens)")
     );
-    for command in tokenledger::routes::CONSOLE_COMMANDS {
+    for command in tokenledger::http::policy::CONSOLE_COMMANDS {
         assert!(stdout.contains(command.name), "{stdout}");
     }
 }

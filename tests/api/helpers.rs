@@ -1,16 +1,29 @@
-//! Test harness: fresh databases, events to append, and a way to run the real binary.
+//! Test harness: fresh databases on either backend ([`TestDb`]), the real service on a
+//! loopback port ([`spawn_app`] -> [`TestApp`]), events to append, and the real binary.
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokenledger::app::{
+    Application, AuditFilter, AuditView, CreateRequest, Ledger, Minted, Queries, RotateRequest,
+    Services,
+};
+use tokenledger::clock::{Clock as _, ManualClock};
+use tokenledger::config::{ServeConfig, Switches};
 use tokenledger::store::{DatabaseUrl, Store};
 use tokenledger_events::chain::field_commitment;
 use tokenledger_events::{
     DenyReason, Environment, ExpectedVersion, LogId, NewEvent, Opening, StreamAppend, StreamId,
     Timestamp, TokenCreated, TokenEvent, TokenRevoked, TokenRotated, TokenUseDenied, TokenUsed,
 };
+use tokenledger_projections::TokenRow;
 use uuid::Uuid;
 
 /// A SQLite database file in its own temporary directory, removed on drop.
@@ -210,6 +223,14 @@ pub fn append(stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent
     }
 }
 
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Run the real `tokenledger` binary with `args`, with `DATABASE_URL` set to `url`.
 pub fn tokenledger(url: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tokenledger"))
@@ -220,9 +241,340 @@ pub fn tokenledger(url: &str, args: &[&str]) -> std::process::Output {
         .expect("run tokenledger")
 }
 
-impl PgTestDb {
-    /// The test database's name.
-    pub fn name(&self) -> &str {
-        &self.name
+// ---------------------------------------------------------------------------------------------
+// One database on either backend, and one running service
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh database on either backend; dropping it removes it.
+pub enum TestDb {
+    Sqlite(SqliteDb),
+    Postgres(PgTestDb),
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        TestDb::Sqlite(SqliteDb::new())
     }
+
+    /// A fresh PostgreSQL database, or `None` after saying `test` was skipped.
+    pub async fn postgres(test: &str) -> Option<TestDb> {
+        let admin = pg_admin_url(test)?;
+        Some(TestDb::Postgres(PgTestDb::new(&admin).await))
+    }
+
+    pub fn url(&self) -> DatabaseUrl {
+        match self {
+            TestDb::Sqlite(db) => db.url.clone(),
+            TestDb::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    pub fn url_string(&self) -> String {
+        match self {
+            TestDb::Sqlite(db) => db.url_string(),
+            TestDb::Postgres(db) => db.url_string.clone(),
+        }
+    }
+
+    /// Make every later append fail, as if the database went away.
+    pub async fn take_away(&self) {
+        match self {
+            TestDb::Sqlite(d) => {
+                // An open SQLite file cannot be pulled from under its connections; make the
+                // database itself refuse the write instead.
+                let mut conn = sqlx::sqlite::SqliteConnection::connect(&d.url_string())
+                    .await
+                    .expect("connect");
+                sqlx::raw_sql(
+                    "CREATE TRIGGER storage_gone BEFORE INSERT ON events \
+                     BEGIN SELECT RAISE(ABORT, 'storage gone'); END",
+                )
+                .execute(&mut conn)
+                .await
+                .expect("trigger");
+            }
+            TestDb::Postgres(d) => {
+                let mut conn = PgConnection::connect(&d.admin).await.expect("connect");
+                for sql in [
+                    format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", d.name),
+                    format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                        d.name
+                    ),
+                ] {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut conn)
+                        .await
+                        .expect("take the database away");
+                }
+            }
+        }
+    }
+}
+
+/// Run `$body` with `$c` bound to a direct connection of either backend (same SQL on both).
+#[macro_export]
+macro_rules! with_conn {
+    ($db:expr, $c:ident => $body:expr) => {
+        match $db {
+            $crate::helpers::TestDb::Sqlite(d) => {
+                let mut $c =
+                    <sqlx::sqlite::SqliteConnection as sqlx::Connection>::connect(&d.url_string())
+                        .await
+                        .expect("connect to sqlite");
+                $body
+            }
+            $crate::helpers::TestDb::Postgres(d) => {
+                let mut $c = d.connect().await;
+                $body
+            }
+        }
+    };
+}
+
+/// `#[tokio::test]`s running each `async fn scenario(db: TestDb)` on SQLite and, when
+/// `TEST_DATABASE_URL` is set, on PostgreSQL: `sqlite::scenario` and `postgres::scenario`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::helpers::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let test = concat!(module_path!(), "::", stringify!($scenario));
+                    if let Some(db) = $crate::helpers::TestDb::postgres(test).await {
+                        super::$scenario(db).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// 2026-09-21T13:46:40Z: where every spawned service's clock starts.
+pub const START: i64 = 1_790_000_000_000_000;
+
+/// Logs go nowhere unless `TEST_LOG` is set, then to the test's output.
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "debug".into()),
+                )
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// The real service on a free loopback port, on a manual clock, until dropped.
+pub struct TestApp {
+    pub base: String,
+    pub port: u16,
+    pub http: reqwest::Client,
+    pub clock: ManualClock,
+    services: Services,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A service on `db` with every default (switches off, no sign-in).
+pub async fn spawn_app(db: &TestDb) -> TestApp {
+    spawn_app_with(db, |_| {}).await
+}
+
+/// A service on `db`, with `configure` adjusting the configuration first.
+pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    init_test_log();
+    let mut config = ServeConfig::local(db.url());
+    configure(&mut config);
+    let clock = ManualClock::new(Timestamp::from_micros(START));
+    let app = Application::build_with_clock(&config, Arc::new(clock.clone()))
+        .await
+        .expect("service starts");
+    let port = app.port();
+    let services = app.services().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tokenledger::server::run_until(app, async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        clock,
+        services,
+        _stop: stop,
+    }
+}
+
+/// The guide's switches for the console: both on.
+pub fn console_on() -> Switches {
+    Switches {
+        console_enabled: true,
+        token_auth_enabled: true,
+        trust_proxy: false,
+    }
+}
+
+impl TestApp {
+    /// The application layer, as the service's own handlers call it.
+    pub fn ledger(&self) -> &Ledger {
+        self.services.ledger()
+    }
+
+    pub fn queries(&self) -> &Queries {
+        self.services.queries()
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Console commands that ran.
+    pub fn runs(&self) -> u64 {
+        self.services
+            .metrics()
+            .console_runs
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub async fn head(&self) -> u64 {
+        self.queries().head().await.expect("head").position
+    }
+
+    pub async fn create(
+        &self,
+        name: &str,
+        scopes: &[&str],
+        expires_in: Option<Duration>,
+    ) -> Minted {
+        self.ledger()
+            .create(CreateRequest {
+                name: name.into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                expires_in,
+                actor: "test:admin".into(),
+            })
+            .await
+            .expect("create")
+    }
+
+    pub async fn revoke(&self, id: Uuid) {
+        self.ledger()
+            .revoke(id, "test:admin", Some("checklist".into()))
+            .await
+            .expect("revoke");
+    }
+
+    pub async fn rotate(&self, id: Uuid, grace: Duration) -> Minted {
+        self.ledger()
+            .rotate(
+                id,
+                RotateRequest {
+                    grace: Some(grace),
+                    actor: "test:admin".into(),
+                    ..RotateRequest::default()
+                },
+            )
+            .await
+            .expect("rotate")
+    }
+
+    /// A token's current row.
+    pub fn token(&self, id: Uuid) -> TokenRow {
+        self.ledger().token(id).expect("token")
+    }
+
+    /// The whole audit view, in log order.
+    pub async fn audit(&self) -> Vec<AuditView> {
+        self.queries()
+            .audit(&AuditFilter::default())
+            .await
+            .expect("audit")
+    }
+
+    /// Send a request; the answer must be JSON.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, Value, HeaderMap) {
+        let (status, text, headers) = self.send_text(method, path, headers, body).await;
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("answer to {path} is not JSON ({status}): {text}"));
+        (status, value, headers)
+    }
+
+    /// Send a request; any answer.
+    pub async fn send_text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+    ) -> (StatusCode, String, HeaderMap) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .headers(headers);
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, response.text().await.expect("body"), headers)
+    }
+
+    /// POST a JSON body, with `token` as the bearer credential when given.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if let Some(t) = token {
+            headers.insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {t}")).expect("header"),
+            );
+        }
+        let (status, value, _) = self
+            .send(
+                reqwest::Method::POST,
+                path,
+                headers,
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+        (status, value)
+    }
+
+    /// `POST /api/admin/console {"cmd": cmd, "args": {}}`.
+    pub async fn console(&self, token: Option<&str>, cmd: &str) -> (StatusCode, Value) {
+        self.post(
+            "/api/admin/console",
+            token,
+            &json!({"cmd": cmd, "args": {}}),
+        )
+        .await
+    }
+}
+
+/// The `error` of a JSON error answer.
+pub fn error_of(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or_default()
 }

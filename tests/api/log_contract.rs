@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Connection as _;
-use tokenledger::store::{self, StoreError};
+use tokenledger::store;
 use tokenledger_events::chain::ChainProblem;
 use tokenledger_events::{
     AppendError, EventLog, ExpectedVersion, MemoryLog, StoredEvent, StreamAppend, StreamId,
@@ -197,7 +197,9 @@ pub async fn every_event_type_round_trips<H: Harness>(test: &str) {
     assert_eq!(new_stream.len(), 1);
     assert_eq!(new_stream[0].openings.len(), 1);
 
-    let report = store::verify_chain(&**log).await.expect("chain verifies");
+    let report = tokenledger_events::verify_chain(&**log)
+        .await
+        .expect("chain verifies");
     assert_eq!(report.events, 6);
     assert_eq!(report.head, log.head().await.expect("head"));
     assert_eq!(log.read_from(6, 10).await.expect("read past head"), vec![]);
@@ -351,7 +353,9 @@ pub async fn a_conflict_fails_only_its_own_request<H: Harness>(test: &str) {
     }
     assert_eq!(ok, 23);
     assert_eq!(log.head().await.expect("head").position, 24);
-    store::verify_chain(&*log).await.expect("verifies");
+    tokenledger_events::verify_chain(&*log)
+        .await
+        .expect("verifies");
 }
 
 pub async fn retrying_an_append_is_idempotent<H: Harness>(test: &str) {
@@ -565,7 +569,7 @@ pub async fn concurrent_appenders_give_dense_positions_and_a_gapless_tail<H: Har
     assert_eq!(by_stream[&shared].len(), APPENDERS * PER_APPENDER / 2);
     let ids: HashSet<Uuid> = all.iter().map(|e| e.event_id).collect();
     assert_eq!(ids.len(), total, "no event stored twice");
-    let report = store::verify_chain(&*nodes[0])
+    let report = tokenledger_events::verify_chain(&*nodes[0])
         .await
         .expect("chain verifies");
     assert_eq!(report.events, total as u64);
@@ -677,7 +681,7 @@ pub async fn the_database_rejects_update_and_delete<H: RawSql>(test: &str, extra
             "{sql}: {err}"
         );
     }
-    let report = store::verify_chain(&*h.nodes()[0])
+    let report = tokenledger_events::verify_chain(&*h.nodes()[0])
         .await
         .expect("still verifies");
     assert_eq!(report.events, 3);
@@ -689,10 +693,12 @@ pub async fn a_changed_byte_is_reported_at_its_position<H: RawSql>(test: &str) {
     };
     let log = &h.nodes()[0];
     seed(&**log, 5).await;
-    store::verify_chain(&**log).await.expect("verifies before");
+    tokenledger_events::verify_chain(&**log)
+        .await
+        .expect("verifies before");
     h.tamper(3).await;
-    match store::verify_chain(&**log).await {
-        Err(StoreError::Chain(e)) => {
+    match tokenledger_events::verify_chain(&**log).await {
+        Err(tokenledger_events::VerifyError::Chain(e)) => {
             assert_eq!(e.position, 3, "{e}");
             assert_eq!(e.problem, ChainProblem::HashMismatch);
         }
@@ -700,7 +706,7 @@ pub async fn a_changed_byte_is_reported_at_its_position<H: RawSql>(test: &str) {
     }
     // The head check at start-up looks only at the end of the chain: position 3 passes it,
     // and the full verification above is what catches it.
-    store::verify_head(&**log)
+    tokenledger_events::verify_head(&**log)
         .await
         .expect("the tail is intact");
 }

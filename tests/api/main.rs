@@ -4,8 +4,12 @@
 mod admin;
 mod browser;
 mod cli;
+mod cli_database_url;
 mod helpers;
-mod lifecycle;
+mod layering;
 mod log_contract;
+mod policy;
+mod properties;
+mod secrets;
 mod service;
 mod sessions;

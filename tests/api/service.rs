@@ -2,259 +2,34 @@
 //! database (SQLite; PostgreSQL when TEST_DATABASE_URL is set) and an injected clock. They
 //! walk the seed guide's security checklist.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use sqlx::Connection as _;
-use tokenledger::app::{AppState, Application};
-use tokenledger::config::{ServeConfig, Switches};
-use tokenledger::ledger::{CreateRequest, ManualClock, Minted, RotateRequest};
-use tokenledger::store::{AuditFilter, DatabaseUrl};
+use tokenledger::app::{AuditFilter, Minted};
+use tokenledger::config::Switches;
+use tokenledger::scope::Scope;
 use tokenledger::token::{self, Environment, TokenPrefix};
-use tokenledger_events::{EventLog, Timestamp};
+use tokenledger_events::Timestamp;
 use uuid::Uuid;
 
-use crate::helpers::{PgTestDb, SqliteDb, pg_admin_url};
+use crate::helpers::{START, TestApp, TestDb, console_on, error_of, spawn_app_with};
 
-/// 2026-09-21T13:46:40Z.
-const START: i64 = 1_790_000_000_000_000;
-
-pub enum Db {
-    Sqlite(SqliteDb),
-    Pg(PgTestDb),
+async fn start(db: &TestDb, switches: Switches) -> TestApp {
+    spawn_app_with(db, |c| c.switches = switches).await
 }
 
-impl Db {
-    fn url(&self) -> DatabaseUrl {
-        match self {
-            Db::Sqlite(d) => d.url.clone(),
-            Db::Pg(d) => d.url.clone(),
-        }
-    }
-
-    /// Make every later append fail, as if the database went away.
-    async fn take_away(&self) {
-        match self {
-            Db::Sqlite(d) => {
-                // An open SQLite file cannot be pulled from under its connections; make the
-                // database itself refuse the write instead.
-                let mut conn = sqlx::sqlite::SqliteConnection::connect(&d.url_string())
-                    .await
-                    .expect("connect");
-                sqlx::raw_sql(
-                    "CREATE TRIGGER storage_gone BEFORE INSERT ON events \
-                     BEGIN SELECT RAISE(ABORT, 'storage gone'); END",
-                )
-                .execute(&mut conn)
-                .await
-                .expect("trigger");
-            }
-            Db::Pg(d) => {
-                let admin = std::env::var("TEST_DATABASE_URL").expect("pg url");
-                let mut conn = sqlx::postgres::PgConnection::connect(&admin)
-                    .await
-                    .expect("connect");
-                for sql in [
-                    format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", d.name()),
-                    format!(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
-                        d.name()
-                    ),
-                ] {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                        .execute(&mut conn)
-                        .await
-                        .expect("take the database away");
-                }
-            }
-        }
-    }
-}
-
-pub struct Service {
-    base: String,
-    http: reqwest::Client,
-    clock: ManualClock,
-    state: AppState,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// The console and token authentication on, as the seed guide's checklist has them.
-fn console_on() -> Switches {
-    Switches {
-        console_enabled: true,
-        token_auth_enabled: true,
-        trust_proxy: false,
-    }
-}
-
-impl Service {
-    async fn start(db: &Db, switches: Switches) -> Service {
-        let mut config = ServeConfig::local(db.url());
-        config.switches = switches;
-        let clock = ManualClock::new(Timestamp::from_micros(START));
-        let app = Application::build_with_clock(&config, Arc::new(clock.clone()))
-            .await
-            .expect("service starts");
-        let port = app.port();
-        let state = app.state().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        Service {
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            clock,
-            state,
-            _stop: stop,
-        }
-    }
-
-    async fn create(&self, name: &str, scopes: &[&str], expires_in: Option<Duration>) -> Minted {
-        let minted = self
-            .state
-            .ledger
-            .create(CreateRequest {
-                name: name.into(),
-                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-                expires_in,
-                actor: "test:admin".into(),
-            })
-            .await
-            .expect("create");
-        self.reach(minted.row.position).await;
-        minted
-    }
-
-    async fn revoke(&self, id: Uuid) {
-        let row = self
-            .state
-            .ledger
-            .revoke(id, "test:admin", Some("checklist".into()))
-            .await
-            .expect("revoke");
-        self.reach(row.position).await;
-    }
-
-    async fn rotate(&self, id: Uuid, grace: Duration) -> Minted {
-        let minted = self
-            .state
-            .ledger
-            .rotate(
-                id,
-                RotateRequest {
-                    grace: Some(grace),
-                    actor: "test:admin".into(),
-                    ..RotateRequest::default()
-                },
-            )
-            .await
-            .expect("rotate");
-        self.reach(minted.row.position).await;
-        minted
-    }
-
-    async fn reach(&self, position: u64) {
-        self.state
-            .cache
-            .reach(&self.state.store, position)
-            .await
-            .expect("token projection catches up");
-    }
-
-    async fn head(&self) -> u64 {
-        self.state.store.head().await.expect("head").position
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        headers: HeaderMap,
-        body: Option<Vec<u8>>,
-    ) -> (StatusCode, Value, HeaderMap) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .headers(headers);
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("body");
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("answer to {path} is not JSON ({status}): {text}"));
-        (status, value, headers)
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
-        if let Some(t) = token {
-            headers.insert(
-                "authorization",
-                HeaderValue::from_str(&format!("Bearer {t}")).expect("header"),
-            );
-        }
-        let (status, value, _) = self
-            .send(
-                reqwest::Method::POST,
-                path,
-                headers,
-                Some(body.to_string().into_bytes()),
-            )
-            .await;
-        (status, value)
-    }
-
-    async fn console(&self, token: Option<&str>, cmd: &str) -> (StatusCode, Value) {
-        self.post(
-            "/api/admin/console",
-            token,
-            &json!({"cmd": cmd, "args": {}}),
-        )
-        .await
-    }
-
-    fn runs(&self) -> u64 {
-        self.state.metrics.console_runs.load(Ordering::SeqCst)
-    }
-
-    async fn audit(&self) -> Vec<tokenledger_projections::AuditRow> {
-        self.state
-            .store
-            .catch_up_audit()
-            .await
-            .expect("audit catch-up");
-        self.state
-            .store
-            .audit(&AuditFilter::default())
-            .await
-            .expect("audit")
-    }
-}
-
-fn error_of(body: &Value) -> &str {
-    body["error"].as_str().unwrap_or_default()
-}
-
-async fn switches_off_hide_the_console_and_refuse_tokens(db: &Db) {
-    let off = Service::start(db, Switches::default()).await;
+async fn switches_off_hide_the_console_and_refuse_tokens(db: TestDb) {
+    let off = start(&db, Switches::default()).await;
     let token = off.create("ci", &["console:exec"], None).await;
     let (status, body) = off.console(Some(token.token.expose()), "ping").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(error_of(&body), "Not found");
 
-    let tokens_off = Service::start(
-        db,
+    let tokens_off = start(
+        &db,
         Switches {
             console_enabled: true,
             ..Switches::default()
@@ -270,56 +45,71 @@ async fn switches_off_hide_the_console_and_refuse_tokens(db: &Db) {
     assert_eq!(off.runs() + tokens_off.runs(), 0, "no command ran");
 }
 
-async fn a_logs_read_token_cannot_run_db_health(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+/// The guide's step 2, as written: a `logs:read`-only token is refused `db:health`, and a
+/// `console:exec` token runs it. Commands the guide does not name may ask for more.
+async fn the_guides_scope_check_refuses_logs_read_and_admits_console_exec(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let token = svc.create("logs", &["logs:read"], None).await;
-    let (status, body) = svc.console(Some(token.token.expose()), "db:health").await;
+    let (status, body) = svc
+        .post(
+            "/api/admin/console",
+            Some(token.token.expose()),
+            &json!({"cmd":"db:health","args":{}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(
         error_of(&body),
         "Missing required scope: console:exec or admin"
     );
     assert_eq!(svc.runs(), 0);
-    let denied = svc
-        .state
-        .store
-        .token(token.row.id)
-        .await
-        .expect("read")
-        .expect("row");
+    let denied = svc.token(token.row.id);
     assert_eq!((denied.use_count, denied.denied_count), (0, 1));
 
-    // console:exec alone reaches the console but not a command that needs logs:read.
+    // console:exec alone runs every command the guide names...
     let exec = svc.create("exec", &["console:exec"], None).await;
-    let (status, body) = svc.console(Some(exec.token.expose()), "db:health").await;
+    let (status, body) = svc
+        .post(
+            "/api/admin/console",
+            Some(exec.token.expose()),
+            &json!({"cmd":"db:health","args":{}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"]["reachable"], true, "{body}");
+    assert_eq!(svc.runs(), 1);
+    // ...but not one the guide does not name, which is narrowed (and the denial recorded).
+    let (status, body) = svc
+        .console(Some(exec.token.expose()), "events:verify")
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
         error_of(&body),
         "Missing required scope: logs:read or admin"
     );
+    let (status, body) = svc.console(Some(exec.token.expose()), "tokens:stale").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_of(&body), "Missing required scope: admin");
+    assert_eq!(svc.runs(), 1);
+    let row = svc.token(exec.row.id);
+    assert_eq!((row.use_count, row.denied_count), (1, 2));
     let (status, body) = svc.console(Some(exec.token.expose()), "ping").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-async fn a_working_token_is_refused_once_revoked(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn a_working_token_is_refused_once_revoked(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let token = svc
         .create("ops", &["console:exec", "logs:read"], None)
         .await;
     let (status, body) = svc.console(Some(token.token.expose()), "db:health").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["result"]["reachable"], true);
-    assert_eq!(body["result"]["backend"], svc.state.store.backend());
+    assert_eq!(body["result"]["backend"], svc.queries().backend());
     assert!(body["result"]["head_position"].as_u64().expect("head") >= 2);
     assert_eq!(svc.runs(), 1);
 
-    let row = svc
-        .state
-        .store
-        .token(token.row.id)
-        .await
-        .expect("read")
-        .expect("row");
+    let row = svc.token(token.row.id);
     assert_eq!(row.use_count, 1);
     assert_eq!(row.last_used_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(row.last_used_path.as_deref(), Some("/api/admin/console"));
@@ -332,8 +122,8 @@ async fn a_working_token_is_refused_once_revoked(db: &Db) {
     assert_eq!(svc.runs(), 1, "the revoked token ran nothing");
 }
 
-async fn a_token_expires_on_the_injected_clock(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn a_token_expires_on_the_injected_clock(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let token = svc
         .create("short", &["console:exec"], Some(Duration::from_secs(60)))
         .await;
@@ -347,8 +137,8 @@ async fn a_token_expires_on_the_injected_clock(db: &Db) {
     assert_eq!(error_of(&body), "Token has expired");
 }
 
-async fn a_rotated_token_works_through_its_grace_period_only(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn a_rotated_token_works_through_its_grace_period_only(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let old = svc.create("deploy", &["console:exec"], None).await;
     let new = svc.rotate(old.row.id, Duration::from_secs(3600)).await;
     assert_eq!(new.row.rotated_from, Some(old.row.id));
@@ -371,8 +161,8 @@ async fn a_rotated_token_works_through_its_grace_period_only(db: &Db) {
     );
 }
 
-async fn the_audit_view_holds_every_action_and_no_secret(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn the_audit_view_holds_every_action_and_no_secret(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let used = svc.create("used", &["console:exec"], None).await;
     let narrow = svc.create("narrow", &["registry:read"], None).await;
     assert_eq!(
@@ -386,8 +176,7 @@ async fn the_audit_view_holds_every_action_and_no_secret(db: &Db) {
     svc.revoke(narrow.row.id).await;
     let successor = svc.rotate(used.row.id, Duration::ZERO).await;
     let rows = svc.audit().await;
-    let actions: std::collections::BTreeSet<&str> =
-        rows.iter().map(|r| r.action.as_str()).collect();
+    let actions: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.action).collect();
     for action in [
         "API_TOKEN_CREATED",
         "API_TOKEN_USED",
@@ -429,8 +218,8 @@ fn secret_forms(minted: &Minted) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn an_append_failure_answers_503_and_runs_nothing(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn an_append_failure_answers_503_and_runs_nothing(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let token = svc
         .create("ops", &["console:exec", "logs:read"], None)
         .await;
@@ -444,7 +233,7 @@ async fn an_append_failure_answers_503_and_runs_nothing(db: &Db) {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(error_of(&body), "Audit log unavailable");
     assert_eq!(svc.runs(), runs, "the command did not run");
-    if let Db::Pg(_) = db {
+    if let TestDb::Postgres(_) = db {
         // With the database gone altogether, the node is not ready either.
         let (status, body, _) = svc
             .send(reqwest::Method::GET, "/readyz", HeaderMap::new(), None)
@@ -458,8 +247,8 @@ async fn an_append_failure_answers_503_and_runs_nothing(db: &Db) {
     assert_eq!(status, StatusCode::OK, "the process itself is alive");
 }
 
-async fn bad_input_gets_a_clear_4xx_and_appends_nothing(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn bad_input_gets_a_clear_4xx_and_appends_nothing(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let token = svc.create("admin", &["admin"], None).await;
     let bearer = format!("Bearer {}", token.token.expose());
     let head = svc.head().await;
@@ -545,7 +334,7 @@ async fn bad_input_gets_a_clear_4xx_and_appends_nothing(db: &Db) {
             json_auth.clone(),
             br#"{"cmd": "ping", "args": {"force": true}}"#.to_vec(),
             400,
-            "unknown field",
+            "Invalid args for ping: Unknown field \"force\"; accepted: none",
         ),
         (
             "oversized body",
@@ -614,8 +403,8 @@ async fn bad_input_gets_a_clear_4xx_and_appends_nothing(db: &Db) {
     assert_eq!(svc.runs(), 0);
 }
 
-async fn the_verify_api_answers_every_code_and_records_the_use(db: &Db) {
-    let svc = Service::start(db, Switches::default()).await;
+async fn the_verify_api_answers_every_code_and_records_the_use(db: TestDb) {
+    let svc = start(&db, Switches::default()).await;
     let caller = svc.create("gateway", &["tokens:verify"], None).await;
     let target = svc
         .create("worker", &["registry:read", "logs:read"], None)
@@ -650,13 +439,7 @@ async fn the_verify_api_answers_every_code_and_records_the_use(db: &Db) {
         body["expires_at"],
         json!(target.row.expires_at.to_rfc3339())
     );
-    let row = svc
-        .state
-        .store
-        .token(target.row.id)
-        .await
-        .expect("read")
-        .expect("row");
+    let row = svc.token(target.row.id);
     assert_eq!(row.last_used_ip.as_deref(), Some("203.0.113.7"));
     assert_eq!(row.last_used_path.as_deref(), Some("/registry/pull"));
 
@@ -681,21 +464,9 @@ async fn the_verify_api_answers_every_code_and_records_the_use(db: &Db) {
     let (_, body) = verify(short.token.expose().into(), json!([])).await;
     assert_eq!(body["code"], "EXPIRED", "{body}");
 
-    let denied = svc
-        .state
-        .store
-        .token(target.row.id)
-        .await
-        .expect("read")
-        .expect("row");
+    let denied = svc.token(target.row.id);
     assert_eq!((denied.use_count, denied.denied_count), (1, 1));
-    let caller_row = svc
-        .state
-        .store
-        .token(caller.row.id)
-        .await
-        .expect("read")
-        .expect("row");
+    let caller_row = svc.token(caller.row.id);
     assert_eq!(
         caller_row.use_count, 7,
         "every verify call is a recorded use of the caller"
@@ -716,7 +487,7 @@ async fn the_verify_api_answers_every_code_and_records_the_use(db: &Db) {
         (json!({"token": 5}), "\"token\" must be a string"),
         (
             json!({"token": "x", "scopes": ["root"]}),
-            "Unknown scope \"root\"; known scopes: admin",
+            "\"scopes[0]\": unknown scope \"root\"; known scopes: admin",
         ),
         (json!({"token": "x", "ip": "not-an-ip"}), "IPv4 or IPv6"),
         (json!({"token": "x", "extra": 1}), "Unknown field"),
@@ -729,10 +500,10 @@ async fn the_verify_api_answers_every_code_and_records_the_use(db: &Db) {
     }
 }
 
-async fn the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted(db: &Db) {
+async fn the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted(db: TestDb) {
     for (trust_proxy, expected) in [(false, "127.0.0.1"), (true, "198.51.100.7")] {
-        let svc = Service::start(
-            db,
+        let svc = start(
+            &db,
             Switches {
                 trust_proxy,
                 ..console_on()
@@ -760,13 +531,7 @@ async fn the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted(db: &Db
             .await;
         assert_eq!(status, StatusCode::OK);
         assert!(answer_headers.contains_key("x-request-id"));
-        let row = svc
-            .state
-            .store
-            .token(token.row.id)
-            .await
-            .expect("read")
-            .expect("row");
+        let row = svc.token(token.row.id);
         assert_eq!(
             row.last_used_ip.as_deref(),
             Some(expected),
@@ -775,8 +540,8 @@ async fn the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted(db: &Db
     }
 }
 
-async fn tokens_stale_lists_what_the_seed_guide_monitors(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn tokens_stale_lists_what_the_seed_guide_monitors(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let admin = svc
         .create("root", &["admin"], Some(Duration::from_secs(365 * 86_400)))
         .await;
@@ -844,8 +609,8 @@ async fn tokens_stale_lists_what_the_seed_guide_monitors(db: &Db) {
     assert!(error_of(&body).contains("must be positive"), "{body}");
 }
 
-async fn console_commands_report_the_log_and_projections(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn console_commands_report_the_log_and_projections(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let token = svc
         .create("ops", &["console:exec", "logs:read"], None)
         .await;
@@ -896,14 +661,14 @@ async fn console_commands_report_the_log_and_projections(db: &Db) {
     );
 }
 
-async fn a_use_decided_before_a_revocation_is_recorded_as_denied(db: &Db) {
-    let svc = Service::start(db, console_on()).await;
+async fn a_use_decided_before_a_revocation_is_recorded_as_denied(db: TestDb) {
+    let svc = start(&db, console_on()).await;
     let token = svc.create("raced", &["console:exec"], None).await;
     // The view a request took just before another writer revoked the token.
-    let stale = svc.state.cache.get(&token.row.id).expect("cached");
+    let stale = svc.token(token.row.id);
     svc.revoke(token.row.id).await;
     let attempt = tokenledger::lifecycle::UseAttempt {
-        required_any: vec!["console:exec".into()],
+        required_any: vec![Scope::ConsoleExec],
         server_environment: Environment::Test,
         ip: Some("127.0.0.1".into()),
         method: "POST".into(),
@@ -911,9 +676,8 @@ async fn a_use_decided_before_a_revocation_is_recorded_as_denied(db: &Db) {
         command: Some("ping".into()),
         user_agent: None,
     };
-    let (decision, event) = svc
-        .state
-        .ledger
+    let decision = svc
+        .ledger()
         .record_use(&stale, &attempt)
         .await
         .expect("recorded");
@@ -925,54 +689,24 @@ async fn a_use_decided_before_a_revocation_is_recorded_as_denied(db: &Db) {
         ),
         "{decision:?}"
     );
-    assert_eq!(event.event_type, "TokenUseDenied");
-    let stream = svc
-        .state
-        .store
-        .read_stream(&tokenledger_events::StreamId::for_token(token.row.id))
+    let trail = svc
+        .queries()
+        .audit(&AuditFilter {
+            token_id: Some(token.row.id),
+            ..AuditFilter::default()
+        })
         .await
-        .expect("stream");
-    let types: Vec<&str> = stream.iter().map(|e| e.event_type.as_str()).collect();
-    assert_eq!(types, ["TokenCreated", "TokenRevoked", "TokenUseDenied"]);
+        .expect("audit");
+    let actions: Vec<&str> = trail.iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        ["API_TOKEN_CREATED", "API_TOKEN_REVOKED", "API_TOKEN_DENIED"]
+    );
 }
 
-async fn sqlite() -> Db {
-    Db::Sqlite(SqliteDb::new())
-}
-
-async fn postgres(test: &str) -> Option<Db> {
-    let admin = pg_admin_url(test)?;
-    Some(Db::Pg(PgTestDb::new(&admin).await))
-}
-
-/// Each scenario, on SQLite and on PostgreSQL.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(&super::sqlite().await).await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let Some(db) = super::postgres(concat!("service::", stringify!($scenario))).await else {
-                        return;
-                    };
-                    super::$scenario(&db).await;
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+crate::on_both_backends!(
     switches_off_hide_the_console_and_refuse_tokens,
-    a_logs_read_token_cannot_run_db_health,
+    the_guides_scope_check_refuses_logs_read_and_admits_console_exec,
     a_working_token_is_refused_once_revoked,
     a_token_expires_on_the_injected_clock,
     a_rotated_token_works_through_its_grace_period_only,

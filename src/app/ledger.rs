@@ -1,87 +1,69 @@
-//! The application layer: the imperative shell around the pure decisions. It reads the clock,
-//! mints secrets, asks [`crate::lifecycle`] what a command means, appends the events and folds
-//! the stored events into the answer. The CLI and the HTTP handlers call only this.
+//! Every token action as one call: read the clock, mint, ask [`crate::lifecycle`] what the
+//! command means, append the events, fold them into the token cache, and only then return, so
+//! a caller always sees its own write. The CLI and the HTTP handlers change tokens through
+//! nothing else.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use rand::TryRng as _;
 use rand::rngs::SysRng;
-use serde::Serialize;
 use tokenledger_events::chain::field_commitment;
 use tokenledger_events::{
-    AppendError, EventLog, ExpectedVersion, NewEvent, Opening, StoredEvent, StreamAppend, StreamId,
-    Timestamp, TokenCreated, TokenEvent,
+    AppendError, DenyReason, EventLog, ExpectedVersion, NewEvent, Opening, StoredEvent,
+    StreamAppend, StreamId, Timestamp, TokenCreated, TokenEvent,
 };
-use tokenledger_projections::{AuditRow, TokenRow, TokenStatus};
+use tokenledger_projections::TokenRow;
 use uuid::Uuid;
 
+use crate::app::token_cache::TokenCache;
+use crate::clock::Clock;
+use crate::config::TokenSettings;
 use crate::lifecycle::{
-    self, CreateToken, DomainError, Policy, RotateToken, UseAttempt, UseDecision, decide_create,
-    decide_revoke, decide_rotate, decide_use,
+    CreateToken, DomainError, RotateToken, UseAttempt, UseDecision, decide_create, decide_revoke,
+    decide_rotate, decide_use,
 };
+use crate::scope::Scope;
 use crate::store::{Store, StoreError};
-use crate::token::{self, Environment, MintError, PlainToken, TokenPrefix};
+use crate::token::{self, Environment, MintError, PlainToken};
 
-/// Where `now` comes from. Domain code never reads a clock; the shell reads this one, and
-/// tests move a [`ManualClock`] instead of sleeping.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Timestamp;
+/// Why a presented token was refused: the exact answers of the authentication table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("Missing credentials")]
+    MissingCredentials,
+    /// Not of our form, prefix or checksum.
+    #[error("Malformed token")]
+    Malformed,
+    /// Of the other environment (and so unknown here), or a known token of the other one.
+    #[error("Token environment mismatch: expected {}", expected.as_str())]
+    EnvironmentMismatch { expected: Environment },
+    /// Well-formed but not a token of this deployment.
+    #[error("Invalid token")]
+    Unknown,
+    #[error("Token has been revoked")]
+    Revoked,
+    #[error("Token has expired")]
+    Expired,
+    #[error("Missing required scope: {}", Scope::alternatives(required_any))]
+    MissingScope {
+        /// Any one of these would have done.
+        required_any: Vec<Scope>,
+    },
 }
 
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        Timestamp::from_micros(micros)
-    }
-}
-
-/// A clock that moves only when told to.
-#[derive(Clone, Debug)]
-pub struct ManualClock(Arc<AtomicI64>);
-
-impl ManualClock {
-    pub fn new(start: Timestamp) -> Self {
-        ManualClock(Arc::new(AtomicI64::new(start.as_micros())))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
-        self.0.fetch_add(micros, Ordering::SeqCst);
-    }
-
-    pub fn set(&self, to: Timestamp) {
-        self.0.store(to.as_micros(), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::from_micros(self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// What this deployment mints and accepts.
-#[derive(Clone, Debug)]
-pub struct TokenSettings {
-    pub prefix: TokenPrefix,
-    /// The environment minted tokens carry and the only one this server accepts.
-    pub environment: Environment,
-    pub policy: Policy,
-}
-
-impl Default for TokenSettings {
-    fn default() -> Self {
-        TokenSettings {
-            prefix: TokenPrefix::default(),
-            environment: Environment::Test,
-            policy: Policy::default(),
+impl Refusal {
+    /// The refusal of a recorded denial.
+    fn of_denial(reason: DenyReason, attempt: &UseAttempt) -> Refusal {
+        match reason {
+            DenyReason::EnvironmentMismatch => Refusal::EnvironmentMismatch {
+                expected: attempt.server_environment,
+            },
+            DenyReason::Revoked => Refusal::Revoked,
+            DenyReason::Expired => Refusal::Expired,
+            DenyReason::InsufficientScope => Refusal::MissingScope {
+                required_any: attempt.required_any.clone(),
+            },
         }
     }
 }
@@ -90,6 +72,9 @@ impl Default for TokenSettings {
 pub enum LedgerError {
     #[error(transparent)]
     Refused(#[from] DomainError),
+    /// A use that was decided and recorded as denied.
+    #[error(transparent)]
+    Denied(Refusal),
     #[error("no token with id {0}")]
     NotFound(Uuid),
     #[error("token {0} kept changing while this request decided; try again")]
@@ -100,13 +85,6 @@ pub enum LedgerError {
     Append(#[from] AppendError),
     #[error(transparent)]
     Mint(#[from] MintError),
-}
-
-impl LedgerError {
-    /// A refusal of the request itself (as opposed to an infrastructure failure).
-    pub fn is_refusal(&self) -> bool {
-        matches!(self, LedgerError::Refused(_) | LedgerError::NotFound(_))
-    }
 }
 
 /// A new token: its plaintext, shown once, and its row.
@@ -146,26 +124,32 @@ pub struct CreateRequest {
     pub actor: String,
 }
 
+pub use crate::lifecycle::RotateToken as RotateRequest;
+
 /// How often a decision is retried when its token changed between reading and appending.
 const ATTEMPTS: usize = 5;
 
 pub struct Ledger {
     store: Arc<Store>,
+    /// Decisions read token state here; every append is folded in before its call returns.
+    cache: Arc<TokenCache>,
     settings: TokenSettings,
     clock: Arc<dyn Clock>,
 }
 
 impl Ledger {
-    pub fn new(store: Arc<Store>, settings: TokenSettings, clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        cache: Arc<TokenCache>,
+        settings: TokenSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Ledger {
             store,
+            cache,
             settings,
             clock,
         }
-    }
-
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -174,6 +158,32 @@ impl Ledger {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// A token by id, as this node knows it.
+    pub fn token(&self, id: Uuid) -> Result<TokenRow, LedgerError> {
+        self.cache.get(&id).ok_or(LedgerError::NotFound(id))
+    }
+
+    /// Every token, oldest first.
+    pub fn tokens(&self) -> Vec<TokenRow> {
+        self.cache.rows()
+    }
+
+    /// What a presented string is: a known token (whatever its state), or a refusal that
+    /// needs no recording. No database round trip.
+    pub fn identify(&self, raw: &str) -> Result<TokenRow, Refusal> {
+        let parsed =
+            token::parse(raw.trim(), &self.settings.prefix).map_err(|_| Refusal::Malformed)?;
+        match self.cache.by_hash(&parsed.hash) {
+            Some(row) => Ok(row),
+            None if parsed.environment != self.settings.environment => {
+                Err(Refusal::EnvironmentMismatch {
+                    expected: self.settings.environment,
+                })
+            }
+            None => Err(Refusal::Unknown),
+        }
     }
 
     /// An event recorded at `now`: the same instant the decision was made at, so one
@@ -209,6 +219,25 @@ impl Ledger {
         Ok((token, opening))
     }
 
+    /// Append and fold the result into the cache before returning it.
+    async fn append(&self, batch: Vec<StreamAppend>) -> Result<Vec<StoredEvent>, AppendError> {
+        let stored = self.store.append(batch).await?;
+        self.fold(&stored).await;
+        Ok(stored)
+    }
+
+    /// Fold a commit of this node's in. Events past a gap (another node's commit in between
+    /// that the tail has not read yet) wait in the cache, so read up to this commit first.
+    async fn fold(&self, stored: &[StoredEvent]) {
+        if let Err(e) = self.cache.apply(stored) {
+            tracing::warn!(error = %e, "token projection could not fold a commit");
+        }
+        let last = stored.last().map_or(0, |e| e.position);
+        if let Err(e) = self.cache.reach(&self.store, last).await {
+            tracing::warn!(error = %e, "token projection could not catch up");
+        }
+    }
+
     pub async fn create(&self, req: CreateRequest) -> Result<Minted, LedgerError> {
         let (token, opening) = self.mint()?;
         let id = Uuid::now_v7();
@@ -227,7 +256,6 @@ impl Ledger {
             &self.settings.policy,
         )?;
         let stored = self
-            .store
             .append(vec![StreamAppend {
                 stream_id: StreamId::for_token(id),
                 expected: ExpectedVersion::NoStream,
@@ -244,12 +272,11 @@ impl Ledger {
         Ok(Minted { token, row })
     }
 
-    pub async fn token(&self, id: Uuid) -> Result<TokenRow, LedgerError> {
+    /// The stored row: decisions that change a token read the committed state, not a cache
+    /// another node's commit may not have reached yet (the append's expected version then
+    /// catches any race).
+    async fn stored(&self, id: Uuid) -> Result<TokenRow, LedgerError> {
         self.store.token(id).await?.ok_or(LedgerError::NotFound(id))
-    }
-
-    pub async fn tokens(&self) -> Result<Vec<TokenRow>, LedgerError> {
-        Ok(self.store.tokens().await?)
     }
 
     pub async fn revoke(
@@ -259,7 +286,7 @@ impl Ledger {
         reason: Option<String>,
     ) -> Result<TokenRow, LedgerError> {
         for _ in 0..ATTEMPTS {
-            let mut row = self.token(id).await?;
+            let mut row = self.stored(id).await?;
             let now = self.now();
             let revoked = decide_revoke(&row, actor, reason.clone())?;
             let append = StreamAppend {
@@ -267,7 +294,7 @@ impl Ledger {
                 expected: ExpectedVersion::Exact(row.version),
                 events: vec![self.event(now, actor, TokenEvent::Revoked(revoked), Vec::new())],
             };
-            match self.store.append(vec![append]).await {
+            match self.append(vec![append]).await {
                 Ok(stored) => {
                     fold_into(&mut row, &stored)?;
                     tracing::info!(token_id = %id, actor, "token revoked");
@@ -282,7 +309,7 @@ impl Ledger {
 
     pub async fn rotate(&self, id: Uuid, cmd: RotateToken) -> Result<Minted, LedgerError> {
         for _ in 0..ATTEMPTS {
-            let row = self.token(id).await?;
+            let row = self.stored(id).await?;
             let (token, opening) = self.mint()?;
             let successor = Uuid::now_v7();
             let now = self.now();
@@ -325,7 +352,7 @@ impl Ledger {
                     )],
                 },
             ];
-            match self.store.append(batch).await {
+            match self.append(batch).await {
                 Ok(stored) => {
                     let new_row = fold_new(&stored, successor)?;
                     tracing::info!(token_id = %id, successor_id = %successor, actor = %cmd.actor, "token rotated");
@@ -352,7 +379,7 @@ impl Ledger {
         &self,
         row: &TokenRow,
         attempt: &UseAttempt,
-    ) -> Result<(UseDecision, StoredEvent), LedgerError> {
+    ) -> Result<UseDecision, LedgerError> {
         let mut current = std::borrow::Cow::Borrowed(row);
         for _ in 0..ATTEMPTS {
             let now = self.now();
@@ -363,7 +390,6 @@ impl Ledger {
             };
             let actor = format!("token:{}", row.id);
             let appended = self
-                .store
                 .append(vec![StreamAppend {
                     stream_id: StreamId::for_token(row.id),
                     expected: ExpectedVersion::Any,
@@ -371,14 +397,9 @@ impl Ledger {
                 }])
                 .await;
             match appended {
-                Ok(mut stored) => {
-                    let event = stored
-                        .pop()
-                        .ok_or_else(|| corrupt("an append answered no event"))?;
-                    return Ok((decision, event));
-                }
+                Ok(_) => return Ok(decision),
                 Err(AppendError::Closed { .. }) => {
-                    current = std::borrow::Cow::Owned(self.token(row.id).await?);
+                    current = std::borrow::Cow::Owned(self.stored(row.id).await?);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -386,10 +407,25 @@ impl Ledger {
         Err(LedgerError::Busy(row.id))
     }
 
-    /// Bring the audit view up to the head (the server's subscriber does this continuously;
-    /// the CLI after each command).
-    pub async fn settle(&self) -> Result<u64, LedgerError> {
-        Ok(self.store.catch_up_audit().await?)
+    /// Record a use and admit it: `Ok` once `TokenUsed` is durable, or the recorded denial
+    /// as [`LedgerError::Denied`].
+    pub async fn admit(&self, row: &TokenRow, attempt: &UseAttempt) -> Result<(), LedgerError> {
+        match self.record_use(row, attempt).await? {
+            UseDecision::Allowed(_) => Ok(()),
+            UseDecision::Denied(d) => {
+                Err(LedgerError::Denied(Refusal::of_denial(d.reason, attempt)))
+            }
+        }
+    }
+
+    /// Decide a use without recording it when it would be allowed (the caller records the
+    /// allowed use once it knows what the call does); a denial is recorded and returned as
+    /// [`LedgerError::Denied`].
+    pub async fn screen(&self, row: &TokenRow, attempt: &UseAttempt) -> Result<(), LedgerError> {
+        match decide_use(row, attempt, self.now()) {
+            UseDecision::Allowed(_) => Ok(()),
+            UseDecision::Denied(_) => self.admit(row, attempt).await,
+        }
     }
 }
 
@@ -415,87 +451,3 @@ fn fold_into(row: &mut TokenRow, stored: &[StoredEvent]) -> Result<(), LedgerErr
     }
     Ok(())
 }
-
-/// A token as people and clients see it: no hash, times in RFC 3339, status at `now`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TokenView {
-    pub id: Uuid,
-    pub name: String,
-    pub environment: &'static str,
-    pub scopes: Vec<String>,
-    pub status: TokenStatus,
-    pub created_at: String,
-    pub created_by: String,
-    pub expires_at: String,
-    pub revoked_at: Option<String>,
-    pub revoked_by: Option<String>,
-    pub revoke_reason: Option<String>,
-    pub rotated_from: Option<Uuid>,
-    pub rotated_to: Option<Uuid>,
-    pub last_used_at: Option<String>,
-    pub last_used_ip: Option<String>,
-    pub last_used_path: Option<String>,
-    pub use_count: u64,
-    pub denied_count: u64,
-}
-
-impl TokenView {
-    pub fn new(row: &TokenRow, now: Timestamp) -> TokenView {
-        let time = |t: Option<Timestamp>| t.map(Timestamp::to_rfc3339);
-        TokenView {
-            id: row.id,
-            name: row.name.clone(),
-            environment: row.environment.as_str(),
-            scopes: row.scopes.clone(),
-            status: row.status_at(now),
-            created_at: row.created_at.to_rfc3339(),
-            created_by: row.created_by.clone(),
-            expires_at: row.expires_at.to_rfc3339(),
-            revoked_at: time(row.revoked_at),
-            revoked_by: row.revoked_by.clone(),
-            revoke_reason: row.revoke_reason.clone(),
-            rotated_from: row.rotated_from,
-            rotated_to: row.rotated_to,
-            last_used_at: time(row.last_used_at),
-            last_used_ip: row.last_used_ip.clone(),
-            last_used_path: row.last_used_path.clone(),
-            use_count: row.use_count,
-            denied_count: row.denied_count,
-        }
-    }
-}
-
-/// An audit row as people and clients see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct AuditView {
-    pub position: u64,
-    pub event_id: Uuid,
-    pub action: &'static str,
-    pub token_id: Uuid,
-    pub actor: String,
-    pub ip: Option<String>,
-    pub path: Option<String>,
-    pub scopes: Vec<String>,
-    pub occurred_at: String,
-    pub details: serde_json::Value,
-}
-
-impl From<&AuditRow> for AuditView {
-    fn from(r: &AuditRow) -> Self {
-        AuditView {
-            position: r.position,
-            event_id: r.event_id,
-            action: r.action.as_str(),
-            token_id: r.token_id,
-            actor: r.actor.clone(),
-            ip: r.ip.clone(),
-            path: r.path.clone(),
-            scopes: r.scopes.clone(),
-            occurred_at: r.occurred_at.to_rfc3339(),
-            details: r.details.clone(),
-        }
-    }
-}
-
-/// Re-exported for callers that build requests.
-pub use lifecycle::RotateToken as RotateRequest;

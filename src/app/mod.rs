@@ -1,0 +1,278 @@
+//! The application layer: one call per action, shared by the HTTP edge and the CLI.
+//!
+//! [`Services::open`] opens the log (applying pending migrations), verifies its head and
+//! loads the token projection; [`Application::build`] does that, starts the background
+//! workers and binds; [`Application::run_until`] serves a router until told to stop. This
+//! module never imports the HTTP edge: the composition root (`crate::server`) hands it the
+//! router.
+
+mod ledger;
+mod queries;
+mod token_cache;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokenledger_events::{EventLog, VerifyReport, verify_chain, verify_head};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use ledger::{CreateRequest, Ledger, LedgerError, Minted, Refusal, RotateRequest};
+pub use queries::{
+    AuditFilter, AuditView, ChainCheck, DbHealth, ProjectionStatus, Queries, QueryError, Readiness,
+    TokenView,
+};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{DatabaseUrl, ServeConfig, Switches, TokenSettings};
+use crate::session::{DevKey, SessionVerifier};
+use crate::store::{self, Database, Store, StoreError};
+use token_cache::TokenCache;
+
+/// Counters of what this node did.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Console commands that ran (each after its use was recorded).
+    pub console_runs: AtomicU64,
+}
+
+/// The application layer over one log, with what the HTTP edge is configured with.
+#[derive(Clone)]
+pub struct Services {
+    store: Arc<Store>,
+    cache: Arc<TokenCache>,
+    ledger: Arc<Ledger>,
+    queries: Queries,
+    metrics: Arc<Metrics>,
+    /// The guide's switches (all off unless configured).
+    pub(crate) switches: Switches,
+    /// Verifies admin sessions; `None` when no sign-in is configured (the admin surface then
+    /// answers 503).
+    pub(crate) sessions: Option<SessionVerifier>,
+    /// Whether development sessions (`tokenledger dev-session`) are accepted.
+    pub(crate) dev_sessions: bool,
+}
+
+impl Services {
+    /// Open the log at `url` (applying pending migrations), verify its head and load the
+    /// token projection. Nothing is served or changed on a log whose head does not verify.
+    pub async fn open(
+        url: &DatabaseUrl,
+        settings: TokenSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Services, StoreError> {
+        let store = Arc::new(Store::open(url).await?);
+        let head = verify_head(store.as_ref())
+            .await
+            .map_err(StoreError::from)?;
+        tracing::debug!(
+            backend = store.backend(),
+            head.position = head.position,
+            head.hash = %head.hash,
+            "event log head verified"
+        );
+        let cache = Arc::new(TokenCache::load(&store).await?);
+        let ledger = Arc::new(Ledger::new(
+            store.clone(),
+            cache.clone(),
+            settings,
+            clock.clone(),
+        ));
+        let queries = Queries::new(store.clone(), cache.clone(), clock);
+        Ok(Services {
+            store,
+            cache,
+            ledger,
+            queries,
+            metrics: Arc::default(),
+            switches: Switches::default(),
+            sessions: None,
+            dev_sessions: false,
+        })
+    }
+
+    /// Every token change goes through here.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Every read that is not a token lookup.
+    pub fn queries(&self) -> &Queries {
+        &self.queries
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// The service, bound and ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    services: Services,
+    /// The token cache's tail and the audit subscriber; aborted when the application drops.
+    workers: JoinSet<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("admin sign-in: {0}")]
+    Sessions(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl Application {
+    /// Open and verify the log, load the token projection, start the workers and bind.
+    pub async fn build(config: &ServeConfig) -> Result<Application, StartError> {
+        Application::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with the clock every decision reads (tests move a
+    /// [`crate::clock::ManualClock`]).
+    pub async fn build_with_clock(
+        config: &ServeConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Application, StartError> {
+        // One TLS crypto provider for the process (fetching Clerk's keys); installing it
+        // again is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut services =
+            Services::open(&config.database_url, config.tokens.clone(), clock).await?;
+        tracing::info!(
+            backend = services.store.backend(),
+            head.position = services.cache.position(),
+            "event log head verified"
+        );
+        // Development sessions only outside production, and only once a key was made.
+        let dev_key = if config.production {
+            None
+        } else {
+            DevKey::load(&DevKey::path_for(&config.database_url)).map_err(StartError::Sessions)?
+        };
+        services.dev_sessions = dev_key.is_some();
+        services.sessions =
+            SessionVerifier::new(config.clerk.clone(), dev_key).map_err(StartError::Sessions)?;
+        services.switches = config.switches;
+        let mut workers = JoinSet::new();
+        workers.spawn(services.cache.tail(&services.store));
+        workers.spawn(audit_subscriber(&services.store));
+        let listener = TcpListener::bind(config.bind_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.bind_addr,
+                source,
+            })?;
+        tracing::info!(
+            console = config.switches.console_enabled,
+            token_auth = config.switches.token_auth_enabled,
+            trust_proxy = config.switches.trust_proxy,
+            environment = config.tokens.environment.as_str(),
+            "switches"
+        );
+        Ok(Application {
+            listener,
+            services,
+            workers,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serve `router` until `stop` completes, then finish in-flight requests. The workers
+    /// stop with it.
+    pub async fn run_until(
+        self,
+        router: axum::Router,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application {
+            listener,
+            services: _,
+            workers,
+        } = self;
+        tracing::info!(addr = ?listener.local_addr().ok(), "listening");
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop)
+        .await;
+        drop(workers);
+        served
+    }
+}
+
+/// Keep `audit_logs` at the head. Appends fold their own audit rows while the view is at the
+/// head, so this acts only when it lags (a log written before that, or by a writer that found
+/// it behind): it checks with two reads, and each catch-up step runs on the writer's
+/// connection between groups, never contending with appends for the append lock.
+fn audit_subscriber(store: &Arc<Store>) -> impl Future<Output = ()> + Send + 'static {
+    let store = Arc::downgrade(store);
+    async move {
+        let mut checkpoint = 0;
+        loop {
+            let Some(s) = store.upgrade() else { return };
+            match s.wait_for(checkpoint + 1, Duration::from_secs(1)).await {
+                Ok(head) if head.position > checkpoint => {
+                    // Let a burst of appends gather so one transaction folds many.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    match s.catch_up_audit().await {
+                        Ok(reached) => checkpoint = reached,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "audit view could not catch up");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit subscriber cannot read the head");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+// ----- maintenance, for the CLI -----
+
+/// Apply pending migrations (unless `status_only`) and list every migration's state.
+pub async fn migrate(
+    url: &DatabaseUrl,
+    status_only: bool,
+) -> Result<Vec<store::migrate::MigrationState>, StoreError> {
+    let db = Database::connect(url).await?;
+    if !status_only {
+        db.migrate().await?;
+    }
+    db.migration_status().await
+}
+
+/// Recompute the whole chain of the log at `url`.
+pub async fn verify(url: &DatabaseUrl) -> Result<VerifyReport, StoreError> {
+    let store = Store::open(url).await?;
+    Ok(verify_chain(&store).await?)
+}
+
+/// Rebuild `api_tokens` and `audit_logs` from position 0: the position reached and the
+/// number of tokens.
+pub async fn rebuild(url: &DatabaseUrl) -> Result<(u64, usize), StoreError> {
+    let store = Store::open(url).await?;
+    verify_head(&store).await?;
+    store.rebuild_projections().await
+}

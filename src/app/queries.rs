@@ -1,0 +1,335 @@
+//! Reads that the HTTP handlers and the CLI share: audit views, timelines, the monitoring
+//! list, projection status, health and chain checks. Nothing here writes an event; the only
+//! write is folding lagging audit rows in, which the audit view owns.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokenledger_events::{EventLog, Head, Timestamp, verify_chain};
+use tokenledger_projections::{AuditAction, AuditRow, TokenRow, TokenStatus};
+use uuid::Uuid;
+
+use crate::app::token_cache::TokenCache;
+use crate::clock::Clock;
+use crate::monitoring::{Flagged, StaleParams, stale};
+use crate::store::{Store, StoreError};
+
+pub use crate::store::AuditFilter;
+
+/// A read that could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("no token with id {0}")]
+    NotFound(Uuid),
+    /// `what` names the view for the answer; `source` is for the log only.
+    #[error("{what} unavailable")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: StoreError,
+    },
+}
+
+fn unavailable(what: &'static str) -> impl FnOnce(StoreError) -> QueryError {
+    move |source| QueryError::Unavailable { what, source }
+}
+
+/// A token as people and clients see it: no hash, times in RFC 3339, status at `now`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenView {
+    pub id: Uuid,
+    pub name: String,
+    pub environment: &'static str,
+    pub scopes: Vec<String>,
+    pub status: TokenStatus,
+    pub created_at: String,
+    pub created_by: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+    pub rotated_from: Option<Uuid>,
+    pub rotated_to: Option<Uuid>,
+    pub last_used_at: Option<String>,
+    pub last_used_ip: Option<String>,
+    pub last_used_path: Option<String>,
+    pub use_count: u64,
+    pub denied_count: u64,
+}
+
+impl TokenView {
+    pub fn new(row: &TokenRow, now: Timestamp) -> TokenView {
+        let time = |t: Option<Timestamp>| t.map(Timestamp::to_rfc3339);
+        TokenView {
+            id: row.id,
+            name: row.name.clone(),
+            environment: row.environment.as_str(),
+            scopes: row.scopes.clone(),
+            status: row.status_at(now),
+            created_at: row.created_at.to_rfc3339(),
+            created_by: row.created_by.clone(),
+            expires_at: row.expires_at.to_rfc3339(),
+            revoked_at: time(row.revoked_at),
+            revoked_by: row.revoked_by.clone(),
+            revoke_reason: row.revoke_reason.clone(),
+            rotated_from: row.rotated_from,
+            rotated_to: row.rotated_to,
+            last_used_at: time(row.last_used_at),
+            last_used_ip: row.last_used_ip.clone(),
+            last_used_path: row.last_used_path.clone(),
+            use_count: row.use_count,
+            denied_count: row.denied_count,
+        }
+    }
+}
+
+/// An audit row as people and clients see it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditView {
+    pub position: u64,
+    pub event_id: Uuid,
+    pub action: &'static str,
+    pub token_id: Uuid,
+    pub actor: String,
+    pub ip: Option<String>,
+    pub path: Option<String>,
+    pub scopes: Vec<String>,
+    pub occurred_at: String,
+    pub details: serde_json::Value,
+}
+
+impl From<&AuditRow> for AuditView {
+    fn from(r: &AuditRow) -> Self {
+        AuditView {
+            position: r.position,
+            event_id: r.event_id,
+            action: r.action.as_str(),
+            token_id: r.token_id,
+            actor: r.actor.clone(),
+            ip: r.ip.clone(),
+            path: r.path.clone(),
+            scopes: r.scopes.clone(),
+            occurred_at: r.occurred_at.to_rfc3339(),
+            details: r.details.clone(),
+        }
+    }
+}
+
+/// `db:health`: whether the database answers, and how fast.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbHealth {
+    pub backend: &'static str,
+    pub reachable: bool,
+    pub latency_ms: f64,
+    pub head_position: Option<u64>,
+}
+
+/// `events:verify`: the chain check.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ChainCheck {
+    Verified {
+        ok: bool,
+        events: u64,
+        head: String,
+    },
+    Broken {
+        ok: bool,
+        first_bad_position: u64,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionLag {
+    pub name: &'static str,
+    pub checkpoint: u64,
+    pub lag: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectionStatus {
+    pub head: u64,
+    pub projections: Vec<ProjectionLag>,
+}
+
+/// `/readyz`: the head and where each projection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub head: u64,
+    pub tokens: u64,
+    pub audit_logs: u64,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.tokens >= self.head && self.audit_logs >= self.head
+    }
+}
+
+/// The read side of the application layer. Cheap to clone.
+#[derive(Clone)]
+pub struct Queries {
+    store: Arc<Store>,
+    cache: Arc<TokenCache>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The monitoring list reads this many use rows at most.
+const USE_ROWS: usize = 1_000_000;
+
+impl Queries {
+    pub(crate) fn new(store: Arc<Store>, cache: Arc<TokenCache>, clock: Arc<dyn Clock>) -> Self {
+        Queries {
+            store,
+            cache,
+            clock,
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    pub async fn head(&self) -> Result<Head, QueryError> {
+        self.store
+            .head()
+            .await
+            .map_err(|e| unavailable("Event log")(e.into()))
+    }
+
+    /// Bring the audit view up to the head: the server's subscriber does this continuously,
+    /// the CLI after each command.
+    pub async fn settle(&self) -> Result<u64, QueryError> {
+        self.store
+            .catch_up_audit()
+            .await
+            .map_err(unavailable("Audit view"))
+    }
+
+    /// Audit rows, in log order, after folding in any that lag.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditView>, QueryError> {
+        if let Err(e) = self.store.catch_up_audit().await {
+            tracing::warn!(error = %e, "audit view could not catch up");
+        }
+        let rows = self
+            .store
+            .audit(filter)
+            .await
+            .map_err(unavailable("Audit view"))?;
+        Ok(rows.iter().map(AuditView::from).collect())
+    }
+
+    /// One token and its audit timeline, oldest first.
+    pub async fn timeline(&self, id: Uuid) -> Result<(TokenRow, Vec<AuditView>), QueryError> {
+        let row = self.cache.get(&id).ok_or(QueryError::NotFound(id))?;
+        let events = self
+            .audit(&AuditFilter {
+                token_id: Some(id),
+                ..AuditFilter::default()
+            })
+            .await?;
+        Ok((row, events))
+    }
+
+    /// The guide's monitoring list with these thresholds.
+    pub async fn stale(&self, params: StaleParams) -> Result<Vec<Flagged>, QueryError> {
+        if let Err(e) = self.store.catch_up_audit().await {
+            tracing::warn!(error = %e, "audit view could not catch up");
+        }
+        let uses = self
+            .store
+            .audit(&AuditFilter {
+                action: Some(AuditAction::Used),
+                limit: USE_ROWS,
+                ..AuditFilter::default()
+            })
+            .await
+            .map_err(unavailable("Audit view"))?;
+        Ok(stale(&self.cache.rows(), &uses, self.clock.now(), params))
+    }
+
+    pub async fn db_health(&self) -> DbHealth {
+        let started = Instant::now();
+        let head = self.store.head().await;
+        let latency_ms = (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        if let Err(e) = &head {
+            tracing::warn!(error = %e, "db:health: database unreachable");
+        }
+        DbHealth {
+            backend: self.store.backend(),
+            reachable: head.is_ok(),
+            latency_ms,
+            head_position: head.ok().map(|h| h.position),
+        }
+    }
+
+    /// Recompute the whole chain. A broken chain is an answer; an unreadable log is not.
+    pub async fn verify_chain(&self) -> Result<ChainCheck, QueryError> {
+        match verify_chain(self.store.as_ref()).await {
+            Ok(report) => Ok(ChainCheck::Verified {
+                ok: true,
+                events: report.events,
+                head: report.head.hash.to_string(),
+            }),
+            Err(tokenledger_events::VerifyError::Chain(e)) => Ok(ChainCheck::Broken {
+                ok: false,
+                first_bad_position: e.position,
+                problem: e.problem.to_string(),
+            }),
+            Err(tokenledger_events::VerifyError::Log(e)) => Err(unavailable("Event log")(e.into())),
+        }
+    }
+
+    async fn audit_checkpoint(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .store
+            .checkpoints()
+            .await?
+            .into_iter()
+            .find(|(name, _)| name == "audit_logs")
+            .map_or(0, |(_, position)| position))
+    }
+
+    pub async fn projection_status(&self) -> Result<ProjectionStatus, QueryError> {
+        let head = self.head().await?.position;
+        let audit = self
+            .audit_checkpoint()
+            .await
+            .map_err(unavailable("Projection status"))?;
+        let memory = self.cache.position();
+        let lag = |name, checkpoint: u64| ProjectionLag {
+            name,
+            checkpoint,
+            lag: head.saturating_sub(checkpoint),
+        };
+        Ok(ProjectionStatus {
+            head,
+            projections: vec![
+                // api_tokens is written in the append transaction: always at the head.
+                lag("api_tokens", head),
+                lag("audit_logs", audit),
+                lag("tokens (this node's memory)", memory),
+            ],
+        })
+    }
+
+    /// Whether the database answers and both projections have reached the head read at the
+    /// start of the check, waiting up to `patience` for them.
+    pub async fn readiness(&self, patience: Duration) -> Result<Readiness, QueryError> {
+        let head = self.head().await?.position;
+        let deadline = Instant::now() + patience;
+        loop {
+            let readiness = Readiness {
+                head,
+                tokens: self.cache.position(),
+                audit_logs: self.audit_checkpoint().await.unwrap_or(0),
+            };
+            if readiness.ready() || Instant::now() >= deadline {
+                return Ok(readiness);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}

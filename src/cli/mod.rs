@@ -1,0 +1,349 @@
+//! The `tokenledger` command line. Every command works without a server running; each flag
+//! has its environment variable where one makes sense, and `--help` documents both.
+//!
+//! Exit codes: 0 done, 1 the action was refused or failed, 2 the command line was wrong.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+mod audit;
+mod token;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::app::{self, Application, LedgerError, QueryError, Services};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{
+    DEFAULT_DATABASE_URL, DatabaseUrl, ServeConfig, Switches, TokenArgs, TokenSettings,
+    parse_bind_addr, parse_database_url, switch,
+};
+use crate::session::{ClerkArgs, DevKey};
+use crate::store::StoreError;
+use audit::AuditArgs;
+use token::TokenCommand;
+
+/// Event-sourced, audit-first machine-to-machine API tokens.
+#[derive(Debug, Parser)]
+#[command(name = "tokenledger", version, about)]
+pub struct Cli {
+    /// Database holding the event log: sqlite://PATH[?mode=rwc] (embedded, the default) or
+    /// postgres://USER@HOST[:PORT]/DB.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL,
+        value_parser = parse_database_url,
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
+
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+
+    /// What to do; with none, `serve`.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// Parse the process arguments; with no command, as if `serve` had been given last, so
+    /// `serve`'s own flags and variables are validated the same way.
+    pub fn parse_args() -> Cli {
+        let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
+        if cli.command.is_some() {
+            return cli;
+        }
+        Cli::try_parse_from(std::env::args_os().chain([std::ffi::OsString::from("serve")]))
+            .unwrap_or_else(|e| usage_error(e))
+    }
+}
+
+/// A bad value gets one line saying what was wrong and what is accepted; other usage errors
+/// keep clap's own help-bearing rendering. Both exit 2.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        let rendered = e.to_string();
+        let line = rendered.lines().next().unwrap_or("error: invalid value");
+        eprintln!("{line}");
+        std::process::exit(2);
+    }
+    e.exit()
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long = "bind", env = "BIND_ADDR", default_value = "127.0.0.1:3000", value_parser = parse_bind_addr)]
+    pub bind_addr: SocketAddr,
+    /// Serve POST /api/admin/console (true or false); off, it answers 404.
+    #[arg(long, env = "ADMIN_CONSOLE_ENABLED", value_name = "BOOL", default_value = "false",
+          value_parser = switch("ADMIN_CONSOLE_ENABLED"))]
+    pub admin_console_enabled: bool,
+    /// Accept API tokens on the console (true or false); off, a bearer token gets 401.
+    #[arg(long, env = "ADMIN_API_TOKEN_AUTH_ENABLED", value_name = "BOOL", default_value = "false",
+          value_parser = switch("ADMIN_API_TOKEN_AUTH_ENABLED"))]
+    pub admin_api_token_auth_enabled: bool,
+    /// Read the client IP from X-Forwarded-For (its last entry, added by your proxy) instead
+    /// of the socket (true or false). Only behind a proxy you run.
+    #[arg(long, env = "TRUST_PROXY", value_name = "BOOL", default_value = "false",
+          value_parser = switch("TRUST_PROXY"))]
+    pub trust_proxy: bool,
+    #[command(flatten)]
+    pub clerk: ClerkArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (applies pending migrations and verifies the log head first).
+    Serve(ServeArgs),
+    /// Apply pending schema migrations.
+    Migrate {
+        /// List applied and pending migrations instead of applying them.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Recompute the hash chain over the whole log; exits non-zero at the first bad position.
+    Verify,
+    /// Create, list, show, revoke and rotate API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Read the audit view (one row per token event), oldest first.
+    Audit(AuditArgs),
+    /// Print a development admin session (a JWT signed by a key kept beside the database,
+    /// made on first use). `serve` accepts it only when APP_ENV is not production.
+    DevSession {
+        /// The user id the session names (its `sub`).
+        #[arg(long)]
+        sub: String,
+        /// `admin` makes the session an admin's; without it, a plain user's.
+        #[arg(long, value_parser = ["admin"])]
+        role: Option<String>,
+    },
+    /// Print the route policy: every route, whether it accepts API tokens, and with which
+    /// scopes.
+    Routes,
+    /// Maintain the projections built from the log.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Rebuild api_tokens and audit_logs from position 0 (holds the append lock meanwhile).
+    Rebuild,
+}
+
+pub(crate) fn token_id_arg(raw: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(raw.trim()).map_err(|_| {
+        format!("{raw:?} is not a token id; expected a UUID like 0193a5b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b (see `tokenledger token list`)")
+    })
+}
+
+/// The actor recorded for CLI actions: `cli:<os user>`.
+pub fn cli_actor() -> String {
+    let user = ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+        .or_else(passwd_user)
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli:{}", user.trim())
+}
+
+/// The name of this process's user id in /etc/passwd, when the environment names none.
+fn passwd_user() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)? == uid).then(|| name.to_owned())
+    })
+}
+
+/// A failed command's message.
+pub(crate) struct Failure(String);
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl From<QueryError> for Failure {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Unavailable { what, source } => Failure(format!("{what}: {source}")),
+            e @ QueryError::NotFound(_) => Failure(e.to_string()),
+        }
+    }
+}
+
+/// Run a parsed command; the exit code is 0 on success and 1 when the action was refused or
+/// failed.
+pub async fn run(cli: Cli) -> ExitCode {
+    let Some(command) = cli.command else {
+        eprintln!("error: no command given; see `tokenledger --help`");
+        return ExitCode::from(2);
+    };
+    let settings = cli.tokens.settings();
+    let result: Result<(), Failure> = match command {
+        Command::Serve(args) => {
+            init_tracing();
+            let clerk = match args.clerk.config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            serve(ServeConfig {
+                clerk,
+                production: cli.tokens.is_production(),
+                database_url: cli.database_url,
+                bind_addr: args.bind_addr,
+                tokens: settings,
+                switches: Switches {
+                    console_enabled: args.admin_console_enabled,
+                    token_auth_enabled: args.admin_api_token_auth_enabled,
+                    trust_proxy: args.trust_proxy,
+                },
+            })
+            .await
+            .map_err(Failure)
+        }
+        Command::Migrate { status } => migrate(&cli.database_url, status).await.map_err(Failure),
+        Command::Verify => verify(&cli.database_url).await.map_err(Failure),
+        Command::Token { command } => match open(&cli.database_url, settings).await {
+            Ok(services) => token::run(&services, command).await,
+            Err(e) => Err(e),
+        },
+        Command::Audit(args) => match open(&cli.database_url, settings).await {
+            Ok(services) => audit::run(&services, args).await,
+            Err(e) => Err(e),
+        },
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild,
+        } => rebuild(&cli.database_url).await,
+        Command::DevSession { sub, role } => dev_session(
+            &cli.database_url,
+            cli.tokens.is_production(),
+            &sub,
+            role.is_some(),
+        ),
+        Command::Routes => {
+            print!("{}", crate::server::routes());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn serve(config: ServeConfig) -> Result<(), String> {
+    let app = Application::build(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::server::run_until_stopped(app)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn migrate(url: &DatabaseUrl, status: bool) -> Result<(), String> {
+    let states = app::migrate(url, status).await.map_err(|e| e.to_string())?;
+    for m in &states {
+        println!("{:>4} {:<24} {}", m.version, m.name, m.state);
+    }
+    if !status {
+        println!("database {} is up to date", url.redacted());
+    }
+    Ok(())
+}
+
+async fn verify(url: &DatabaseUrl) -> Result<(), String> {
+    let report = app::verify(url).await.map_err(|e| e.to_string())?;
+    println!("ok: {} events, head {}", report.events, report.head.hash);
+    Ok(())
+}
+
+/// Open the log and check its head: every token and audit command starts here.
+async fn open(url: &DatabaseUrl, settings: TokenSettings) -> Result<Services, Failure> {
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(SystemClock);
+    Ok(Services::open(url, settings, clock).await?)
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn dev_session(url: &DatabaseUrl, production: bool, sub: &str, admin: bool) -> Result<(), Failure> {
+    if production {
+        return Err(Failure(
+            "dev-session is refused with APP_ENV=production; sign in through Clerk".into(),
+        ));
+    }
+    let sub = sub.trim();
+    if sub.is_empty() || sub.len() > 200 || sub.chars().any(char::is_control) {
+        return Err(Failure(
+            "--sub must be 1 to 200 printable characters (a user id)".into(),
+        ));
+    }
+    let path = DevKey::path_for(url);
+    let key = DevKey::load_or_create(&path).map_err(Failure)?;
+    let jwt = key.sign(sub, admin, SystemClock.now()).map_err(Failure)?;
+    eprintln!(
+        "development session for {sub}{} (key {}), valid 8 hours; paste it at /admin/sign-in:",
+        if admin { " (admin)" } else { "" },
+        path.display()
+    );
+    println!("{jwt}");
+    Ok(())
+}
+
+async fn rebuild(url: &DatabaseUrl) -> Result<(), Failure> {
+    let (position, tokens) = app::rebuild(url).await?;
+    println!("rebuilt api_tokens and audit_logs from position 0 to {position}: {tokens} tokens");
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! `tokenledger token ...`: create, list, show, revoke and rotate, each one ledger call.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use uuid::Uuid;
+
+use super::{Failure, cli_actor, to_json, token_id_arg};
+use crate::app::{CreateRequest, Minted, RotateRequest, Services, TokenView};
+use crate::config::{parse_duration, parse_positive_duration};
+use crate::lifecycle::{parse_name, parse_scope};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token; its plaintext is printed once, on a line of its own, and never again.
+    Create {
+        /// What the token is for (1 to 100 characters).
+        #[arg(long, value_parser = name_arg)]
+        name: String,
+        /// A scope the token holds; repeat for more. Known: admin, console:exec, logs:read,
+        /// registry:read, registry:write, tokens:verify.
+        #[arg(long = "scope", value_name = "SCOPE", required = true, value_parser = scope_arg)]
+        scopes: Vec<String>,
+        /// Lifetime like 90s, 15m, 24h or 30d (default 90d, at most API_TOKEN_MAX_TTL).
+        #[arg(long, value_name = "D", allow_hyphen_values = true, value_parser = parse_positive_duration)]
+        expires_in: Option<Duration>,
+        /// Print {"id","token","name","scopes","environment","expires_at"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every token with its status and last use (never a secret).
+    List {
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one token.
+    Show {
+        /// The token's id (a UUID).
+        #[arg(value_parser = token_id_arg)]
+        id: Uuid,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token now. Revoking a revoked token is refused and records nothing.
+    Revoke {
+        /// The token's id (a UUID).
+        #[arg(value_parser = token_id_arg)]
+        id: Uuid,
+        /// Why, kept in the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print the revoked token as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a token with a new one; the old one keeps working for the grace period.
+    Rotate {
+        /// The token's id (a UUID).
+        #[arg(value_parser = token_id_arg)]
+        id: Uuid,
+        /// How long the old token keeps working, like 0s, 15m or 24h (default 24h; 0 revokes
+        /// it now).
+        #[arg(long, value_name = "D", allow_hyphen_values = true, value_parser = parse_duration)]
+        grace: Option<Duration>,
+        /// A new name (default: the old token's).
+        #[arg(long, value_parser = name_arg)]
+        name: Option<String>,
+        /// New scopes, repeatable (default: the old token's).
+        #[arg(long = "scope", value_name = "SCOPE", value_parser = scope_arg)]
+        scopes: Vec<String>,
+        /// The new token's lifetime (default 90d).
+        #[arg(long, value_name = "D", allow_hyphen_values = true, value_parser = parse_positive_duration)]
+        expires_in: Option<Duration>,
+        /// Print as `create --json` does, plus "rotated_from".
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn name_arg(raw: &str) -> Result<String, String> {
+    parse_name(raw).map_err(|e| e.to_string())
+}
+
+fn scope_arg(raw: &str) -> Result<String, String> {
+    parse_scope(raw)
+        .map(|s| s.as_str().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn print_minted(minted: &Minted, json: bool) {
+    let row = &minted.row;
+    if json {
+        let out = minted.shown_once_json();
+        println!("{out}");
+        return;
+    }
+    match row.rotated_from {
+        Some(from) => println!("rotated token {from} to {}", row.id),
+        None => println!("created token {}", row.id),
+    }
+    println!("  name:        {}", row.name);
+    println!("  environment: {}", row.environment.as_str());
+    println!("  scopes:      {}", row.scopes.join(" "));
+    println!("  expires at:  {}", row.expires_at.to_rfc3339());
+    println!("Copy the token below now; it is not stored and will not be shown again:");
+    println!("{}", minted.token.expose());
+}
+
+fn print_token(view: &TokenView) {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("id:           {}", view.id);
+    println!("name:         {}", view.name);
+    println!("status:       {}", view.status.as_str());
+    println!("environment:  {}", view.environment);
+    println!("scopes:       {}", view.scopes.join(" "));
+    println!("created at:   {} by {}", view.created_at, view.created_by);
+    println!("expires at:   {}", view.expires_at);
+    if let Some(at) = &view.revoked_at {
+        println!(
+            "revoked at:   {at} by {}{}",
+            opt(&view.revoked_by),
+            view.revoke_reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(from) = view.rotated_from {
+        println!("rotated from: {from}");
+    }
+    if let Some(to) = view.rotated_to {
+        println!("rotated to:   {to}");
+    }
+    println!(
+        "last used:    {} from {} on {}",
+        opt(&view.last_used_at),
+        opt(&view.last_used_ip),
+        opt(&view.last_used_path)
+    );
+    println!(
+        "uses:         {} allowed, {} denied",
+        view.use_count, view.denied_count
+    );
+}
+
+pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<(), Failure> {
+    let ledger = services.ledger();
+    let actor = cli_actor();
+    match command {
+        TokenCommand::Create {
+            name,
+            scopes,
+            expires_in,
+            json,
+        } => {
+            let minted = ledger
+                .create(CreateRequest {
+                    name,
+                    scopes,
+                    expires_in,
+                    actor,
+                })
+                .await?;
+            services.queries().settle().await?;
+            print_minted(&minted, json);
+        }
+        TokenCommand::List { json } => {
+            let now = ledger.now();
+            let views: Vec<TokenView> = ledger
+                .tokens()
+                .iter()
+                .map(|r| TokenView::new(r, now))
+                .collect();
+            if json {
+                println!("{}", to_json(&views));
+            } else if views.is_empty() {
+                println!(
+                    "no tokens yet; create one with `tokenledger token create --name NAME --scope SCOPE`"
+                );
+            } else {
+                println!(
+                    "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  SCOPES",
+                    "ID", "NAME", "ENV", "STATUS", "EXPIRES", "LAST USED"
+                );
+                for v in &views {
+                    println!(
+                        "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  {}",
+                        v.id,
+                        truncate(&v.name, 24),
+                        v.environment,
+                        v.status.as_str(),
+                        v.expires_at,
+                        v.last_used_at.as_deref().unwrap_or("never"),
+                        v.scopes.join(" ")
+                    );
+                }
+            }
+        }
+        TokenCommand::Show { id, json } => {
+            let view = TokenView::new(&ledger.token(id)?, ledger.now());
+            if json {
+                println!("{}", to_json(&view));
+            } else {
+                print_token(&view);
+            }
+        }
+        TokenCommand::Revoke { id, reason, json } => {
+            let row = ledger.revoke(id, &actor, reason).await?;
+            services.queries().settle().await?;
+            let view = TokenView::new(&row, ledger.now());
+            if json {
+                println!("{}", to_json(&view));
+            } else {
+                println!(
+                    "revoked token {id} ({}) at {}",
+                    view.name,
+                    view.revoked_at.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        TokenCommand::Rotate {
+            id,
+            grace,
+            name,
+            scopes,
+            expires_in,
+            json,
+        } => {
+            let minted = ledger
+                .rotate(
+                    id,
+                    RotateRequest {
+                        name,
+                        scopes: (!scopes.is_empty()).then_some(scopes),
+                        expires_in,
+                        grace,
+                        actor,
+                    },
+                )
+                .await?;
+            services.queries().settle().await?;
+            if !json {
+                let old = ledger.token(id)?;
+                match old.revoked_at {
+                    Some(at) => println!("old token {id} was revoked at {}", at.to_rfc3339()),
+                    None => println!(
+                        "old token {id} keeps working until {}",
+                        old.expires_at.to_rfc3339()
+                    ),
+                }
+            }
+            print_minted(&minted, json);
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}

@@ -1,0 +1,337 @@
+//! The `/admin/tokens` page: server-rendered HTML with a little plain JavaScript (the copy
+//! button) and no external assets. Forms post back here; every action is the same ledger
+//! call as the JSON API's, so the page and the API cannot disagree. The policy layer admits
+//! only admins and renders its refusals with [`refusal`].
+
+mod views;
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+
+use super::admin_api::parse_id;
+use super::error::ApiError;
+use super::extract::{AdminSession, body_bytes, content_type_is, same_origin};
+use super::policy::path;
+use super::state::AppState;
+use crate::app::{CreateRequest, LedgerError, RotateRequest};
+use crate::config::{parse_duration, parse_positive_duration};
+use crate::lifecycle::{DomainError, parse_name, parse_scope};
+use crate::monitoring::StaleParams;
+use crate::session::Session;
+use views::{CreateForm, ListPage, Shown, layout, page};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(path::PAGE_TOKENS, get(tokens).post(create))
+        .route(path::PAGE_TOKEN, get(token))
+        .route(path::PAGE_REVOKE, get(confirm_revoke).post(revoke))
+        .route(path::PAGE_ROTATE, get(confirm_rotate).post(rotate))
+        .route(path::SIGN_IN, get(sign_in_page).post(sign_in))
+        .route(path::SIGN_OUT, post(sign_out))
+}
+
+/// A refused page request. A bearer API token gets the JSON 401 machines understand; a
+/// person gets a page saying what to do.
+pub fn refusal(e: ApiError) -> Response {
+    if matches!(e, ApiError::ApiTokensRefused) {
+        return e.into_response();
+    }
+    page(e.status(), views::refusal(e.status(), &e.to_string()))
+}
+
+/// The list page, with the monitoring badges (left out, not failed, when the audit view is
+/// unavailable).
+async fn list_page(
+    state: &AppState,
+    session: &Session,
+    status: StatusCode,
+    form: &CreateForm,
+    shown: Option<Shown<'_>>,
+    notice: Option<String>,
+) -> Response {
+    let flags = match state.queries.stale(StaleParams::default()).await {
+        Ok(list) => list.into_iter().map(|f| (f.token_id, f.flags)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "monitoring badges left out");
+            HashMap::new()
+        }
+    };
+    let rows = state.ledger.tokens();
+    let body = views::list(&ListPage {
+        rows: &rows,
+        flags: &flags,
+        now: state.ledger.now(),
+        form,
+        shown,
+        notice,
+    });
+    page(status, layout("API tokens", Some(session), body))
+}
+
+/// `GET /admin/tokens`
+async fn tokens(State(state): State<AppState>, AdminSession(session): AdminSession) -> Response {
+    list_page(
+        &state,
+        &session,
+        StatusCode::OK,
+        &CreateForm::default(),
+        None,
+        None,
+    )
+    .await
+}
+
+fn form_pairs(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let bytes = body_bytes(body)?;
+    if !content_type_is(headers, "application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType(
+            "application/x-www-form-urlencoded",
+        ));
+    }
+    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
+}
+
+fn first(pairs: &[(String, String)], key: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn field_of(e: &DomainError) -> &'static str {
+    match e {
+        DomainError::BadName(_) | DomainError::NameHasControl => "name",
+        DomainError::NoScopes | DomainError::UnknownScope(_) => "scope",
+        _ => "expires_in",
+    }
+}
+
+/// `POST /admin/tokens`: create, or re-render with the message beside each bad field.
+async fn create(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let pairs = form_pairs(&headers, body)?;
+    let mut form = CreateForm {
+        name: first(&pairs, "name"),
+        scopes: pairs
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .map(|(_, v)| v.clone())
+            .collect(),
+        expires_in: first(&pairs, "expires_in"),
+        errors: HashMap::new(),
+    };
+    if let Err(e) = parse_name(&form.name) {
+        form.errors.insert("name", e.to_string());
+    }
+    if form.scopes.is_empty() {
+        form.errors
+            .insert("scope", DomainError::NoScopes.to_string());
+    } else if let Some(e) = form.scopes.iter().find_map(|s| parse_scope(s).err()) {
+        form.errors.insert("scope", e.to_string());
+    }
+    let expires_in = if form.expires_in.is_empty() {
+        None
+    } else {
+        parse_positive_duration(&form.expires_in)
+            .map_err(|e| form.errors.insert("expires_in", e))
+            .ok()
+    };
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    if !form.errors.is_empty() {
+        return Ok(list_page(&state, &session, unprocessable, &form, None, None).await);
+    }
+    let request = CreateRequest {
+        name: form.name.clone(),
+        scopes: form.scopes.clone(),
+        expires_in,
+        actor: session.actor(),
+    };
+    Ok(match state.ledger.create(request).await {
+        Ok(minted) => {
+            let shown = Shown {
+                minted: &minted,
+                what: "Created",
+            };
+            let fresh = CreateForm::default();
+            list_page(
+                &state,
+                &session,
+                StatusCode::CREATED,
+                &fresh,
+                Some(shown),
+                None,
+            )
+            .await
+        }
+        Err(LedgerError::Refused(refusal)) => {
+            // A refusal the field checks above could not know (the configured maximum expiry).
+            form.errors.insert(field_of(&refusal), refusal.to_string());
+            list_page(&state, &session, unprocessable, &form, None, None).await
+        }
+        Err(e) => return Err(e.into()),
+    })
+}
+
+/// `GET /admin/tokens/{id}`: the token and its audit timeline.
+async fn token(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let (row, events) = state.queries.timeline(parse_id(&id)?).await?;
+    let body = views::token(&row, &events, state.ledger.now());
+    Ok(page(StatusCode::OK, layout("Token", Some(&session), body)))
+}
+
+/// `GET /admin/tokens/{id}/revoke`: the confirmation step.
+async fn confirm_revoke(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let row = state.ledger.token(parse_id(&id)?)?;
+    let body = views::confirm_revoke(&row);
+    Ok(page(
+        StatusCode::OK,
+        layout("Revoke token", Some(&session), body),
+    ))
+}
+
+/// `POST /admin/tokens/{id}/revoke`
+async fn revoke(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let pairs = form_pairs(&headers, body)?;
+    let reason = Some(first(&pairs, "reason")).filter(|r| !r.is_empty());
+    let row = state.ledger.revoke(id, &session.actor(), reason).await?;
+    let notice = format!("Revoked {} ({}).", row.name, row.id);
+    let fresh = CreateForm::default();
+    Ok(list_page(&state, &session, StatusCode::OK, &fresh, None, Some(notice)).await)
+}
+
+/// `GET /admin/tokens/{id}/rotate`: the confirmation step, with the grace period.
+async fn confirm_rotate(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let row = state.ledger.token(parse_id(&id)?)?;
+    let body = views::confirm_rotate(&row);
+    Ok(page(
+        StatusCode::OK,
+        layout("Rotate token", Some(&session), body),
+    ))
+}
+
+/// `POST /admin/tokens/{id}/rotate`
+async fn rotate(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let pairs = form_pairs(&headers, body)?;
+    let raw = first(&pairs, "grace");
+    let grace = if raw.is_empty() {
+        None
+    } else {
+        Some(parse_duration(&raw).map_err(|e| ApiError::BadRequest(format!("Grace period: {e}")))?)
+    };
+    let request = RotateRequest {
+        grace,
+        actor: session.actor(),
+        ..RotateRequest::default()
+    };
+    let minted = state.ledger.rotate(id, request).await?;
+    let shown = Shown {
+        minted: &minted,
+        what: "Rotated",
+    };
+    let fresh = CreateForm::default();
+    Ok(list_page(
+        &state,
+        &session,
+        StatusCode::CREATED,
+        &fresh,
+        Some(shown),
+        None,
+    )
+    .await)
+}
+
+/// `GET /admin/sign-in`: local development sign-in (paste the output of
+/// `tokenledger dev-session`), or where to sign in with Clerk.
+async fn sign_in_page(State(state): State<AppState>) -> Response {
+    page(
+        StatusCode::OK,
+        layout("Sign in", None, views::sign_in(state.dev_sessions)),
+    )
+}
+
+fn session_cookie_header(value: &str, max_age: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "__session={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("__session=; Path=/; Max-Age=0"))
+}
+
+fn see_other(to: &str, cookie: HeaderValue) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response
+}
+
+/// `POST /admin/sign-in`: check the pasted session and keep it in the `__session` cookie.
+async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !same_origin(&headers) {
+        return Err(ApiError::CrossSite);
+    }
+    let pairs = form_pairs(&headers, body)?;
+    let jwt = first(&pairs, "session");
+    let verifier = state
+        .sessions
+        .as_ref()
+        .ok_or(ApiError::SignInNotConfigured)?;
+    Ok(match verifier.verify(&jwt, state.ledger.now()).await {
+        Ok(_) => see_other("/admin/tokens", session_cookie_header(&jwt, 8 * 3600)),
+        Err(e) => page(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            views::sign_in_refused(&e.to_string()),
+        ),
+    })
+}
+
+/// `POST /admin/sign-out`
+async fn sign_out(headers: HeaderMap) -> Result<Response, ApiError> {
+    if !same_origin(&headers) {
+        return Err(ApiError::CrossSite);
+    }
+    Ok(see_other("/admin/sign-in", session_cookie_header("", 0)))
+}

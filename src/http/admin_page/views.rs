@@ -1,0 +1,292 @@
+//! The page's markup (maud escapes every interpolated value). Views take what to show and
+//! return markup; they read nothing and decide nothing.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use tokenledger_events::Timestamp;
+use tokenledger_projections::{TokenRow, TokenStatus};
+use uuid::Uuid;
+
+use crate::app::{AuditView, Minted};
+use crate::monitoring::Flag;
+use crate::scope::Scope;
+use crate::session::Session;
+
+const CSS: &str = include_str!("style.css");
+const COPY_JS: &str = include_str!("copy.js");
+
+/// A page answer: HTML that is never cached, never framed, and loads nothing from elsewhere.
+pub fn page(status: StatusCode, markup: Markup) -> Response {
+    let mut response = (status, markup.into_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    response
+}
+
+pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · tokenledger" }
+                style { (PreEscaped(CSS)) }
+                script { (PreEscaped(COPY_JS)) }
+            }
+            body {
+                header {
+                    h1 { a href="/admin/tokens" style="color:inherit;text-decoration:none" { "tokenledger" } " · " (title) }
+                    @if let Some(s) = session {
+                        form method="post" action="/admin/sign-out" {
+                            span.muted { "Signed in as " (s.sub) " " }
+                            button.secondary type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// A refusal for a person: what happened and what to do.
+pub fn refusal(status: StatusCode, message: &str) -> Markup {
+    let hint = match status.as_u16() {
+        401 => {
+            html! { p { "Sign in through your Clerk application, or locally with a " a href="/admin/sign-in" { "development session" } "." } }
+        }
+        503 => {
+            html! { p { "Set CLERK_JWT_KEY or CLERK_JWKS_URL with CLERK_ISSUER and CLERK_AUTHORIZED_PARTIES, or create a development session with " code { "tokenledger dev-session" } "." } }
+        }
+        _ => html! {},
+    };
+    layout(
+        "Admin",
+        None,
+        html! { section.warning { h2 { (message) } (hint) } },
+    )
+}
+
+fn status_label(s: TokenStatus) -> &'static str {
+    match s {
+        TokenStatus::Active => "active",
+        TokenStatus::RotatedInGrace => "rotated (in grace)",
+        TokenStatus::Expired => "expired",
+        TokenStatus::Revoked => "revoked",
+    }
+}
+
+fn time(t: Option<Timestamp>) -> String {
+    t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into())
+}
+
+/// The create form's input and what was wrong with it, field by field.
+#[derive(Default)]
+pub struct CreateForm {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_in: String,
+    pub errors: HashMap<&'static str, String>,
+}
+
+/// A new plaintext to show once, with what happened.
+pub struct Shown<'a> {
+    pub minted: &'a Minted,
+    pub what: &'static str,
+}
+
+/// What the list page shows.
+pub struct ListPage<'a> {
+    pub rows: &'a [TokenRow],
+    pub flags: &'a HashMap<Uuid, Vec<Flag>>,
+    pub now: Timestamp,
+    pub form: &'a CreateForm,
+    pub shown: Option<Shown<'a>>,
+    pub notice: Option<String>,
+}
+
+pub fn list(p: &ListPage<'_>) -> Markup {
+    let form = p.form;
+    html! {
+        @if let Some(n) = &p.notice { section.notice id="notice" { (n) } }
+        @if let Some(s) = &p.shown {
+            section.warning id="new-token" {
+                h2 { (s.what) ": " (s.minted.row.name) }
+                p { strong { "Copy this token now. It will not be shown again." } " Only its hash is stored." }
+                code.secret id="new-token-value" { (s.minted.token.expose()) }
+                button id="copy-token" type="button" { "Copy" }
+            }
+        }
+        section id="create" {
+            h2 { "Create a token" }
+            form id="create-token" method="post" action="/admin/tokens" {
+                label for="name" { "Name" }
+                input type="text" id="name" name="name" maxlength="100" value=(form.name) placeholder="ci-deploy";
+                @if let Some(e) = form.errors.get("name") { p.error id="name-error" { (e) } }
+                fieldset id="scopes" {
+                    legend { strong { "Scopes" } }
+                    @for scope in Scope::ALL {
+                        label { input type="checkbox" name="scope" value=(scope) checked[form.scopes.iter().any(|s| s == scope.as_str())]; (scope) }
+                    }
+                }
+                @if let Some(e) = form.errors.get("scope") { p.error id="scope-error" { (e) } }
+                label for="expires_in" { "Expires in " span.muted { "(like 30d, 24h; default 90d)" } }
+                input type="text" id="expires_in" name="expires_in" value=(form.expires_in) placeholder="90d";
+                @if let Some(e) = form.errors.get("expires_in") { p.error id="expires-error" { (e) } }
+                p { button id="create-submit" type="submit" { "Create token" } }
+            }
+        }
+        section {
+            h2 { "Tokens" }
+            div.table-wrap {
+                table id="tokens" {
+                    thead { tr {
+                        th { "Name" } th { "ID" } th { "Env" } th { "Scopes" } th { "Created" } th { "Expires" }
+                        th { "Last used" } th { "Status" } th { "Actions" }
+                    } }
+                    tbody {
+                        @for row in p.rows {
+                            @let status = row.status_at(p.now);
+                            @let row_flags = p.flags.get(&row.id).cloned().unwrap_or_default();
+                            tr data-token-id=(row.id) {
+                                td data-label="Name" { a href={"/admin/tokens/" (row.id)} { (row.name) } }
+                                td.id data-label="ID" { (row.id) }
+                                td data-label="Env" { (row.environment.as_str()) }
+                                td data-label="Scopes" { @for s in &row.scopes { span.badge.admin[s == Scope::Admin.as_str()] { (s) } } }
+                                td data-label="Created" { (row.created_at.to_rfc3339()) br; span.muted { (row.created_by) } }
+                                td data-label="Expires" { (row.expires_at.to_rfc3339()) }
+                                td data-label="Last used" {
+                                    (time(row.last_used_at))
+                                    @if let Some(ip) = &row.last_used_ip { br; span.muted { "from " (ip) } }
+                                    @if let Some(p) = &row.last_used_path { br; span.muted { "on " (p) } }
+                                }
+                                td.status data-label="Status" {
+                                    span class={"badge " (status.as_str())} { (status_label(status)) }
+                                    @for f in &row_flags {
+                                        @match f {
+                                            Flag::Unused => span.badge.stale { "stale" },
+                                            Flag::ExpiringSoon => span.badge.expiring { "expiring soon" },
+                                            Flag::AdminScope => span.badge.admin { "admin scope" },
+                                            Flag::NewIp => span.badge."new-ip" { "new IP" },
+                                        }
+                                    }
+                                }
+                                td data-label="Actions" {
+                                    @if row.revoked_at.is_none() {
+                                        a.button.secondary.revoke href={"/admin/tokens/" (row.id) "/revoke"} { "Revoke" } " "
+                                    }
+                                    @if row.revoked_at.is_none() && row.rotated_to.is_none() && status != TokenStatus::Expired {
+                                        a.button.secondary.rotate href={"/admin/tokens/" (row.id) "/rotate"} { "Rotate" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if p.rows.is_empty() { p.muted { "No tokens yet." } }
+        }
+    }
+}
+
+pub fn token(row: &TokenRow, events: &[AuditView], now: Timestamp) -> Markup {
+    let status = row.status_at(now);
+    html! {
+        section {
+            h2 { (row.name) " " span class={"badge " (status.as_str())} { (status_label(status)) } }
+            p.muted { "ID " code { (row.id) } " · " (row.environment.as_str()) " · scopes " (row.scopes.join(", ")) }
+            p { "Expires " (row.expires_at.to_rfc3339()) " · last used " (time(row.last_used_at))
+                @if let Some(ip) = &row.last_used_ip { " from " (ip) }
+                @if let Some(p) = &row.last_used_path { " on " (p) } }
+            @if let Some(from) = row.rotated_from { p { "Rotated from " a href={"/admin/tokens/" (from)} { (from) } } }
+            @if let Some(to) = row.rotated_to { p { "Rotated to " a href={"/admin/tokens/" (to)} { (to) } } }
+        }
+        section {
+            h2 { "Audit timeline" }
+            ol.timeline id="timeline" {
+                @for e in events {
+                    li data-action=(e.action) {
+                        strong { (e.action) } " " span.muted { (e.occurred_at) } br;
+                        "by " (e.actor)
+                        @if let Some(ip) = &e.ip { " from " (ip) }
+                        @if let Some(p) = &e.path { " on " (p) }
+                        br; code { (e.details.to_string()) }
+                    }
+                }
+            }
+        }
+        p { a.button.secondary href="/admin/tokens" { "Back to tokens" } }
+    }
+}
+
+pub fn confirm_revoke(row: &TokenRow) -> Markup {
+    html! {
+        section.warning {
+            h2 { "Revoke " (row.name) "?" }
+            p { "Token " code { (row.id) } " stops working at once, everywhere this log is read. This cannot be undone." }
+            form id="confirm-revoke" method="post" action={"/admin/tokens/" (row.id) "/revoke"} {
+                label for="reason" { "Reason " span.muted { "(kept in the audit trail)" } }
+                input type="text" id="reason" name="reason" maxlength="200";
+                p { button.danger id="confirm-revoke-submit" type="submit" { "Revoke token" } " "
+                    a.button.secondary href="/admin/tokens" { "Cancel" } }
+            }
+        }
+    }
+}
+
+pub fn confirm_rotate(row: &TokenRow) -> Markup {
+    html! {
+        section.warning {
+            h2 { "Rotate " (row.name) "?" }
+            p { "A new token with the same name and scopes is created and shown once. The old token keeps working for the grace period, so you can switch your integration over first; a grace of 0s revokes it now." }
+            form id="confirm-rotate" method="post" action={"/admin/tokens/" (row.id) "/rotate"} {
+                label for="grace" { "Grace period " span.muted { "(like 24h, 15m, 0s)" } }
+                input type="text" id="grace" name="grace" value="24h";
+                p { button id="confirm-rotate-submit" type="submit" { "Rotate token" } " "
+                    a.button.secondary href="/admin/tokens" { "Cancel" } }
+            }
+        }
+    }
+}
+
+pub fn sign_in(dev: bool) -> Markup {
+    html! {
+        section {
+            h2 { "Sign in" }
+            @if dev {
+                p { "Development sign-in: run " code { "tokenledger dev-session --sub YOU --role admin" } " and paste the session it prints." }
+                form id="sign-in" method="post" action="/admin/sign-in" {
+                    label for="session" { "Session" }
+                    input type="text" id="session" name="session" autocomplete="off";
+                    p { button id="sign-in-submit" type="submit" { "Sign in" } }
+                }
+            } @else {
+                p { "Sign in through your Clerk application; its " code { "__session" } " cookie is accepted here." }
+            }
+        }
+    }
+}
+
+pub fn sign_in_refused(message: &str) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! { section.warning { h2 { (message) } p { a href="/admin/sign-in" { "Try again" } } } },
+    )
+}

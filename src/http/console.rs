@@ -1,0 +1,132 @@
+//! `POST /api/admin/console`: a command is parsed and validated before anything is recorded,
+//! and runs only after its use is durable.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokenledger_projections::TokenRow;
+
+use super::error::ApiError;
+use super::extract::{ApiCaller, AppJson, from_value};
+use super::policy::{ConsoleCommand, console_command, console_command_names, path};
+use super::state::AppState;
+use crate::monitoring::StaleParams;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(path::CONSOLE, post(console))
+}
+
+/// `{"cmd": "...", "args": {...}}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    cmd: Option<String>,
+    args: Option<Value>,
+}
+
+/// A validated console command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Command {
+    Ping,
+    DbHealth,
+    EventsVerify,
+    ProjectionsStatus,
+    TokensStale(StaleParams),
+}
+
+/// An empty-args struct: `{}` or absent, nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+impl Command {
+    fn parse(body: Body) -> Result<(Command, &'static ConsoleCommand), ApiError> {
+        let Some(cmd) = body.cmd else {
+            return Err(ApiError::BadRequest(format!(
+                "Missing \"cmd\"; known commands: {}",
+                console_command_names()
+            )));
+        };
+        let args = match body.args {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(args @ Value::Object(_)) => args,
+            Some(_) => {
+                return Err(ApiError::BadRequest(
+                    "\"args\" must be a JSON object".into(),
+                ));
+            }
+        };
+        let Some(spec) = console_command(&cmd) else {
+            let shown = if cmd.len() <= 40 && cmd.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            {
+                format!("{cmd:?}")
+            } else {
+                "(not shown)".into()
+            };
+            return Err(ApiError::BadRequest(format!(
+                "Unknown command {shown}; known commands: {}",
+                console_command_names()
+            )));
+        };
+        let what = format!("Invalid args for {}", spec.name);
+        let no_args = |args| from_value::<NoArgs>(&what, args);
+        let command = match spec.name {
+            "ping" => no_args(args).map(|_| Command::Ping)?,
+            "db:health" => no_args(args).map(|_| Command::DbHealth)?,
+            "events:verify" => no_args(args).map(|_| Command::EventsVerify)?,
+            "projections:status" => no_args(args).map(|_| Command::ProjectionsStatus)?,
+            _ => {
+                let p: StaleParams = from_value(&what, args)?;
+                if p.unused_days == 0 || p.expiring_days == 0 || p.new_ip_hours == 0 {
+                    return Err(ApiError::BadRequest(format!(
+                        "{what}: unused_days, expiring_days and new_ip_hours must be positive whole numbers"
+                    )));
+                }
+                Command::TokensStale(p)
+            }
+        };
+        Ok((command, spec))
+    }
+}
+
+/// DESIGN's order: the policy layer has authenticated the caller and checked the route's
+/// scopes; here the body is parsed, the command's own scope checked and the use recorded,
+/// and only then does the command run.
+async fn console(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    AppJson(body): AppJson<Body>,
+) -> Result<Json<Value>, ApiError> {
+    let (command, spec) = Command::parse(body)?;
+    let attempt = caller
+        .call
+        .attempt(&state, spec.required_any(), Some(spec.name.to_owned()));
+    state.ledger.admit(&caller.token, &attempt).await?;
+    // The use is durable; only now does the command run.
+    state.metrics.console_runs.fetch_add(1, Ordering::Relaxed);
+    let result = run(&state, &caller.token, command).await?;
+    Ok(Json(json!({"cmd": spec.name, "result": result})))
+}
+
+/// Run a command whose use is already recorded.
+async fn run(state: &AppState, token: &TokenRow, command: Command) -> Result<Value, ApiError> {
+    let q = &state.queries;
+    Ok(match command {
+        Command::Ping => json!({"pong": true, "token_id": token.id}),
+        Command::DbHealth => json!(q.db_health().await),
+        Command::EventsVerify => json!(q.verify_chain().await?),
+        Command::ProjectionsStatus => json!(q.projection_status().await?),
+        Command::TokensStale(params) => json!({
+            "params": {
+                "unused_days": params.unused_days,
+                "expiring_days": params.expiring_days,
+                "new_ip_hours": params.new_ip_hours,
+            },
+            "tokens": q.stale(params).await?,
+        }),
+    })
+}

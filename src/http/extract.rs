@@ -1,0 +1,575 @@
+//! Extractors: everything a handler needs from a request, checked once here.
+//!
+//! - [`AppJson`]: a JSON body into a typed request; a rejection names the field and what is
+//!   accepted, and never echoes a value.
+//! - [`Bearer`]: the credential of exactly one `Authorization: Bearer` header.
+//! - [`ClientIp`]: the socket's address, or the proxy's `X-Forwarded-For` entry when trusted.
+//! - [`ApiCaller`], [`AdminSession`]: who is calling, put in place by [`apply_policy`] from the
+//!   route's row in [`super::policy`]. A handler names one of them; it never checks access.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use tokenledger_projections::TokenRow;
+
+use super::admin_page;
+use super::error::ApiError;
+use super::policy::{self, Access, Answer};
+use super::state::AppState;
+use crate::app::Refusal;
+use crate::lifecycle::UseAttempt;
+use crate::scope::Scope;
+use crate::session::{Session, looks_like_jwt};
+
+// ----- JSON bodies -----
+
+/// A JSON body of type `T`. An empty body reads as `{}`, so that a request whose fields are
+/// all optional may send none; anything else must be `application/json`.
+pub struct AppJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let json_type = content_type_is(req.headers(), "application/json");
+        let bytes = body_bytes(Bytes::from_request(req, state).await)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return parse_json(b"{}").map(AppJson);
+        }
+        if !json_type {
+            return Err(ApiError::UnsupportedMediaType("application/json"));
+        }
+        parse_json(&bytes).map(AppJson)
+    }
+}
+
+/// Whether the `Content-Type` is `mime` (parameters such as `charset` aside).
+pub fn content_type_is(headers: &HeaderMap, mime: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(mime))
+}
+
+/// A body read under the limit, or the answer to give.
+pub fn body_bytes(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BodyUnreadable
+        }
+    })
+}
+
+/// Deserialize `bytes`, naming the field of any failure and what it accepts.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // serde would read a struct from an array too; every body here is an object.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::BadRequest("Body must be a JSON object".into()));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| json_rejection(&safe_path(e.path()), e.inner()))?;
+    de.end().map_err(|e| json_rejection(".", &e))?;
+    Ok(value)
+}
+
+/// Deserialize part of a body already read as a value (`what` says which part).
+pub fn from_value<T: DeserializeOwned>(
+    what: &str,
+    value: serde_json::Value,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        match json_rejection(&safe_path(e.path()), e.inner()) {
+            ApiError::BadRequest(m) => ApiError::BadRequest(format!("{what}: {m}")),
+            other => other,
+        }
+    })
+}
+
+/// The path to the failing value, with any key that is not a short plain name left out (a
+/// key is input too). An unknown field is the last key of its own path: it is named, when
+/// safe, by the message instead.
+fn safe_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                let plain = key.len() <= 32 && key.chars().all(|c| c.is_ascii_graphic());
+                out.push_str(if plain { key } else { "(name not shown)" });
+            }
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    out
+}
+
+fn json_rejection(path: &str, e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let at = || format!("Invalid JSON at line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Eof => ApiError::BadRequest(format!("{}: unexpected end of input", at())),
+        Category::Syntax => ApiError::BadRequest(format!("{}: syntax error", at())),
+        Category::Io => ApiError::BodyUnreadable,
+        Category::Data => ApiError::BadRequest(data_error(path, &e.to_string())),
+    }
+}
+
+/// serde's data errors, rewritten so no value of the input appears: "invalid type: string
+/// \"...\", expected u32" keeps only what was expected; an unknown field is named only when
+/// it is short and plain.
+fn data_error(path: &str, message: &str) -> String {
+    let message = message
+        .rfind(" at line ")
+        .map_or(message, |i| &message[..i]);
+    let expected = message
+        .find(", expected ")
+        .map(|i| &message[i + ", expected ".len()..]);
+    let root = path.is_empty() || path == ".";
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let shown = shown(name);
+        let accepted = match expected {
+            Some(e) => format!("; accepted: {}", e.replace('`', "").replace("one of ", "")),
+            None if message.ends_with("there are no fields") => "; accepted: none".to_owned(),
+            None => String::new(),
+        };
+        // The path ends at the unknown field itself; where it was is the path before it.
+        let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
+        let at = if parent.is_empty() {
+            String::new()
+        } else {
+            format!(" in \"{parent}\"")
+        };
+        return format!("Unknown field {shown}{at}{accepted}");
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let full = if root {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        };
+        return format!("Missing \"{full}\"");
+    }
+    let is_shape = ["invalid type: ", "invalid value: ", "invalid length "]
+        .iter()
+        .any(|p| message.starts_with(p));
+    match (is_shape, expected) {
+        (true, Some(_)) if root => "Body must be a JSON object".to_owned(),
+        (true, Some(expected)) => {
+            let expected = expected.replace('`', "");
+            format!("\"{path}\" must be {}", article(&expected))
+        }
+        // Our own deserializers' messages (a scope, a duration) never contain the input in
+        // full; they say what is accepted.
+        _ if root => message.to_owned(),
+        _ => format!("\"{path}\": {message}"),
+    }
+}
+
+/// serde's "a string" / "u32" / "struct X" as a reader would say it.
+fn article(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number of at least 0".to_owned(),
+        e if e.starts_with("struct ") || e == "a map" => "a JSON object".to_owned(),
+        "a sequence" => "an array".to_owned(),
+        "a boolean" => "true or false".to_owned(),
+        e => e.to_owned(),
+    }
+}
+
+/// A name from the input, quoted when it is short and plain, else not shown.
+fn shown(name: &str) -> String {
+    if name.len() <= 32 && name.chars().all(|c| c.is_ascii_graphic()) {
+        format!("{name:?}")
+    } else {
+        "(name not shown)".to_owned()
+    }
+}
+
+// ----- credentials -----
+
+/// The credential of the request's one `Authorization: Bearer` header. Its `Debug` never
+/// shows it.
+pub struct Bearer(String);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(<redacted>)")
+    }
+}
+
+impl Bearer {
+    /// `Ok(None)`: no header, or an empty credential. More than one header is refused, so
+    /// that no layer in front of this one can see a different credential than this one.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Bearer>, ApiError> {
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(ApiError::DuplicateAuthorization);
+        }
+        let text = value.to_str().map_err(|_| {
+            ApiError::BadRequest(
+                "Authorization header is not valid text; expected Bearer <token>".into(),
+            )
+        })?;
+        let (scheme, credential) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::UnsupportedScheme);
+        }
+        let credential = credential.trim();
+        Ok((!credential.is_empty()).then(|| Bearer(credential.to_owned())))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A Clerk session rather than an API token.
+    pub fn is_session(&self) -> bool {
+        looks_like_jwt(&self.0)
+    }
+}
+
+/// The client's address: the socket's, or with `TRUST_PROXY=true` the last entry of
+/// `X-Forwarded-For` (the one the trusted proxy added).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    fn of(parts: &Parts, trust_proxy: bool) -> ClientIp {
+        if trust_proxy
+            && let Some(ip) = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+                .next_back()
+        {
+            return ClientIp(ip);
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        ClientIp(peer.unwrap_or(IpAddr::from([127, 0, 0, 1])))
+    }
+}
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(ClientIp::of(parts, state.switches.trust_proxy))
+    }
+}
+
+/// Where a call came from and what it asked for: what its recorded use says.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    pub ip: ClientIp,
+    pub method: Method,
+    pub path: String,
+    pub user_agent: Option<String>,
+}
+
+impl CallContext {
+    fn of(parts: &Parts, trust_proxy: bool) -> CallContext {
+        CallContext {
+            ip: ClientIp::of(parts, trust_proxy),
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+            user_agent: parts.headers.get(header::USER_AGENT).map(|v| {
+                let text = String::from_utf8_lossy(v.as_bytes());
+                text.chars().take(256).collect()
+            }),
+        }
+    }
+
+    /// The use this call makes of a token, needing any one of `required_any`.
+    pub fn attempt(
+        &self,
+        state: &AppState,
+        required_any: Vec<Scope>,
+        command: Option<String>,
+    ) -> UseAttempt {
+        UseAttempt {
+            required_any,
+            server_environment: state.ledger.settings().environment,
+            ip: Some(self.ip.0.to_string()),
+            method: self.method.to_string(),
+            path: self.path.clone(),
+            command,
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// An API token that holds the route's scopes and is usable now. A refusal on the way here
+/// was recorded as a denied use; an allowed use is recorded by the handler, which knows what
+/// the call does.
+#[derive(Clone, Debug)]
+pub struct ApiCaller {
+    pub token: TokenRow,
+    pub call: CallContext,
+}
+
+/// A verified admin session.
+#[derive(Clone, Debug)]
+pub struct AdminSession(pub Session);
+
+/// Both are put in place by [`apply_policy`]; a handler that names one on a route whose
+/// policy does not provide it is a wiring mistake, answered as an internal error.
+macro_rules! placed_by_policy {
+    ($t:ty) => {
+        impl FromRequestParts<AppState> for $t {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+                parts.extensions.get::<$t>().cloned().ok_or_else(|| {
+                    tracing::error!(
+                        path = parts.uri.path(),
+                        "handler needs {} but its route's policy does not provide it",
+                        stringify!($t)
+                    );
+                    ApiError::Internal
+                })
+            }
+        }
+    };
+}
+
+placed_by_policy!(ApiCaller);
+placed_by_policy!(AdminSession);
+
+// ----- the policy, applied -----
+
+/// The route layer: look the matched route up in the policy table, answer 404 while its
+/// switch is off, and admit only the callers its access column admits.
+pub async fn apply_policy(
+    State(state): State<AppState>,
+    matched: MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(route) = policy::route(matched.as_str()) else {
+        tracing::error!(path = matched.as_str(), "a routed path has no policy");
+        return ApiError::Internal.into_response();
+    };
+    if route.switch.is_some_and(|s| !s.is_on(&state.switches)) {
+        return ApiError::NotFound.into_response();
+    }
+    let (mut parts, body) = request.into_parts();
+    match route.access {
+        Access::Public => {}
+        Access::ApiToken {
+            any_of,
+            tokens_switch,
+        } => match api_caller(&state, &parts, any_of, tokens_switch).await {
+            Ok(caller) => {
+                parts.extensions.insert(caller);
+            }
+            Err(e) => return e.into_response(),
+        },
+        Access::Session => match admin_session(&state, &parts).await {
+            Ok(session) => {
+                parts.extensions.insert(AdminSession(session));
+            }
+            Err(e) => {
+                return match route.answer {
+                    Answer::Json => e.into_response(),
+                    Answer::Html => admin_page::refusal(e),
+                };
+            }
+        },
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Authenticate an API token in the authentication table's order.
+async fn api_caller(
+    state: &AppState,
+    parts: &Parts,
+    any_of: &'static [Scope],
+    tokens_switch: Option<policy::Switch>,
+) -> Result<ApiCaller, ApiError> {
+    let bearer = Bearer::from_headers(&parts.headers)?;
+    let tokens_off = tokens_switch.is_some_and(|s| !s.is_on(&state.switches));
+    if tokens_off && bearer.as_ref().is_some_and(|b| !b.is_session()) {
+        return Err(ApiError::TokenAuthDisabled);
+    }
+    let bearer = bearer.ok_or(Refusal::MissingCredentials)?;
+    let token = state.ledger.identify(bearer.expose())?;
+    let call = CallContext::of(parts, state.switches.trust_proxy);
+    state
+        .ledger
+        .screen(&token, &call.attempt(state, any_of.to_vec(), None))
+        .await?;
+    Ok(ApiCaller { token, call })
+}
+
+/// Where the session came from; only a cookie needs the cross-site check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Header,
+    Cookie,
+}
+
+/// The `__session` cookie's value, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == "__session")
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether `Origin` names this very site (scheme http or https, same host and port).
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => {
+            origin == format!("http://{host}") || origin == format!("https://{host}")
+        }
+        _ => false,
+    }
+}
+
+/// A verified admin session, or the answer to give: API tokens are refused outright, a
+/// cookie-authenticated change needs a same-origin `Origin`.
+async fn admin_session(state: &AppState, parts: &Parts) -> Result<Session, ApiError> {
+    let bearer = Bearer::from_headers(&parts.headers)?;
+    if bearer.as_ref().is_some_and(|b| !b.is_session()) {
+        return Err(ApiError::ApiTokensRefused);
+    }
+    let Some(verifier) = &state.sessions else {
+        return Err(ApiError::SignInNotConfigured);
+    };
+    let (jwt, source) = match bearer {
+        Some(b) => (b.0, Source::Header),
+        None => (
+            session_cookie(&parts.headers).ok_or(ApiError::SignInRequired)?,
+            Source::Cookie,
+        ),
+    };
+    let session = verifier.verify(&jwt, state.ledger.now()).await?;
+    if !session.is_admin {
+        return Err(crate::session::SessionError::NotAdmin.into());
+    }
+    let changes_state = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if source == Source::Cookie && changes_state && !same_origin(&parts.headers) {
+        return Err(ApiError::CrossSite);
+    }
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only the rejections are tested")]
+    struct Body {
+        token: String,
+        #[serde(default)]
+        scopes: Vec<Scope>,
+        #[serde(default)]
+        days: Option<u32>,
+    }
+
+    fn rejection(body: &str) -> String {
+        parse_json::<Body>(body.as_bytes())
+            .expect_err(body)
+            .to_string()
+    }
+
+    #[test]
+    fn rejections_name_the_field_and_never_echo_the_value() {
+        let secret = "tl_test_4f9aQ2hB7xK1mN3pR5sT7vW9yZ0bD2fH4jL6nP8rT0vX2zB4dF6";
+        let cases = [
+            (r#"{"token": 5}"#.to_owned(), "\"token\" must be a string"),
+            (
+                format!(r#"{{"token": "x", "days": "{secret}"}}"#),
+                "\"days\" must be a whole number",
+            ),
+            (
+                format!(r#"{{"token": "x", "scopes": ["{secret}"]}}"#),
+                "\"scopes[0]\": unknown scope (not shown); known scopes: admin",
+            ),
+            (
+                format!(r#"{{"token": "x", "{secret}": 1}}"#),
+                "Unknown field (name not shown); accepted: token, scopes, days",
+            ),
+            (
+                r#"{"token": "x", "extra": 1}"#.to_owned(),
+                "Unknown field \"extra\"; accepted: token, scopes, days",
+            ),
+            (r#"{"scopes": []}"#.to_owned(), "Missing \"token\""),
+            (format!(r#"["{secret}"]"#), "Body must be a JSON object"),
+            (
+                format!(r#"{{"token": "{secret}""#),
+                "Invalid JSON at line 1 column",
+            ),
+            (
+                r#"{"token": "x"} trailing"#.to_owned(),
+                "Invalid JSON at line 1 column",
+            ),
+        ];
+        for (body, expected) in cases {
+            let got = rejection(&body);
+            assert!(got.starts_with(expected), "{body}: {got}");
+            assert!(!got.contains(secret), "{body}: {got}");
+        }
+    }
+
+    #[test]
+    fn only_one_authorization_header_is_read() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::AUTHORIZATION, "Bearer a".parse().expect("value"));
+        assert_eq!(
+            Bearer::from_headers(&headers).expect("one").map(|b| b.0),
+            Some("a".to_owned())
+        );
+        headers.append(header::AUTHORIZATION, "Bearer b".parse().expect("value"));
+        assert!(matches!(
+            Bearer::from_headers(&headers),
+            Err(ApiError::DuplicateAuthorization)
+        ));
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, "Basic abc".parse().expect("value"));
+        assert!(matches!(
+            Bearer::from_headers(&basic),
+            Err(ApiError::UnsupportedScheme)
+        ));
+        assert_eq!(
+            format!("{:?}", Bearer("tl_secret".into())),
+            "Bearer(<redacted>)"
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! `POST /v1/verify`: a service asks whether a token may be used; the caller's use and the
+//! checked token's use (or denial) are both recorded.
+
+use std::net::IpAddr;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokenledger_events::DenyReason;
+use tokenledger_projections::TokenRow;
+
+use super::error::ApiError;
+use super::extract::{ApiCaller, AppJson};
+use super::policy::{VERIFY_SCOPES, path};
+use super::state::AppState;
+use crate::app::Refusal;
+use crate::lifecycle::{UseAttempt, UseDecision};
+use crate::scope::Scope;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(path::VERIFY, post(verify))
+}
+
+/// `{"token", "scopes", "ip", "path"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    token: String,
+    #[serde(default)]
+    scopes: Option<Vec<Scope>>,
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+const MAX_PATH: usize = 2048;
+
+impl Body {
+    /// The client IP and path the checked use is recorded with.
+    fn where_used(&self) -> Result<(Option<String>, Option<String>), ApiError> {
+        let ip = self
+            .ip
+            .as_deref()
+            .map(|s| {
+                s.trim()
+                    .parse::<IpAddr>()
+                    .map(|ip| ip.to_string())
+                    .map_err(|_| {
+                        ApiError::BadRequest("\"ip\" must be an IPv4 or IPv6 address".into())
+                    })
+            })
+            .transpose()?;
+        let path = match &self.path {
+            Some(p) if !p.starts_with('/') || p.len() > MAX_PATH => {
+                return Err(ApiError::BadRequest(format!(
+                    "\"path\" must be a string starting with / of at most {MAX_PATH} bytes"
+                )));
+            }
+            p => p.clone(),
+        };
+        Ok((ip, path))
+    }
+}
+
+fn answer(code: &str, row: Option<&TokenRow>) -> Json<Value> {
+    Json(json!({
+        "valid": code == "VALID",
+        "code": code,
+        "token_id": row.map(|r| r.id),
+        "scopes": row.map(|r| r.scopes.clone()),
+        "expires_at": row.map(|r| r.expires_at.to_rfc3339()),
+    }))
+}
+
+async fn verify(
+    State(state): State<AppState>,
+    caller: ApiCaller,
+    AppJson(body): AppJson<Body>,
+) -> Result<Json<Value>, ApiError> {
+    let (ip, path) = body.where_used()?;
+    let attempt = caller
+        .call
+        .attempt(&state, VERIFY_SCOPES.to_vec(), Some("verify".into()));
+    state.ledger.admit(&caller.token, &attempt).await?;
+
+    let row = match state.ledger.identify(&body.token) {
+        Ok(row) => row,
+        Err(Refusal::Malformed) => return Ok(answer("MALFORMED", None)),
+        Err(Refusal::EnvironmentMismatch { .. }) => return Ok(answer("ENV_MISMATCH", None)),
+        Err(_) => return Ok(answer("NOT_FOUND", None)),
+    };
+    // Every asked-for scope must be held: the first one that is not is the one denied.
+    let missing = body
+        .scopes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| !s.held_by(&row.scopes));
+    let checked = UseAttempt {
+        required_any: missing.into_iter().collect(),
+        server_environment: state.ledger.settings().environment,
+        ip,
+        method: "VERIFY".into(),
+        path: path.unwrap_or_else(|| path::VERIFY.into()),
+        command: Some(format!("verify by {}", caller.token.id)),
+        user_agent: caller.call.user_agent.clone(),
+    };
+    let code = match state.ledger.record_use(&row, &checked).await? {
+        UseDecision::Allowed(_) => "VALID",
+        UseDecision::Denied(d) => match d.reason {
+            DenyReason::Revoked => "REVOKED",
+            DenyReason::Expired => "EXPIRED",
+            DenyReason::InsufficientScope => "INSUFFICIENT_SCOPE",
+            DenyReason::EnvironmentMismatch => "ENV_MISMATCH",
+        },
+    };
+    Ok(answer(code, Some(&row)))
+}
