@@ -9,6 +9,8 @@ use tokenledger_events::Timestamp;
 use tokenledger_projections::{AuditAction, AuditRow, TokenRow, TokenStatus};
 use uuid::Uuid;
 
+use crate::scope::Scope;
+
 /// Thresholds; the defaults are the seed guide's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,7 +90,7 @@ pub fn stale(rows: &[TokenRow], uses: &[AuditRow], now: Timestamp, p: StaleParam
         if row.expires_at <= expiring_by {
             flags.push(Flag::ExpiringSoon);
         }
-        if row.scopes.iter().any(|s| s == "admin") {
+        if Scope::Admin.held_by(&row.scopes) {
             flags.push(Flag::AdminScope);
         }
         let ips = new_ips.remove(&row.id).unwrap_or_default();

@@ -25,6 +25,7 @@ use crate::config::{parse_duration, parse_positive_duration};
 use crate::lifecycle::{DomainError, parse_name, parse_scope};
 use crate::monitoring::StaleParams;
 use crate::session::Session;
+use tokenledger_projections::TokenRow;
 use views::{CreateForm, ListPage, Shown, layout, page};
 
 pub fn router() -> Router<AppState> {
@@ -198,18 +199,28 @@ async fn token(
     Ok(page(StatusCode::OK, layout("Token", Some(&session), body)))
 }
 
+/// A confirmation step: the token, and the form that does the action.
+fn confirm(
+    state: &AppState,
+    session: &Session,
+    id: &str,
+    title: &str,
+    view: fn(&TokenRow) -> maud::Markup,
+) -> Result<Response, ApiError> {
+    let row = state.ledger.token(parse_id(id)?)?;
+    Ok(page(
+        StatusCode::OK,
+        layout(title, Some(session), view(&row)),
+    ))
+}
+
 /// `GET /admin/tokens/{id}/revoke`: the confirmation step.
 async fn confirm_revoke(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let row = state.ledger.token(parse_id(&id)?)?;
-    let body = views::confirm_revoke(&row);
-    Ok(page(
-        StatusCode::OK,
-        layout("Revoke token", Some(&session), body),
-    ))
+    confirm(&state, &session, &id, "Revoke token", views::confirm_revoke)
 }
 
 /// `POST /admin/tokens/{id}/revoke`
@@ -235,12 +246,7 @@ async fn confirm_rotate(
     AdminSession(session): AdminSession,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let row = state.ledger.token(parse_id(&id)?)?;
-    let body = views::confirm_rotate(&row);
-    Ok(page(
-        StatusCode::OK,
-        layout("Rotate token", Some(&session), body),
-    ))
+    confirm(&state, &session, &id, "Rotate token", views::confirm_rotate)
 }
 
 /// `POST /admin/tokens/{id}/rotate`
