@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::lifecycle::Policy;
 use crate::session::SessionConfig;
 use crate::store::StoreError;
+use crate::text::shown;
 use crate::token::{Environment, TokenPrefix};
 
 pub use crate::store::{DEFAULT_DATABASE_URL, DatabaseUrl};
@@ -19,7 +20,13 @@ pub struct TokenSettings {
     /// The environment minted tokens carry and the only one this server accepts.
     pub environment: Environment,
     pub policy: Policy,
+    /// `DENIAL_WINDOW`: repeats of a denial (same token, reason, client IP) within this long
+    /// of the first are counted into one summary event; zero records every denial.
+    pub denial_window: Duration,
 }
+
+/// The default `DENIAL_WINDOW`.
+pub const DEFAULT_DENIAL_WINDOW: Duration = Duration::from_secs(60);
 
 impl Default for TokenSettings {
     fn default() -> Self {
@@ -27,6 +34,7 @@ impl Default for TokenSettings {
             prefix: TokenPrefix::default(),
             environment: Environment::Test,
             policy: Policy::default(),
+            denial_window: DEFAULT_DENIAL_WINDOW,
         }
     }
 }
@@ -45,7 +53,12 @@ const DURATION_FORMS: &str = "a whole number and a unit s, m, h or d, like 90s, 
 
 /// `90s`, `15m`, `24h`, `30d`; zero is allowed (a grace period of 0 means now).
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let bad = || format!("{raw:?} is not a duration; expected {DURATION_FORMS}");
+    let bad = || {
+        format!(
+            "{} is not a duration; expected {DURATION_FORMS}",
+            shown(raw)
+        )
+    };
     let raw_trimmed = raw.trim();
     let unit_at = raw_trimmed.len().checked_sub(1).ok_or_else(bad)?;
     if !raw_trimmed.is_char_boundary(unit_at) {
@@ -66,7 +79,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     n.checked_mul(seconds_per)
         .filter(|s| *s <= 100 * 365 * 86_400)
         .map(Duration::from_secs)
-        .ok_or_else(|| format!("{raw:?} is too long; durations go up to 36500d"))
+        .ok_or_else(|| format!("{} is too long; durations go up to 36500d", shown(raw)))
 }
 
 /// A duration that must be positive (an expiry).
@@ -74,7 +87,8 @@ pub fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
     let d = parse_duration(raw)?;
     if d.is_zero() {
         return Err(format!(
-            "{raw:?} is zero; an expiry must be positive: {DURATION_FORMS}"
+            "{} is zero; an expiry must be positive: {DURATION_FORMS}",
+            shown(raw)
         ));
     }
     Ok(d)
@@ -123,6 +137,60 @@ fn parse_max_ttl(raw: &str) -> Result<Duration, String> {
     parse_positive_duration(raw).map_err(|e| format!("API_TOKEN_MAX_TTL: {e}"))
 }
 
+/// A timeout variable's value: a positive duration; the error names the variable.
+pub fn timeout(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |raw: &str| {
+        if parse_duration(raw).is_ok_and(|d| d.is_zero()) {
+            return Err(format!(
+                "{variable}={} is zero; a timeout must be positive: {DURATION_FORMS}",
+                shown(raw)
+            ));
+        }
+        parse_positive_duration(raw).map_err(|e| format!("{variable}: {e}"))
+    }
+}
+
+/// The most connections `MAX_CONNECTIONS` may allow (each is a file descriptor).
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
+/// `MAX_CONNECTIONS`: a whole number from 1.
+pub fn parse_max_connections(raw: &str) -> Result<usize, String> {
+    raw.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=MAX_CONNECTIONS_LIMIT).contains(n))
+        .ok_or_else(|| {
+            format!(
+                "MAX_CONNECTIONS={} is not a connection count; expected a whole number from 1 \
+                 to {MAX_CONNECTIONS_LIMIT}, like 1024",
+                shown(raw)
+            )
+        })
+}
+
+/// `TRUST_PROXY_HOPS`: how many proxies you run in front, 0 to 255.
+pub fn parse_trust_proxy_hops(raw: &str) -> Result<u8, String> {
+    raw.trim().parse::<u8>().map_err(|_| {
+        format!(
+            "TRUST_PROXY_HOPS={} is not a number of proxies; expected a whole number from 0 \
+             (no proxy: the socket address is the client) to 255, like 1 for one proxy you run",
+            shown(raw)
+        )
+    })
+}
+
+/// `TRUST_PROXY` was a switch that read the last `X-Forwarded-For` entry that parsed; it is
+/// replaced by `TRUST_PROXY_HOPS`, and any value stops the process rather than being ignored.
+pub fn trust_proxy_removed(raw: &str) -> Result<bool, String> {
+    Err(format!(
+        "TRUST_PROXY={} is no longer read; set TRUST_PROXY_HOPS=1 for one proxy you run in \
+         front (TRUST_PROXY_HOPS=N for N of them, 0 for none) and unset TRUST_PROXY",
+        shown(raw)
+    ))
+}
+
 /// `BIND_ADDR`: an IP address and port.
 pub fn parse_bind_addr(raw: &str) -> Result<SocketAddr, String> {
     raw.trim().parse().map_err(|_| {
@@ -158,6 +226,16 @@ pub struct TokenArgs {
     /// Longest expiry a token may be given.
     #[arg(long, env = "API_TOKEN_MAX_TTL", default_value = "365d", value_parser = parse_max_ttl, global = true)]
     pub max_ttl: Duration,
+
+    /// Repeats of a denied use (same token, reason and client IP) within this long of the
+    /// first are counted into one summary event instead of one event each (0s: record every
+    /// denial).
+    #[arg(long, env = "DENIAL_WINDOW", value_name = "D", default_value = "60s", value_parser = parse_denial_window, global = true)]
+    pub denial_window: Duration,
+}
+
+fn parse_denial_window(raw: &str) -> Result<Duration, String> {
+    parse_duration(raw).map_err(|e| format!("DENIAL_WINDOW: {e}"))
 }
 
 impl TokenArgs {
@@ -181,6 +259,7 @@ impl TokenArgs {
                 default_ttl: defaults.default_ttl.min(self.max_ttl),
                 ..defaults
             },
+            denial_window: self.denial_window,
         }
     }
 }
@@ -210,8 +289,48 @@ pub struct ServeConfig {
     pub switches: Switches,
     /// Clerk session verification, when configured.
     pub clerk: Option<SessionConfig>,
-    /// `APP_ENV=production`: development sessions are refused.
+    /// `APP_ENV=production`: development sessions are refused and the session cookie is
+    /// `Secure`.
     pub production: bool,
+    /// How long a client may keep a connection waiting, and how many are served at once.
+    pub limits: Limits,
+    /// `AUTH_FAILURES_PER_MINUTE`: failed authentications one client IP may make per minute
+    /// (as a burst, refilling evenly) before it is answered 429; 0 turns the limit off.
+    pub auth_failures_per_minute: u32,
+}
+
+/// The default `AUTH_FAILURES_PER_MINUTE`.
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 60;
+
+/// What bounds a client's hold on the server: without these, a client that sends its headers
+/// or body a byte at a time, or keeps an idle connection open, holds a socket and a task for
+/// as long as it likes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `HEADER_READ_TIMEOUT`: a request's headers must arrive whole this long after the
+    /// connection opened (for its first request) or after their first byte (for later ones);
+    /// past it the connection is closed.
+    pub header_read_timeout: Duration,
+    /// `REQUEST_TIMEOUT`: a request, reading its body included, is answered within this; past
+    /// it the answer is 408 `Request timed out`.
+    pub request_timeout: Duration,
+    /// `KEEP_ALIVE_TIMEOUT`: a kept-alive connection waiting for its next request is closed
+    /// after this long without a byte from the client.
+    pub keep_alive_timeout: Duration,
+    /// `MAX_CONNECTIONS`: connections served at once. Past it the server accepts no more until
+    /// one closes; new ones wait in the kernel's listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// The seed guide's safety switches.
@@ -221,8 +340,10 @@ pub struct Switches {
     pub console_enabled: bool,
     /// `ADMIN_API_TOKEN_AUTH_ENABLED`: without it a bearer token on the console gets 401.
     pub token_auth_enabled: bool,
-    /// `TRUST_PROXY`: only then is `X-Forwarded-For` read for the client IP.
-    pub trust_proxy: bool,
+    /// `TRUST_PROXY_HOPS`: how many proxies you run in front. 0 (the default): the socket's
+    /// address is the client's; N: the Nth `X-Forwarded-For` entry from the right, the one the
+    /// outermost of your proxies added (entries left of it are the client's to forge).
+    pub trust_proxy_hops: u8,
 }
 
 impl ServeConfig {
@@ -236,6 +357,8 @@ impl ServeConfig {
             switches: Switches::default(),
             clerk: None,
             production: false,
+            limits: Limits::default(),
+            auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
         }
     }
 }
@@ -280,6 +403,7 @@ mod tests {
             token_env: env,
             app_env: app.map(str::to_owned),
             max_ttl: Duration::from_secs(365 * 86_400),
+            denial_window: DEFAULT_DENIAL_WINDOW,
         };
         assert_eq!(
             args(PrefixEnv::Auto, Some("production"))

@@ -14,7 +14,8 @@
 //!   error type, and the handlers (health, console, verify, admin API, admin page).
 //! - [`cli`]: the `tokenledger` commands.
 //! - [`app`]: the application layer: [`app::Ledger`] (decide, append, fold into the token
-//!   cache), [`app::Queries`] (the reads both edges share) and [`app::Application`].
+//!   cache), [`app::Queries`] (the reads both edges share) and [`app::Application`] (with
+//!   the connection loop that bounds how long and how many clients are served).
 //! - [`session`]: Clerk session verification, the JWKS cache and the development key.
 //! - [`lifecycle`]: pure decisions; [`monitoring`]: the guide's monitoring list (pure).
 //! - [`store`]: every byte written to a database: the SQLite and PostgreSQL logs, the
@@ -37,4 +38,5 @@ pub mod scope;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod text;
 pub mod token;

@@ -12,8 +12,10 @@ use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::scope::{Scope, UnknownScope};
+use crate::text::is_unsafe;
 
 pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_REASON_CHARS: usize = 500;
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -43,8 +45,20 @@ impl Default for Policy {
 pub enum DomainError {
     #[error("name must be 1 to {MAX_NAME_CHARS} characters, got {0}")]
     BadName(usize),
-    #[error("name must not contain control characters (tabs, newlines, escape sequences)")]
+    #[error(
+        "name must not contain control or invisible characters (tabs, newlines, escape sequences, bidi overrides, zero-width spaces)"
+    )]
     NameHasControl,
+    #[error("name must not contain an API token (it would be shown wherever the name is)")]
+    NameHoldsToken,
+    #[error("reason must not contain an API token (it would be shown wherever the reason is)")]
+    ReasonHoldsToken,
+    #[error("reason must be at most {MAX_REASON_CHARS} characters, got {0}")]
+    ReasonTooLong(usize),
+    #[error(
+        "reason must not contain control or invisible characters (newlines, escape sequences, bidi overrides, zero-width spaces)"
+    )]
+    ReasonHasControl,
     #[error("at least one scope is required; known scopes: {}", Scope::known())]
     NoScopes,
     #[error(transparent)]
@@ -72,10 +86,29 @@ pub fn parse_name(raw: &str) -> Result<String, DomainError> {
     let chars = name.chars().count();
     if !(1..=MAX_NAME_CHARS).contains(&chars) {
         Err(DomainError::BadName(chars))
-    } else if name.chars().any(char::is_control) {
+    } else if name.chars().any(is_unsafe) {
         Err(DomainError::NameHasControl)
+    } else if crate::token::redact(name) != name {
+        Err(DomainError::NameHoldsToken)
     } else {
         Ok(name.to_owned())
+    }
+}
+
+/// Check a revoke reason: at most 500 characters, trimmed; empty means none.
+pub fn parse_reason(raw: Option<&str>) -> Result<Option<String>, DomainError> {
+    let Some(reason) = raw.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let chars = reason.chars().count();
+    if chars > MAX_REASON_CHARS {
+        Err(DomainError::ReasonTooLong(chars))
+    } else if reason.chars().any(is_unsafe) {
+        Err(DomainError::ReasonHasControl)
+    } else if crate::token::redact(reason) != reason {
+        Err(DomainError::ReasonHoldsToken)
+    } else {
+        Ok(Some(reason.to_owned()))
     }
 }
 
@@ -210,6 +243,7 @@ pub fn decide_revoke(
     actor: &str,
     reason: Option<String>,
 ) -> Result<TokenRevoked, DomainError> {
+    let reason = parse_reason(reason.as_deref())?;
     if token.revoked_at.is_some() {
         return Err(DomainError::AlreadyRevoked(token.id));
     }

@@ -1,12 +1,12 @@
-//! The seed guide's monitoring list: tokens worth a human's look. Pure: rows, uses and `now`
-//! in, flagged tokens out.
+//! The seed guide's monitoring list: tokens worth a human's look. Pure: rows, first-seen
+//! addresses and `now` in, flagged tokens out.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokenledger_events::Timestamp;
-use tokenledger_projections::{AuditAction, AuditRow, TokenRow, TokenStatus};
+use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::scope::Scope;
@@ -56,23 +56,19 @@ pub struct Flagged {
 
 const DAY: u64 = 86_400;
 
-/// Flag the usable tokens (active or in a rotation grace period) of `rows`. `uses` are the
-/// `API_TOKEN_USED` audit rows (others are ignored), in log order.
-pub fn stale(rows: &[TokenRow], uses: &[AuditRow], now: Timestamp, p: StaleParams) -> Vec<Flagged> {
-    let window_start = now.minus(Duration::from_secs(u64::from(p.new_ip_hours) * 3600));
-    let mut seen_before: HashMap<Uuid, HashSet<&str>> = HashMap::new();
-    let mut new_ips: HashMap<Uuid, Vec<String>> = HashMap::new();
-    for u in uses.iter().filter(|u| u.action == AuditAction::Used) {
-        let Some(ip) = u.ip.as_deref() else { continue };
-        if u.occurred_at < window_start {
-            seen_before.entry(u.token_id).or_default().insert(ip);
-        } else if !seen_before.get(&u.token_id).is_some_and(|s| s.contains(ip)) {
-            let list = new_ips.entry(u.token_id).or_default();
-            if !list.iter().any(|x| x == ip) {
-                list.push(ip.to_owned());
-            }
-        }
-    }
+/// The start of the "new IP" window: an address whose first use is at or after it is new.
+pub fn new_ip_window_start(now: Timestamp, p: StaleParams) -> Timestamp {
+    now.minus(Duration::from_secs(u64::from(p.new_ip_hours) * 3600))
+}
+
+/// Flag the usable tokens (active or in a rotation grace period) of `rows`. `new_ips` holds,
+/// per token, the addresses first used at or after [`new_ip_window_start`].
+pub fn stale(
+    rows: &[TokenRow],
+    mut new_ips: HashMap<Uuid, Vec<String>>,
+    now: Timestamp,
+    p: StaleParams,
+) -> Vec<Flagged> {
     let unused_since = now.minus(Duration::from_secs(u64::from(p.unused_days) * DAY));
     let expiring_by = now.plus(Duration::from_secs(u64::from(p.expiring_days) * DAY));
     let mut out = Vec::new();

@@ -84,13 +84,9 @@ pub struct UnknownScope {
 
 impl UnknownScope {
     fn new(raw: &str) -> UnknownScope {
-        let printable = raw.chars().all(|c| c.is_ascii_graphic());
-        let shown = if raw.len() <= 32 && printable {
-            format!("{raw:?}")
-        } else {
-            "(not shown)".to_owned()
-        };
-        UnknownScope { shown }
+        UnknownScope {
+            shown: crate::text::shown(raw),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! refused without a lookup. The plaintext lives only in a [`PlainToken`], shown once; what is
 //! stored is its SHA-256, a [`TokenHash`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use rand::TryRng as _;
@@ -159,6 +160,66 @@ pub fn parse(raw: &str, prefix: &TokenPrefix) -> Result<ParsedToken, TokenFormat
     })
 }
 
+/// `text` with every token-shaped value (of any prefix, with a valid checksum) replaced by
+/// `<prefix>_<env>_[redacted]`: for anything that echoes input (paths in logs, error texts),
+/// so that a token pasted into the wrong field is not written down.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let body_len = SECRET_LEN + CHECKSUM_LEN;
+    let mut out: Option<String> = None;
+    let (mut copied, mut search) = (0, 0);
+    while let Some((at, env)) = next_environment_marker(text, search) {
+        let end = at + env.len() + 2 + body_len;
+        let clean_end = text
+            .as_bytes()
+            .get(end)
+            .is_none_or(|b| !b.is_ascii_alphanumeric());
+        let run = text[copied..at]
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            .count()
+            .min(16);
+        // The prefix is some tail of the letters and digits before the marker.
+        let start = (1..=run).map(|k| at - k).find(|&start| {
+            clean_end
+                && text.get(start..end).is_some_and(|candidate| {
+                    TokenPrefix::parse(&text[start..at])
+                        .is_ok_and(|prefix| parse(candidate, &prefix).is_ok())
+                })
+        });
+        match start {
+            Some(_) => {
+                let o = out.get_or_insert_with(String::new);
+                o.push_str(&text[copied..at]);
+                o.push('_');
+                o.push_str(env);
+                o.push_str("_[redacted]");
+                copied = end;
+                search = end;
+            }
+            None => search = at + 1,
+        }
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut o) => {
+            o.push_str(&text[copied..]);
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// The next `_live_` or `_test_` at or after `from`: its position and environment.
+fn next_environment_marker(text: &str, from: usize) -> Option<(usize, &'static str)> {
+    let rest = text.get(from..)?;
+    let live = rest.find("_live_").map(|i| (from + i, "live"));
+    let test = rest.find("_test_").map(|i| (from + i, "test"));
+    match (live, test) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Big-endian bytes as exactly `width` base62 digits, left-padded with `0`. `width` must be
 /// enough for the value (43 digits hold 256 bits; 6 hold 32).
 fn base62_fixed(bytes: &[u8], width: usize) -> String {
@@ -180,6 +241,32 @@ fn base62_fixed(bytes: &[u8], width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redact_hides_every_token_shaped_value_and_nothing_else() {
+        let live = mint(&TokenPrefix::default(), Environment::Live).expect("mint");
+        let other = mint(
+            &TokenPrefix::parse("acme").expect("prefix"),
+            Environment::Test,
+        )
+        .expect("mint");
+        let (a, b) = (live.expose(), other.expose());
+        let text = format!("GET /api/admin/tokens/{a}/revoke?x={b}&y=x{a}");
+        let shown = redact(&text);
+        assert!(!shown.contains(a) && !shown.contains(b), "{shown}");
+        assert_eq!(
+            shown,
+            "GET /api/admin/tokens/tl_live_[redacted]/revoke?x=acme_test_[redacted]&y=xtl_live_[redacted]"
+        );
+        // A bad checksum, a longer run or no token at all are left as they are.
+        let mut typo = a.to_owned();
+        typo.pop();
+        typo.push(if a.ends_with('a') { 'b' } else { 'a' });
+        for plain in [typo.as_str(), "tl_test_short", "no tokens here", "é_live_ü"] {
+            assert_eq!(redact(plain), plain);
+        }
+        assert_eq!(redact(&format!("{a}Z")), format!("{a}Z"));
+    }
 
     fn tl() -> TokenPrefix {
         TokenPrefix::default()

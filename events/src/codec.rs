@@ -104,6 +104,7 @@ pub fn encode(
         TokenEvent::Created(e) => out!(e),
         TokenEvent::Used(e) => out!(e),
         TokenEvent::UseDenied(e) => out!(e),
+        TokenEvent::UseDeniedSummary(e) => out!(e),
         TokenEvent::Revoked(e) => out!(e),
         TokenEvent::Rotated(e) => out!(e),
     }
@@ -150,6 +151,9 @@ fn upcast(
         ("TokenCreated", 1) => payload(event_type, 1, data).map(TokenEvent::Created),
         ("TokenUsed", 1) => payload(event_type, 1, data).map(TokenEvent::Used),
         ("TokenUseDenied", 1) => payload(event_type, 1, data).map(TokenEvent::UseDenied),
+        ("TokenUseDeniedSummary", 1) => {
+            payload(event_type, 1, data).map(TokenEvent::UseDeniedSummary)
+        }
         ("TokenRevoked", 1) => payload(event_type, 1, data).map(TokenEvent::Revoked),
         ("TokenRotated", 1) => payload(event_type, 1, data).map(TokenEvent::Rotated),
         _ => Err(CodecError::UnknownType {
@@ -165,7 +169,7 @@ mod tests {
     use crate::primitives::Commitment;
     use crate::vocabulary::{
         DenyReason, Environment, TokenCreated, TokenRevoked, TokenRotated, TokenUseDenied,
-        TokenUsed,
+        TokenUseDeniedSummary, TokenUsed,
     };
 
     const TOKEN: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00aa);
@@ -208,6 +212,15 @@ mod tests {
                 reason: DenyReason::EnvironmentMismatch,
                 ip: Some("203.0.113.7".to_owned()),
                 path: "/api/admin/console".to_owned(),
+            }),
+            TokenEvent::UseDeniedSummary(TokenUseDeniedSummary {
+                reason: DenyReason::Revoked,
+                ip: None,
+                path: "/v1/verify".to_owned(),
+                count: 4_999,
+                first_at: Timestamp::from_micros(10),
+                last_at: Timestamp::from_micros(20),
+                window_secs: 60,
             }),
             TokenEvent::Revoked(TokenRevoked {
                 actor: "admin:bob".to_owned(),

@@ -43,5 +43,5 @@ pub use primitives::{Commitment, Hash, Head, LogId, StreamId, Timestamp};
 pub use verify::{VerifyError, VerifyReport, verify_chain, verify_head};
 pub use vocabulary::{
     DenyReason, Environment, TokenCreated, TokenEvent, TokenHash, TokenRevoked, TokenRotated,
-    TokenUseDenied, TokenUsed,
+    TokenUseDenied, TokenUseDeniedSummary, TokenUsed,
 };

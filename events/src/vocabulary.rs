@@ -90,6 +90,25 @@ pub struct TokenUseDenied {
     pub path: String,
 }
 
+/// Repeats of one denial (same token, reason and client IP) inside a denial window, counted
+/// rather than recorded one by one: the first denial of the window is a [`TokenUseDenied`]
+/// of its own, and this event carries how many followed it. It bounds what a caller with a
+/// refused token can add to the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenUseDeniedSummary {
+    pub reason: DenyReason,
+    pub ip: Option<String>,
+    /// The path of the last repeat.
+    pub path: String,
+    /// Repeats after the window's first denial.
+    pub count: u64,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+    /// The window's length, in seconds.
+    pub window_secs: u64,
+}
+
 /// A token was revoked; it never authenticates again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +132,7 @@ pub enum TokenEvent {
     Created(TokenCreated),
     Used(TokenUsed),
     UseDenied(TokenUseDenied),
+    UseDeniedSummary(TokenUseDeniedSummary),
     Revoked(TokenRevoked),
     Rotated(TokenRotated),
 }
@@ -147,6 +167,7 @@ impl TokenEvent {
             TokenEvent::Created(_) => "TokenCreated",
             TokenEvent::Used(_) => "TokenUsed",
             TokenEvent::UseDenied(_) => "TokenUseDenied",
+            TokenEvent::UseDeniedSummary(_) => "TokenUseDeniedSummary",
             TokenEvent::Revoked(_) => "TokenRevoked",
             TokenEvent::Rotated(_) => "TokenRotated",
         }

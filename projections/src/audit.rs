@@ -88,6 +88,18 @@ pub fn audit_row(event: &StoredEvent, decoded: &TokenEvent, scopes: &[String]) -
             Some(d.path.clone()),
             json!({"reason": d.reason.as_str()}),
         ),
+        TokenEvent::UseDeniedSummary(d) => (
+            AuditAction::Denied,
+            d.ip.clone(),
+            Some(d.path.clone()),
+            json!({
+                "reason": d.reason.as_str(),
+                "repeats": d.count,
+                "first_at": d.first_at.to_rfc3339(),
+                "last_at": d.last_at.to_rfc3339(),
+                "window_secs": d.window_secs,
+            }),
+        ),
         TokenEvent::Revoked(r) => (
             AuditAction::Revoked,
             None,

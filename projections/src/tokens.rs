@@ -124,6 +124,9 @@ impl TokenRow {
                 self.use_count += 1;
             }
             TokenEvent::UseDenied(_) => self.denied_count += 1,
+            TokenEvent::UseDeniedSummary(d) => {
+                self.denied_count = self.denied_count.saturating_add(d.count);
+            }
             TokenEvent::Revoked(r) => {
                 if self.revoked_at.is_none() {
                     self.revoked_at = Some(event.recorded_at);

@@ -13,9 +13,10 @@ use tokenledger_events::{
     AppendError, DenyReason, EventLog, ExpectedVersion, NewEvent, Opening, StoredEvent,
     StreamAppend, StreamId, Timestamp, TokenCreated, TokenEvent,
 };
-use tokenledger_projections::TokenRow;
+use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
+use crate::app::denials::{self, Denials};
 use crate::app::token_cache::TokenCache;
 use crate::clock::Clock;
 use crate::config::TokenSettings;
@@ -115,6 +116,14 @@ impl Minted {
     }
 }
 
+/// What a revoke did: the tokens revoked (the one asked for first) and the other tokens of
+/// its rotation chain that still authenticate.
+#[derive(Debug)]
+pub struct Revocation {
+    pub revoked: Vec<TokenRow>,
+    pub still_valid: Vec<TokenRow>,
+}
+
 /// A token create as asked for; the actor is whoever asked.
 #[derive(Clone, Debug)]
 pub struct CreateRequest {
@@ -135,6 +144,8 @@ pub struct Ledger {
     cache: Arc<TokenCache>,
     settings: TokenSettings,
     clock: Arc<dyn Clock>,
+    /// Open denial windows: repeats are counted here, not appended one by one.
+    denials: Denials,
 }
 
 impl Ledger {
@@ -144,11 +155,13 @@ impl Ledger {
         settings: TokenSettings,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let denials = Denials::new(settings.denial_window);
         Ledger {
             store,
             cache,
             settings,
             clock,
+            denials,
         }
     }
 
@@ -168,6 +181,40 @@ impl Ledger {
     /// Every token, oldest first.
     pub fn tokens(&self) -> Vec<TokenRow> {
         self.cache.rows()
+    }
+
+    /// The other tokens of `id`'s rotation chain that still authenticate, as this node
+    /// knows them: what a revoke of `id` alone would leave working.
+    pub fn chain_still_valid(&self, id: Uuid) -> Vec<TokenRow> {
+        let now = self.now();
+        let Some(row) = self.cache.get(&id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for forward in [false, true] {
+            let mut link = if forward {
+                row.rotated_to
+            } else {
+                row.rotated_from
+            };
+            while let Some(r) = link
+                .and_then(|l| self.cache.get(&l))
+                .filter(|_| out.len() < 10_000)
+            {
+                link = if forward {
+                    r.rotated_to
+                } else {
+                    r.rotated_from
+                };
+                if matches!(
+                    r.status_at(now),
+                    TokenStatus::Active | TokenStatus::RotatedInGrace
+                ) {
+                    out.push(r);
+                }
+            }
+        }
+        out
     }
 
     /// What a presented string is: a known token (whatever its state), or a refusal that
@@ -268,7 +315,7 @@ impl Ledger {
             }])
             .await?;
         let row = fold_new(&stored, id)?;
-        tracing::info!(token_id = %id, actor = %req.actor, "token created");
+        tracing::info!(token_id = %id, actor = ?req.actor, "token created");
         Ok(Minted { token, row })
     }
 
@@ -285,26 +332,100 @@ impl Ledger {
         actor: &str,
         reason: Option<String>,
     ) -> Result<TokenRow, LedgerError> {
+        let mut done = self.revoke_chain(id, actor, reason, false).await?;
+        Ok(done.revoked.swap_remove(0))
+    }
+
+    /// Revoke a token; with `whole_chain`, every other token of its rotation chain that still
+    /// authenticates too, in the same append, each with its own recorded cause. Without it,
+    /// the answer names those left working (a revoked successor does not stop its
+    /// predecessor's grace period).
+    pub async fn revoke_chain(
+        &self,
+        id: Uuid,
+        actor: &str,
+        reason: Option<String>,
+        whole_chain: bool,
+    ) -> Result<Revocation, LedgerError> {
         for _ in 0..ATTEMPTS {
-            let mut row = self.stored(id).await?;
+            let row = self.stored(id).await?;
             let now = self.now();
             let revoked = decide_revoke(&row, actor, reason.clone())?;
-            let append = StreamAppend {
+            let working: Vec<TokenRow> = self
+                .chain_of(&row)
+                .await?
+                .into_iter()
+                .filter(|r| {
+                    matches!(
+                        r.status_at(now),
+                        TokenStatus::Active | TokenStatus::RotatedInGrace
+                    )
+                })
+                .collect();
+            let mut batch = vec![StreamAppend {
                 stream_id: StreamId::for_token(id),
                 expected: ExpectedVersion::Exact(row.version),
                 events: vec![self.event(now, actor, TokenEvent::Revoked(revoked), Vec::new())],
-            };
-            match self.append(vec![append]).await {
+            }];
+            if whole_chain {
+                for other in &working {
+                    let cause = format!("revoked with its rotation chain, from token {id}");
+                    let revoked = decide_revoke(other, actor, Some(cause))?;
+                    batch.push(StreamAppend {
+                        stream_id: StreamId::for_token(other.id),
+                        expected: ExpectedVersion::Exact(other.version),
+                        events: vec![self.event(
+                            now,
+                            actor,
+                            TokenEvent::Revoked(revoked),
+                            Vec::new(),
+                        )],
+                    });
+                }
+            }
+            match self.append(batch).await {
                 Ok(stored) => {
-                    fold_into(&mut row, &stored)?;
-                    tracing::info!(token_id = %id, actor, "token revoked");
-                    return Ok(row);
+                    let mut revoked = vec![row];
+                    if whole_chain {
+                        revoked.extend(working.iter().cloned());
+                    }
+                    for r in &mut revoked {
+                        fold_into(r, &stored)?;
+                        tracing::info!(token_id = %r.id, actor = ?actor, "token revoked");
+                    }
+                    let still_valid = if whole_chain { Vec::new() } else { working };
+                    return Ok(Revocation {
+                        revoked,
+                        still_valid,
+                    });
                 }
                 Err(AppendError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(LedgerError::Busy(id))
+    }
+
+    /// The other tokens of `row`'s rotation chain, oldest first, as stored.
+    async fn chain_of(&self, row: &TokenRow) -> Result<Vec<TokenRow>, LedgerError> {
+        // A chain is a line (each token is rotated at most once); the bound only guards
+        // against a corrupt projection.
+        const LONGEST: usize = 10_000;
+        let mut before = Vec::new();
+        let mut link = row.rotated_from;
+        while let Some(id) = link.filter(|_| before.len() < LONGEST) {
+            let r = self.stored(id).await?;
+            link = r.rotated_from;
+            before.push(r);
+        }
+        before.reverse();
+        let mut link = row.rotated_to;
+        while let Some(id) = link.filter(|_| before.len() < 2 * LONGEST) {
+            let r = self.stored(id).await?;
+            link = r.rotated_to;
+            before.push(r);
+        }
+        Ok(before)
     }
 
     pub async fn rotate(&self, id: Uuid, cmd: RotateToken) -> Result<Minted, LedgerError> {
@@ -355,7 +476,7 @@ impl Ledger {
             match self.append(batch).await {
                 Ok(stored) => {
                     let new_row = fold_new(&stored, successor)?;
-                    tracing::info!(token_id = %id, successor_id = %successor, actor = %cmd.actor, "token rotated");
+                    tracing::info!(token_id = %id, successor_id = %successor, actor = ?cmd.actor, "token rotated");
                     return Ok(Minted {
                         token,
                         row: new_row,
@@ -384,6 +505,14 @@ impl Ledger {
         for _ in 0..ATTEMPTS {
             let now = self.now();
             let decision = decide_use(&current, attempt, now);
+            if let UseDecision::Denied(d) = &decision
+                && self
+                    .denials
+                    .absorb(row.id, d.reason, d.ip.as_deref(), &d.path, now)
+            {
+                // A repeat inside its window: counted, summarised when the window closes.
+                return Ok(decision);
+            }
             let event = match &decision {
                 UseDecision::Allowed(used) => TokenEvent::Used(used.clone()),
                 UseDecision::Denied(denied) => TokenEvent::UseDenied(denied.clone()),
@@ -396,6 +525,9 @@ impl Ledger {
                     events: vec![self.event(now, &actor, event, Vec::new())],
                 }])
                 .await;
+            if let (Err(_), UseDecision::Denied(d)) = (&appended, &decision) {
+                self.denials.forget(row.id, d.reason, d.ip.as_deref());
+            }
             match appended {
                 Ok(_) => return Ok(decision),
                 Err(AppendError::Closed { .. }) => {
@@ -405,6 +537,41 @@ impl Ledger {
             }
         }
         Err(LedgerError::Busy(row.id))
+    }
+
+    /// Append the summaries of the denial windows closed by now (every window with `all`,
+    /// on a clean stop), in one append; returns how many. Summaries that could not be
+    /// appended are kept for the next call.
+    pub async fn flush_denials(&self, all: bool) -> Result<usize, LedgerError> {
+        let now = self.now();
+        let closed = self.denials.closed(now, all);
+        if closed.is_empty() {
+            return Ok(0);
+        }
+        let mut by_token: Vec<StreamAppend> = Vec::new();
+        for (token, summary) in &closed {
+            let event = self.event(
+                now,
+                denials::ACTOR,
+                TokenEvent::UseDeniedSummary(summary.clone()),
+                Vec::new(),
+            );
+            match by_token.last_mut() {
+                Some(last) if last.stream_id.token_id() == Some(*token) => last.events.push(event),
+                _ => by_token.push(StreamAppend {
+                    stream_id: StreamId::for_token(*token),
+                    expected: ExpectedVersion::Any,
+                    events: vec![event],
+                }),
+            }
+        }
+        match self.append(by_token).await {
+            Ok(_) => Ok(closed.len()),
+            Err(e) => {
+                self.denials.restore(closed);
+                Err(e.into())
+            }
+        }
     }
 
     /// Record a use and admit it: `Ok` once `TokenUsed` is durable, or the recorded denial

@@ -6,7 +6,9 @@
 //! module never imports the HTTP edge: the composition root (`crate::server`) hands it the
 //! router.
 
+mod denials;
 mod ledger;
+mod listen;
 mod queries;
 mod token_cache;
 
@@ -20,14 +22,14 @@ use tokenledger_events::{EventLog, VerifyReport, verify_chain, verify_head};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use ledger::{CreateRequest, Ledger, LedgerError, Minted, Refusal, RotateRequest};
+pub use ledger::{CreateRequest, Ledger, LedgerError, Minted, Refusal, Revocation, RotateRequest};
 pub use queries::{
-    AuditFilter, AuditView, ChainCheck, DbHealth, ProjectionStatus, Queries, QueryError, Readiness,
-    TokenView,
+    AuditPage, AuditQuery, AuditView, ChainCheck, Cursor, DEFAULT_PAGE, DbHealth, MAX_PAGE,
+    ProjectionStatus, Queries, QueryError, Readiness, TokenView,
 };
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{DatabaseUrl, ServeConfig, Switches, TokenSettings};
+use crate::config::{DatabaseUrl, Limits, ServeConfig, Switches, TokenSettings};
 use crate::session::{DevKey, SessionVerifier};
 use crate::store::{self, Database, Store, StoreError};
 use token_cache::TokenCache;
@@ -37,6 +39,36 @@ use token_cache::TokenCache;
 pub struct Metrics {
     /// Console commands that ran (each after its use was recorded).
     pub console_runs: AtomicU64,
+    /// Refusals of tokens this deployment does not know, per client IP.
+    unknown_tokens: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
+}
+
+/// Addresses counted apart at most; past it new ones are counted under the unspecified
+/// address, so a flood of addresses cannot grow the map without bound.
+const MAX_COUNTED_IPS: usize = 10_000;
+
+impl Metrics {
+    pub fn count_unknown_token(&self, ip: std::net::IpAddr) {
+        let mut counts = self
+            .unknown_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let key = if counts.len() < MAX_COUNTED_IPS || counts.contains_key(&ip) {
+            ip
+        } else {
+            std::net::IpAddr::from([0, 0, 0, 0])
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+
+    /// Unknown-token refusals from `ip`.
+    pub fn unknown_tokens_from(&self, ip: std::net::IpAddr) -> u64 {
+        let counts = self
+            .unknown_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        counts.get(&ip).copied().unwrap_or(0)
+    }
 }
 
 /// The application layer over one log, with what the HTTP edge is configured with.
@@ -54,6 +86,12 @@ pub struct Services {
     pub(crate) sessions: Option<SessionVerifier>,
     /// Whether development sessions (`tokenledger dev-session`) are accepted.
     pub(crate) dev_sessions: bool,
+    /// Failed authentications per client IP per minute before 429 (0: no limit).
+    pub(crate) auth_failures_per_minute: u32,
+    /// `APP_ENV=production`: the session cookie is set `Secure` (sent over HTTPS only).
+    pub(crate) production: bool,
+    /// `REQUEST_TIMEOUT`: the longest a request may take, reading its body included.
+    pub(crate) request_timeout: Duration,
 }
 
 impl Services {
@@ -91,6 +129,9 @@ impl Services {
             switches: Switches::default(),
             sessions: None,
             dev_sessions: false,
+            auth_failures_per_minute: 0,
+            production: false,
+            request_timeout: Limits::default().request_timeout,
         })
     }
 
@@ -115,6 +156,7 @@ pub struct Application {
     services: Services,
     /// The token cache's tail and the audit subscriber; aborted when the application drops.
     workers: JoinSet<()>,
+    limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,9 +204,13 @@ impl Application {
         services.sessions =
             SessionVerifier::new(config.clerk.clone(), dev_key).map_err(StartError::Sessions)?;
         services.switches = config.switches;
+        services.auth_failures_per_minute = config.auth_failures_per_minute;
+        services.production = config.production;
+        services.request_timeout = config.limits.request_timeout;
         let mut workers = JoinSet::new();
         workers.spawn(services.cache.tail(&services.store));
         workers.spawn(audit_subscriber(&services.store));
+        workers.spawn(denial_flusher(&services.ledger));
         let listener = TcpListener::bind(config.bind_addr)
             .await
             .map_err(|source| StartError::Bind {
@@ -174,14 +220,22 @@ impl Application {
         tracing::info!(
             console = config.switches.console_enabled,
             token_auth = config.switches.token_auth_enabled,
-            trust_proxy = config.switches.trust_proxy,
+            trust_proxy_hops = config.switches.trust_proxy_hops,
             environment = config.tokens.environment.as_str(),
             "switches"
+        );
+        tracing::info!(
+            header_read_timeout = ?config.limits.header_read_timeout,
+            request_timeout = ?config.limits.request_timeout,
+            keep_alive_timeout = ?config.limits.keep_alive_timeout,
+            max_connections = config.limits.max_connections,
+            "connection limits"
         );
         Ok(Application {
             listener,
             services,
             workers,
+            limits: config.limits,
         })
     }
 
@@ -193,8 +247,8 @@ impl Application {
         &self.services
     }
 
-    /// Serve `router` until `stop` completes, then finish in-flight requests. The workers
-    /// stop with it.
+    /// Serve `router` until `stop` completes, then finish in-flight requests, under the
+    /// configured [`Limits`] (see `listen`). The workers stop with it.
     pub async fn run_until(
         self,
         router: axum::Router,
@@ -202,18 +256,34 @@ impl Application {
     ) -> std::io::Result<()> {
         let Application {
             listener,
-            services: _,
+            services,
             workers,
+            limits,
         } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), "listening");
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop)
-        .await;
+        let served = listen::serve(listener, router, limits, stop).await;
         drop(workers);
+        // Repeats counted in open denial windows are not lost across a clean restart.
+        match services.ledger.flush_denials(true).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(summaries = n, "open denial windows recorded"),
+            Err(e) => tracing::error!(error = %e, "open denial windows could not be recorded"),
+        }
         served
+    }
+}
+
+/// Append the summary of each denial window as it closes.
+fn denial_flusher(ledger: &Arc<Ledger>) -> impl Future<Output = ()> + Send + 'static {
+    let ledger = Arc::downgrade(ledger);
+    async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Some(l) = ledger.upgrade() else { return };
+            if let Err(e) = l.flush_denials(false).await {
+                tracing::warn!(error = %e, "denial summaries could not be appended; will retry");
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! list, projection status, health and chain checks. Nothing here writes an event; the only
 //! write is folding lagging audit rows in, which the audit view owns.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,10 @@ use uuid::Uuid;
 
 use crate::app::token_cache::TokenCache;
 use crate::clock::Clock;
-use crate::monitoring::{Flagged, StaleParams, stale};
+use crate::monitoring::{Flagged, StaleParams, new_ip_window_start, stale};
 use crate::store::{Store, StoreError};
 
-pub use crate::store::AuditFilter;
+use crate::store::AuditFilter;
 
 /// A read that could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -176,8 +177,51 @@ pub struct Queries {
     clock: Arc<dyn Clock>,
 }
 
-/// The monitoring list reads this many use rows at most.
-const USE_ROWS: usize = 1_000_000;
+/// The rows an audit page holds when no limit is asked for, and at most.
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1000;
+
+/// Which audit rows to show: a page by position cursor.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub token_id: Option<Uuid>,
+    pub action: Option<AuditAction>,
+    /// Rows that occurred at or after this time.
+    pub since: Option<Timestamp>,
+    /// Rows at positions after this one.
+    pub after: Option<u64>,
+    /// Rows at positions before this one.
+    pub before: Option<u64>,
+    pub newest_first: bool,
+    /// At most this many rows ([`DEFAULT_PAGE`] when unset, clamped to [`MAX_PAGE`]).
+    pub limit: Option<usize>,
+}
+
+/// Where the next or previous page starts: `{"after": 812}` or `{"before": 13}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cursor {
+    After(u64),
+    Before(u64),
+}
+
+/// A page of the audit view, saying how much of the whole it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditPage {
+    pub events: Vec<AuditView>,
+    /// Rows that match the query, on every page.
+    pub total: u64,
+    pub limit: usize,
+    /// The limit asked for was over [`MAX_PAGE`] and was lowered to it.
+    pub limit_clamped: bool,
+    pub order: &'static str,
+    /// The page after this one in its order, if any.
+    pub next: Option<Cursor>,
+    /// The page before this one in its order, if any.
+    pub prev: Option<Cursor>,
+    /// Whether this page holds every matching row.
+    pub complete: bool,
+}
 
 impl Queries {
     pub(crate) fn new(store: Arc<Store>, cache: Arc<TokenCache>, clock: Arc<dyn Clock>) -> Self {
@@ -208,46 +252,105 @@ impl Queries {
             .map_err(unavailable("Audit view"))
     }
 
-    /// Audit rows, in log order, after folding in any that lag.
-    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditView>, QueryError> {
+    /// One page of the audit view, after folding in any rows that lag. The limit is
+    /// clamped to [`MAX_PAGE`], and the answer says so.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, QueryError> {
         if let Err(e) = self.store.catch_up_audit().await {
             tracing::warn!(error = %e, "audit view could not catch up");
         }
-        let rows = self
+        let asked = query.limit.unwrap_or(DEFAULT_PAGE).max(1);
+        let limit = asked.min(MAX_PAGE);
+        let filter = AuditFilter {
+            token_id: query.token_id,
+            action: query.action,
+            since: query.since,
+            after: query.after,
+            before: query.before,
+            newest_first: query.newest_first,
+            limit,
+        };
+        let page = self
             .store
-            .audit(filter)
+            .audit(&filter)
             .await
             .map_err(unavailable("Audit view"))?;
-        Ok(rows.iter().map(AuditView::from).collect())
+        let first = page.rows.first().map(|r| r.position);
+        let last = page.rows.last().map(|r| r.position);
+        // Onward continues in the page's order from its last row; back returns from its first.
+        let onward = |p| {
+            if query.newest_first {
+                Cursor::Before(p)
+            } else {
+                Cursor::After(p)
+            }
+        };
+        let back = |p| {
+            if query.newest_first {
+                Cursor::After(p)
+            } else {
+                Cursor::Before(p)
+            }
+        };
+        let next = last.filter(|_| page.more_past_end).map(onward);
+        let prev = match first {
+            Some(first) => page.more_before_start.then(|| back(first)),
+            // An empty page past the end: back to where the cursor pointed.
+            None if page.more_before_start => match (query.after, query.before) {
+                (Some(a), _) if !query.newest_first => Some(Cursor::Before(a + 1)),
+                (_, Some(b)) if query.newest_first => Some(Cursor::After(b.saturating_sub(1))),
+                _ => None,
+            },
+            None => None,
+        };
+        Ok(AuditPage {
+            complete: page.total == page.rows.len() as u64,
+            events: page.rows.iter().map(AuditView::from).collect(),
+            total: page.total,
+            limit,
+            limit_clamped: asked > MAX_PAGE,
+            order: if query.newest_first {
+                "newest_first"
+            } else {
+                "oldest_first"
+            },
+            next,
+            prev,
+        })
     }
 
-    /// One token and its audit timeline, oldest first.
-    pub async fn timeline(&self, id: Uuid) -> Result<(TokenRow, Vec<AuditView>), QueryError> {
+    /// One token and a page of its audit timeline.
+    pub async fn timeline(
+        &self,
+        id: Uuid,
+        query: &AuditQuery,
+    ) -> Result<(TokenRow, AuditPage), QueryError> {
         let row = self.cache.get(&id).ok_or(QueryError::NotFound(id))?;
-        let events = self
-            .audit(&AuditFilter {
+        let page = self
+            .audit(&AuditQuery {
                 token_id: Some(id),
-                ..AuditFilter::default()
+                ..query.clone()
             })
             .await?;
-        Ok((row, events))
+        Ok((row, page))
     }
 
-    /// The guide's monitoring list with these thresholds.
+    /// The guide's monitoring list with these thresholds. New addresses are aggregated by the
+    /// database, so no use row is loaded here.
     pub async fn stale(&self, params: StaleParams) -> Result<Vec<Flagged>, QueryError> {
         if let Err(e) = self.store.catch_up_audit().await {
             tracing::warn!(error = %e, "audit view could not catch up");
         }
-        let uses = self
+        let now = self.clock.now();
+        let mut new_ips: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for (token, ip) in self
             .store
-            .audit(&AuditFilter {
-                action: Some(AuditAction::Used),
-                limit: USE_ROWS,
-                ..AuditFilter::default()
-            })
+            .first_seen_ips(new_ip_window_start(now, params))
             .await
-            .map_err(unavailable("Audit view"))?;
-        Ok(stale(&self.cache.rows(), &uses, self.clock.now(), params))
+            .map_err(unavailable("Audit view"))?
+        {
+            new_ips.entry(token).or_default().push(ip);
+        }
+        Ok(stale(&self.cache.rows(), new_ips, now, params))
     }
 
     pub async fn db_health(&self) -> DbHealth {

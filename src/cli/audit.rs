@@ -1,4 +1,5 @@
-//! `tokenledger audit`: the audit view, oldest first.
+//! `tokenledger audit`: the audit view, a page at a time by position cursor, oldest first
+//! unless `--reverse`. A page that is not the whole answer says so, and how to get the next.
 
 use std::time::Duration;
 
@@ -6,8 +7,9 @@ use tokenledger_events::Timestamp;
 use tokenledger_projections::AuditAction;
 use uuid::Uuid;
 
-use super::{Failure, to_json, token_id_arg};
-use crate::app::{AuditFilter, AuditView, Services};
+use super::output::{self, escape, say};
+use super::{Failure, token_id_arg};
+use crate::app::{AuditQuery, Cursor, MAX_PAGE, Services};
 use crate::config::parse_duration;
 
 #[derive(Debug, clap::Args)]
@@ -23,9 +25,31 @@ pub struct AuditArgs {
     /// or a duration ago (24h, 7d).
     #[arg(long, value_name = "T", value_parser = since_arg)]
     pub since: Option<Since>,
-    /// Print a JSON array.
+    /// At most this many rows (default 100; more than 1000 is lowered to 1000).
+    #[arg(long, value_name = "N", value_parser = limit_arg)]
+    pub limit: Option<usize>,
+    /// Only rows after this log position (the `next` cursor of an earlier page).
+    #[arg(long, value_name = "POSITION")]
+    pub after: Option<u64>,
+    /// Only rows before this log position.
+    #[arg(long, value_name = "POSITION")]
+    pub before: Option<u64>,
+    /// Newest first.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Print the page as JSON: {"events", "total", "next", "prev", ...}.
     #[arg(long)]
     pub json: bool,
+}
+
+fn limit_arg(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{:?} is not a page size; expected a whole number from 1 to {MAX_PAGE}",
+            escape(raw)
+        )),
+    }
 }
 
 fn action_arg(raw: &str) -> Result<AuditAction, String> {
@@ -65,29 +89,53 @@ pub(super) async fn run(services: &Services, args: AuditArgs) -> Result<(), Fail
         Since::At(t) => t,
         Since::Ago(d) => ledger.now().minus(d),
     });
-    let views: Vec<AuditView> = services
+    let page = services
         .queries()
-        .audit(&AuditFilter {
+        .audit(&AuditQuery {
             token_id: args.token_id,
             action: args.action,
             since,
-            ..AuditFilter::default()
+            after: args.after,
+            before: args.before,
+            newest_first: args.reverse,
+            limit: args.limit,
         })
         .await?;
     if args.json {
-        println!("{}", to_json(&views));
+        say!("{}", output::json(&page));
         return Ok(());
     }
-    for v in &views {
-        println!(
-            "{}  {:<18}  {}  {}  ip={} path={}  {}",
+    let opt = |v: &Option<String>| escape(v.as_deref().unwrap_or("-")).into_owned();
+    for v in &page.events {
+        say!(
+            "{:>8}  {}  {:<18}  {}  {}  ip={} path={}  {}",
+            v.position,
             v.occurred_at,
             v.action,
             v.token_id,
-            v.actor,
-            v.ip.as_deref().unwrap_or("-"),
-            v.path.as_deref().unwrap_or("-"),
-            v.details
+            escape(&v.actor),
+            opt(&v.ip),
+            opt(&v.path),
+            escape(&v.details.to_string())
+        );
+    }
+    // The page's extent goes to standard error, so that piped rows stay rows.
+    if page.limit_clamped {
+        eprintln!("note: --limit is at most {MAX_PAGE}; showing pages of {MAX_PAGE}");
+    }
+    if !page.complete {
+        let cursor = |c: Option<Cursor>| match c {
+            Some(Cursor::After(p)) => format!("--after {p}"),
+            Some(Cursor::Before(p)) => format!("--before {p}"),
+            None => "none".to_owned(),
+        };
+        eprintln!(
+            "showing {} of {} matching rows ({}); next page: {}; previous page: {}",
+            page.events.len(),
+            page.total,
+            page.order.replace('_', " "),
+            cursor(page.next),
+            cursor(page.prev),
         );
     }
     Ok(())

@@ -5,9 +5,13 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 mod audit;
+pub mod output;
 mod token;
+
+use output::say;
 
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
@@ -15,8 +19,9 @@ use uuid::Uuid;
 use crate::app::{self, Application, LedgerError, QueryError, Services};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    DEFAULT_DATABASE_URL, DatabaseUrl, ServeConfig, Switches, TokenArgs, TokenSettings,
-    parse_bind_addr, parse_database_url, switch,
+    DEFAULT_DATABASE_URL, DatabaseUrl, Limits, ServeConfig, Switches, TokenArgs, TokenSettings,
+    parse_bind_addr, parse_database_url, parse_max_connections, parse_trust_proxy_hops, switch,
+    timeout, trust_proxy_removed,
 };
 use crate::session::{ClerkArgs, DevKey};
 use crate::store::StoreError;
@@ -70,10 +75,17 @@ fn usage_error(e: clap::Error) -> ! {
     ) {
         let rendered = e.to_string();
         let line = rendered.lines().next().unwrap_or("error: invalid value");
-        eprintln!("{line}");
+        eprintln!("{}", output::escape(&crate::token::redact(line)));
         std::process::exit(2);
     }
-    e.exit()
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit()
+    }
+    // clap's own rendering quotes what was typed (an unknown subcommand, say): keep its
+    // help, without a pasted token or a control character.
+    let rendered = e.to_string();
+    eprint!("{}", crate::token::redact(&rendered));
+    std::process::exit(e.exit_code())
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,11 +101,42 @@ pub struct ServeArgs {
     #[arg(long, env = "ADMIN_API_TOKEN_AUTH_ENABLED", value_name = "BOOL", default_value = "false",
           value_parser = switch("ADMIN_API_TOKEN_AUTH_ENABLED"))]
     pub admin_api_token_auth_enabled: bool,
-    /// Read the client IP from X-Forwarded-For (its last entry, added by your proxy) instead
-    /// of the socket (true or false). Only behind a proxy you run.
-    #[arg(long, env = "TRUST_PROXY", value_name = "BOOL", default_value = "false",
-          value_parser = switch("TRUST_PROXY"))]
-    pub trust_proxy: bool,
+    /// How many proxies you run in front: 0 takes the client IP from the socket; N takes the
+    /// Nth X-Forwarded-For entry from the right (1: the one your proxy added).
+    #[arg(long, env = "TRUST_PROXY_HOPS", value_name = "N", default_value = "0",
+          value_parser = parse_trust_proxy_hops)]
+    pub trust_proxy_hops: u8,
+    /// Replaced by TRUST_PROXY_HOPS: any value stops the process with a message saying so.
+    #[arg(long, env = "TRUST_PROXY", hide = true, value_parser = trust_proxy_removed)]
+    pub trust_proxy: Option<bool>,
+    /// How long a client may take to send a request's headers, counted from connecting (the
+    /// first request) or from their first byte (later ones); then the connection is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = timeout("HEADER_READ_TIMEOUT"))]
+    pub header_read_timeout: Duration,
+    /// How long a request may take, reading its body included; then it is answered 408.
+    #[arg(long, env = "REQUEST_TIMEOUT", value_name = "DURATION", default_value = "30s",
+          value_parser = timeout("REQUEST_TIMEOUT"))]
+    pub request_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request without a byte from
+    /// the client; then it is closed.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = timeout("KEEP_ALIVE_TIMEOUT"))]
+    pub keep_alive_timeout: Duration,
+    /// Connections served at once; past it no more are accepted until one closes (they wait
+    /// in the kernel's listen backlog).
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "N", default_value = "1024",
+          value_parser = parse_max_connections)]
+    pub max_connections: usize,
+    /// Failed authentications one client IP may make per minute before it is answered 429
+    /// with Retry-After (0: no limit).
+    #[arg(
+        long,
+        env = "AUTH_FAILURES_PER_MINUTE",
+        value_name = "N",
+        default_value = "60"
+    )]
+    pub auth_failures_per_minute: u32,
     #[command(flatten)]
     pub clerk: ClerkArgs,
 }
@@ -145,7 +188,10 @@ pub enum ProjectionsCommand {
 
 pub(crate) fn token_id_arg(raw: &str) -> Result<Uuid, String> {
     Uuid::parse_str(raw.trim()).map_err(|_| {
-        format!("{raw:?} is not a token id; expected a UUID like 0193a5b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b (see `tokenledger token list`)")
+        format!(
+            "{} is not a token id; expected a UUID like 0193a5b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b (see `tokenledger token list`)",
+            crate::text::shown(raw)
+        )
     })
 }
 
@@ -233,8 +279,15 @@ pub async fn run(cli: Cli) -> ExitCode {
                 switches: Switches {
                     console_enabled: args.admin_console_enabled,
                     token_auth_enabled: args.admin_api_token_auth_enabled,
-                    trust_proxy: args.trust_proxy,
+                    trust_proxy_hops: args.trust_proxy_hops,
                 },
+                limits: Limits {
+                    header_read_timeout: args.header_read_timeout,
+                    request_timeout: args.request_timeout,
+                    keep_alive_timeout: args.keep_alive_timeout,
+                    max_connections: args.max_connections,
+                },
+                auth_failures_per_minute: args.auth_failures_per_minute,
             })
             .await
             .map_err(Failure)
@@ -259,14 +312,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             role.is_some(),
         ),
         Command::Routes => {
-            print!("{}", crate::server::routes());
+            output::line(format_args!("{}", crate::server::routes().trim_end()));
             Ok(())
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(message)) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", output::escape(&crate::token::redact(&message)));
             ExitCode::FAILURE
         }
     }
@@ -294,17 +347,17 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
 async fn migrate(url: &DatabaseUrl, status: bool) -> Result<(), String> {
     let states = app::migrate(url, status).await.map_err(|e| e.to_string())?;
     for m in &states {
-        println!("{:>4} {:<24} {}", m.version, m.name, m.state);
+        say!("{:>4} {:<24} {}", m.version, m.name, m.state);
     }
     if !status {
-        println!("database {} is up to date", url.redacted());
+        say!("database {} is up to date", url.redacted());
     }
     Ok(())
 }
 
 async fn verify(url: &DatabaseUrl) -> Result<(), String> {
     let report = app::verify(url).await.map_err(|e| e.to_string())?;
-    println!("ok: {} events, head {}", report.events, report.head.hash);
+    say!("ok: {} events, head {}", report.events, report.head.hash);
     Ok(())
 }
 
@@ -314,10 +367,6 @@ async fn open(url: &DatabaseUrl, settings: TokenSettings) -> Result<Services, Fa
     Ok(Services::open(url, settings, clock).await?)
 }
 
-fn to_json(value: &impl serde::Serialize) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-}
-
 fn dev_session(url: &DatabaseUrl, production: bool, sub: &str, admin: bool) -> Result<(), Failure> {
     if production {
         return Err(Failure(
@@ -325,9 +374,13 @@ fn dev_session(url: &DatabaseUrl, production: bool, sub: &str, admin: bool) -> R
         ));
     }
     let sub = sub.trim();
-    if sub.is_empty() || sub.len() > 200 || sub.chars().any(char::is_control) {
+    if sub.is_empty()
+        || sub.len() > 200
+        || sub.chars().any(crate::text::is_unsafe)
+        || crate::token::redact(sub) != sub
+    {
         return Err(Failure(
-            "--sub must be 1 to 200 printable characters (a user id)".into(),
+            "--sub must be 1 to 200 printable characters (a user id, not an API token)".into(),
         ));
     }
     let path = DevKey::path_for(url);
@@ -338,12 +391,12 @@ fn dev_session(url: &DatabaseUrl, production: bool, sub: &str, admin: bool) -> R
         if admin { " (admin)" } else { "" },
         path.display()
     );
-    println!("{jwt}");
+    say!("{jwt}");
     Ok(())
 }
 
 async fn rebuild(url: &DatabaseUrl) -> Result<(), Failure> {
     let (position, tokens) = app::rebuild(url).await?;
-    println!("rebuilt api_tokens and audit_logs from position 0 to {position}: {tokens} tokens");
+    say!("rebuilt api_tokens and audit_logs from position 0 to {position}: {tokens} tokens");
     Ok(())
 }

@@ -5,10 +5,11 @@ use std::time::Duration;
 use clap::Subcommand;
 use uuid::Uuid;
 
-use super::{Failure, cli_actor, to_json, token_id_arg};
+use super::output::{self, escape, say};
+use super::{Failure, cli_actor, token_id_arg};
 use crate::app::{CreateRequest, Minted, RotateRequest, Services, TokenView};
 use crate::config::{parse_duration, parse_positive_duration};
-use crate::lifecycle::{parse_name, parse_scope};
+use crate::lifecycle::{parse_name, parse_reason, parse_scope};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -48,9 +49,13 @@ pub enum TokenCommand {
         /// The token's id (a UUID).
         #[arg(value_parser = token_id_arg)]
         id: Uuid,
-        /// Why, kept in the audit trail.
-        #[arg(long)]
+        /// Why, kept in the audit trail (at most 500 characters).
+        #[arg(long, value_parser = reason_arg)]
         reason: Option<String>,
+        /// Also revoke every other token of its rotation chain that still works (a rotated
+        /// predecessor in its grace period, a successor), in the same append.
+        #[arg(long)]
+        chain: bool,
         /// Print the revoked token as JSON.
         #[arg(long)]
         json: bool,
@@ -79,6 +84,12 @@ pub enum TokenCommand {
     },
 }
 
+fn reason_arg(raw: &str) -> Result<String, String> {
+    parse_reason(Some(raw))
+        .map(Option::unwrap_or_default)
+        .map_err(|e| e.to_string())
+}
+
 fn name_arg(raw: &str) -> Result<String, String> {
     parse_name(raw).map_err(|e| e.to_string())
 }
@@ -93,32 +104,48 @@ fn print_minted(minted: &Minted, json: bool) {
     let row = &minted.row;
     if json {
         let out = minted.shown_once_json();
-        println!("{out}");
+        say!("{out}");
         return;
     }
     match row.rotated_from {
-        Some(from) => println!("rotated token {from} to {}", row.id),
-        None => println!("created token {}", row.id),
+        Some(from) => say!("rotated token {from} to {}", row.id),
+        None => say!("created token {}", row.id),
     }
-    println!("  name:        {}", row.name);
-    println!("  environment: {}", row.environment.as_str());
-    println!("  scopes:      {}", row.scopes.join(" "));
-    println!("  expires at:  {}", row.expires_at.to_rfc3339());
-    println!("Copy the token below now; it is not stored and will not be shown again:");
-    println!("{}", minted.token.expose());
+    say!("  name:        {}", escape(&row.name));
+    say!("  environment: {}", row.environment.as_str());
+    say!("  scopes:      {}", row.scopes.join(" "));
+    say!("  expires at:  {}", row.expires_at.to_rfc3339());
+    say!("Copy the token below now; it is not stored and will not be shown again:");
+    say!("{}", minted.token.expose());
+}
+
+/// The view with every caller-supplied text escaped for a terminal.
+fn safe(view: &TokenView) -> TokenView {
+    let text = |s: &str| escape(s).into_owned();
+    let opt = |s: &Option<String>| s.as_deref().map(text);
+    TokenView {
+        name: text(&view.name),
+        created_by: text(&view.created_by),
+        revoked_by: opt(&view.revoked_by),
+        revoke_reason: opt(&view.revoke_reason),
+        last_used_ip: opt(&view.last_used_ip),
+        last_used_path: opt(&view.last_used_path),
+        ..view.clone()
+    }
 }
 
 fn print_token(view: &TokenView) {
+    let view = &safe(view);
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    println!("id:           {}", view.id);
-    println!("name:         {}", view.name);
-    println!("status:       {}", view.status.as_str());
-    println!("environment:  {}", view.environment);
-    println!("scopes:       {}", view.scopes.join(" "));
-    println!("created at:   {} by {}", view.created_at, view.created_by);
-    println!("expires at:   {}", view.expires_at);
+    say!("id:           {}", view.id);
+    say!("name:         {}", view.name);
+    say!("status:       {}", view.status.as_str());
+    say!("environment:  {}", view.environment);
+    say!("scopes:       {}", view.scopes.join(" "));
+    say!("created at:   {} by {}", view.created_at, view.created_by);
+    say!("expires at:   {}", view.expires_at);
     if let Some(at) = &view.revoked_at {
-        println!(
+        say!(
             "revoked at:   {at} by {}{}",
             opt(&view.revoked_by),
             view.revoke_reason
@@ -128,20 +155,21 @@ fn print_token(view: &TokenView) {
         );
     }
     if let Some(from) = view.rotated_from {
-        println!("rotated from: {from}");
+        say!("rotated from: {from}");
     }
     if let Some(to) = view.rotated_to {
-        println!("rotated to:   {to}");
+        say!("rotated to:   {to}");
     }
-    println!(
+    say!(
         "last used:    {} from {} on {}",
         opt(&view.last_used_at),
         opt(&view.last_used_ip),
         opt(&view.last_used_path)
     );
-    println!(
+    say!(
         "uses:         {} allowed, {} denied",
-        view.use_count, view.denied_count
+        view.use_count,
+        view.denied_count
     );
 }
 
@@ -174,18 +202,23 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                 .map(|r| TokenView::new(r, now))
                 .collect();
             if json {
-                println!("{}", to_json(&views));
+                say!("{}", output::json(&views));
             } else if views.is_empty() {
-                println!(
+                say!(
                     "no tokens yet; create one with `tokenledger token create --name NAME --scope SCOPE`"
                 );
             } else {
-                println!(
+                say!(
                     "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  SCOPES",
-                    "ID", "NAME", "ENV", "STATUS", "EXPIRES", "LAST USED"
+                    "ID",
+                    "NAME",
+                    "ENV",
+                    "STATUS",
+                    "EXPIRES",
+                    "LAST USED"
                 );
-                for v in &views {
-                    println!(
+                for v in views.iter().map(safe) {
+                    say!(
                         "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  {}",
                         v.id,
                         truncate(&v.name, 24),
@@ -201,22 +234,46 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
         TokenCommand::Show { id, json } => {
             let view = TokenView::new(&ledger.token(id)?, ledger.now());
             if json {
-                println!("{}", to_json(&view));
+                say!("{}", output::json(&view));
             } else {
                 print_token(&view);
             }
         }
-        TokenCommand::Revoke { id, reason, json } => {
-            let row = ledger.revoke(id, &actor, reason).await?;
+        TokenCommand::Revoke {
+            id,
+            reason,
+            chain,
+            json,
+        } => {
+            let done = ledger.revoke_chain(id, &actor, reason, chain).await?;
             services.queries().settle().await?;
-            let view = TokenView::new(&row, ledger.now());
+            let now = ledger.now();
+            let views = |rows: &[tokenledger_projections::TokenRow]| -> Vec<TokenView> {
+                rows.iter().map(|r| TokenView::new(r, now)).collect()
+            };
+            let (revoked, still_valid) = (views(&done.revoked), views(&done.still_valid));
             if json {
-                println!("{}", to_json(&view));
-            } else {
-                println!(
-                    "revoked token {id} ({}) at {}",
-                    view.name,
-                    view.revoked_at.as_deref().unwrap_or("-")
+                let mut out = serde_json::json!(revoked[0]);
+                out["chain_revoked"] = serde_json::json!(revoked[1..]);
+                out["chain_still_valid"] = serde_json::json!(still_valid);
+                say!("{}", output::json(&out));
+                return Ok(());
+            }
+            for v in revoked.iter().map(safe) {
+                say!(
+                    "revoked token {} ({}) at {}",
+                    v.id,
+                    v.name,
+                    v.revoked_at.as_deref().unwrap_or("-")
+                );
+            }
+            for v in still_valid.iter().map(safe) {
+                let until = v.expires_at.clone();
+                eprintln!(
+                    "warning: token {} ({}) of the same rotation chain still works ({}, until {until}); revoke it too with --chain",
+                    v.id,
+                    v.name,
+                    v.status.as_str()
                 );
             }
         }
@@ -244,8 +301,8 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             if !json {
                 let old = ledger.token(id)?;
                 match old.revoked_at {
-                    Some(at) => println!("old token {id} was revoked at {}", at.to_rfc3339()),
-                    None => println!(
+                    Some(at) => say!("old token {id} was revoked at {}", at.to_rfc3339()),
+                    None => say!(
                         "old token {id} keeps working until {}",
                         old.expires_at.to_rfc3339()
                     ),

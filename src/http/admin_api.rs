@@ -1,20 +1,19 @@
 //! The admin JSON API for humans: an admin's Clerk session only (the policy layer sees to
 //! that), and the same ledger calls as the page.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use super::error::ApiError;
-use super::extract::{AdminSession, AppJson};
+use super::extract::{AdminSession, AppJson, PageParams, TokenId};
 use super::policy::path;
 use super::state::AppState;
-use crate::app::{CreateRequest, Minted, RotateRequest, TokenView};
+use crate::app::{AuditQuery, CreateRequest, Minted, RotateRequest, TokenView};
 use crate::config::parse_duration;
 use crate::monitoring::StaleParams;
 
@@ -25,10 +24,6 @@ pub fn router() -> Router<AppState> {
         .route(path::API_REVOKE, post(revoke))
         .route(path::API_ROTATE, post(rotate))
         .route(path::API_TIMELINE, get(timeline))
-}
-
-pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest("Token id must be a UUID".into()))
 }
 
 fn duration(field: &str, raw: Option<String>) -> Result<Option<std::time::Duration>, ApiError> {
@@ -94,21 +89,32 @@ async fn create(
 #[serde(deny_unknown_fields)]
 struct RevokeBody {
     reason: Option<String>,
+    /// Revoke the rest of its rotation chain that still works too.
+    #[serde(default)]
+    chain: bool,
 }
 
-/// `POST /api/admin/tokens/{id}/revoke` `{"reason"}`
+/// `POST /api/admin/tokens/{id}/revoke` `{"reason", "chain"}`: the revoked token, with the
+/// chain members revoked with it and those left working.
 async fn revoke(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    Path(id): Path<String>,
+    TokenId(id): TokenId,
     AppJson(body): AppJson<RevokeBody>,
-) -> Result<Json<TokenView>, ApiError> {
-    let id = parse_id(&id)?;
-    let row = state
+) -> Result<Json<Value>, ApiError> {
+    let done = state
         .ledger
-        .revoke(id, &session.actor(), body.reason)
+        .revoke_chain(id, &session.actor(), body.reason, body.chain)
         .await?;
-    Ok(Json(TokenView::new(&row, state.ledger.now())))
+    let now = state.ledger.now();
+    let views = |rows: &[tokenledger_projections::TokenRow]| -> Vec<TokenView> {
+        rows.iter().map(|r| TokenView::new(r, now)).collect()
+    };
+    let revoked = views(&done.revoked);
+    let mut answer = json!(revoked[0]);
+    answer["chain_revoked"] = json!(revoked[1..]);
+    answer["chain_still_valid"] = json!(views(&done.still_valid));
+    Ok(Json(answer))
 }
 
 #[derive(Deserialize)]
@@ -121,10 +127,9 @@ struct RotateBody {
 async fn rotate(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    Path(id): Path<String>,
+    TokenId(id): TokenId,
     AppJson(body): AppJson<RotateBody>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     let request = RotateRequest {
         grace: duration("grace", body.grace)?,
         actor: session.actor(),
@@ -134,17 +139,25 @@ async fn rotate(
     Ok(shown_once(&minted))
 }
 
-/// `GET /api/admin/tokens/{id}/audit`
+/// `GET /api/admin/tokens/{id}/audit?limit=&after=&before=&order=`: a page of the timeline,
+/// oldest first unless asked otherwise.
 async fn timeline(
     State(state): State<AppState>,
     _: AdminSession,
-    Path(id): Path<String>,
+    TokenId(id): TokenId,
+    page: PageParams,
 ) -> Result<Json<Value>, ApiError> {
-    let (row, events) = state.queries.timeline(parse_id(&id)?).await?;
-    Ok(Json(json!({
-        "token": TokenView::new(&row, state.ledger.now()),
-        "events": events,
-    })))
+    let query = AuditQuery {
+        after: page.after,
+        before: page.before,
+        newest_first: page.newest_first.unwrap_or(false),
+        limit: page.limit,
+        ..AuditQuery::default()
+    };
+    let (row, page) = state.queries.timeline(id, &query).await?;
+    let mut answer = json!(page);
+    answer["token"] = json!(TokenView::new(&row, state.ledger.now()));
+    Ok(Json(answer))
 }
 
 /// `GET /api/admin/tokens/stale`

@@ -11,10 +11,11 @@ use serde_json::{Map, Value, json};
 use tokenledger_projections::TokenRow;
 
 use super::error::ApiError;
-use super::extract::{ApiCaller, AppJson, from_value};
+use super::extract::{ApiCaller, AppJson, from_value, parse_json};
 use super::policy::{ConsoleCommand, console_command, console_command_names, path};
 use super::state::AppState;
 use crate::monitoring::StaleParams;
+use crate::text::shown;
 
 pub fn router() -> Router<AppState> {
     Router::new().route(path::CONSOLE, post(console))
@@ -61,14 +62,9 @@ impl Command {
             }
         };
         let Some(spec) = console_command(&cmd) else {
-            let shown = if cmd.len() <= 40 && cmd.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-            {
-                format!("{cmd:?}")
-            } else {
-                "(not shown)".into()
-            };
             return Err(ApiError::BadRequest(format!(
-                "Unknown command {shown}; known commands: {}",
+                "Unknown command {}; known commands: {}",
+                shown(&cmd),
                 console_command_names()
             )));
         };
@@ -91,6 +87,14 @@ impl Command {
         };
         Ok((command, spec))
     }
+}
+
+/// Decode a console body as the handler does (the JSON object, then the command and its
+/// args) and name the command; nothing runs and nothing is recorded. The entry point for
+/// fuzzing and property tests: a rejection is the exact answer a caller would get.
+pub fn decode_body(bytes: &[u8]) -> Result<&'static str, ApiError> {
+    let body: Body = parse_json(bytes)?;
+    Command::parse(body).map(|(_, spec)| spec.name)
 }
 
 /// DESIGN's order: the policy layer has authenticated the caller and checked the route's

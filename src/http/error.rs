@@ -30,6 +30,9 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("Request body could not be read")]
     BodyUnreadable,
+    /// `REQUEST_TIMEOUT` passed before the request was answered (a slow body, most likely).
+    #[error("Request timed out")]
+    RequestTimeout,
     #[error("Send exactly one Authorization header")]
     DuplicateAuthorization,
     #[error("Unsupported Authorization scheme; expected Bearer <token>")]
@@ -59,6 +62,8 @@ pub enum ApiError {
     UnknownToken(uuid::Uuid),
     #[error("Token {0} kept changing while this request decided; try again")]
     Busy(uuid::Uuid),
+    #[error("Too many failed attempts; retry after {retry_after_secs} s")]
+    TooManyFailures { retry_after_secs: u64 },
     /// The use could not be recorded, so nothing ran.
     #[error("Audit log unavailable")]
     AuditUnavailable,
@@ -79,6 +84,7 @@ impl ApiError {
             E::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             E::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             E::BodyUnreadable => StatusCode::BAD_REQUEST,
+            E::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             E::UnsupportedScheme
             | E::TokenAuthDisabled
             | E::ApiTokensRefused
@@ -97,6 +103,7 @@ impl ApiError {
             )
             | E::Busy(_) => StatusCode::CONFLICT,
             E::Domain(_) => StatusCode::BAD_REQUEST,
+            E::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::AuditUnavailable | E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -105,7 +112,18 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(json!({ "error": self.to_string() }))).into_response()
+        // No variant carries input, but a token pasted where a name belongs must not come
+        // back even if one ever did.
+        let text = crate::token::redact(&self.to_string()).into_owned();
+        let mut response = (self.status(), Json(json!({ "error": text }))).into_response();
+        if let ApiError::TooManyFailures { retry_after_secs } = self
+            && let Ok(value) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

@@ -3,7 +3,8 @@
 //! - [`AppJson`]: a JSON body into a typed request; a rejection names the field and what is
 //!   accepted, and never echoes a value.
 //! - [`Bearer`]: the credential of exactly one `Authorization: Bearer` header.
-//! - [`ClientIp`]: the socket's address, or the proxy's `X-Forwarded-For` entry when trusted.
+//! - [`ClientIp`]: the socket's address, or with `TRUST_PROXY_HOPS=N` the Nth
+//!   `X-Forwarded-For` entry from the right.
 //! - [`ApiCaller`], [`AdminSession`]: who is calling, put in place by [`apply_policy`] from the
 //!   route's row in [`super::policy`]. A handler names one of them; it never checks access.
 
@@ -26,6 +27,7 @@ use crate::app::Refusal;
 use crate::lifecycle::UseAttempt;
 use crate::scope::Scope;
 use crate::session::{Session, looks_like_jwt};
+use crate::text::shown;
 
 // ----- JSON bodies -----
 
@@ -111,7 +113,7 @@ fn safe_path(path: &serde_path_to_error::Path) -> String {
                     out.push('.');
                 }
                 let plain = key.len() <= 32 && key.chars().all(|c| c.is_ascii_graphic());
-                out.push_str(if plain { key } else { "(name not shown)" });
+                out.push_str(if plain { key } else { "(value not shown)" });
             }
             Segment::Unknown => out.push('?'),
         }
@@ -124,7 +126,18 @@ fn json_rejection(path: &str, e: &serde_json::Error) -> ApiError {
     let at = || format!("Invalid JSON at line {} column {}", e.line(), e.column());
     match e.classify() {
         Category::Eof => ApiError::BadRequest(format!("{}: unexpected end of input", at())),
-        Category::Syntax => ApiError::BadRequest(format!("{}: syntax error", at())),
+        Category::Syntax => {
+            // serde_json names these two only in its message text.
+            let message = e.to_string();
+            let what = if message.starts_with("number out of range") {
+                "number out of range"
+            } else if message.starts_with("recursion limit exceeded") {
+                "nesting too deep (at most 128 levels)"
+            } else {
+                "syntax error"
+            };
+            ApiError::BadRequest(format!("{}: {what}", at()))
+        }
         Category::Io => ApiError::BodyUnreadable,
         Category::Data => ApiError::BadRequest(data_error(path, &e.to_string())),
     }
@@ -194,12 +207,84 @@ fn article(expected: &str) -> String {
     }
 }
 
-/// A name from the input, quoted when it is short and plain, else not shown.
-fn shown(name: &str) -> String {
-    if name.len() <= 32 && name.chars().all(|c| c.is_ascii_graphic()) {
-        format!("{name:?}")
-    } else {
-        "(name not shown)".to_owned()
+// ----- pages -----
+
+/// A page of a list: `?limit=N&after=P&before=P&order=newest_first|oldest_first`.
+#[derive(Clone, Debug, Default)]
+pub struct PageParams {
+    pub limit: Option<usize>,
+    pub after: Option<u64>,
+    pub before: Option<u64>,
+    pub newest_first: Option<bool>,
+}
+
+impl PageParams {
+    const ACCEPTED: &str = "limit, after, before, order";
+
+    pub fn parse(query: Option<&str>) -> Result<PageParams, ApiError> {
+        let mut p = PageParams::default();
+        let number = |key: &str, value: &str| {
+            value.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "\"{key}\" must be a whole number (a log position or a page size)"
+                ))
+            })
+        };
+        for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match key.as_ref() {
+                "limit" => match number("limit", &value)? {
+                    0 => {
+                        return Err(ApiError::BadRequest("\"limit\" must be at least 1".into()));
+                    }
+                    n => p.limit = Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                },
+                "after" => p.after = Some(number("after", &value)?),
+                "before" => p.before = Some(number("before", &value)?),
+                "order" => {
+                    p.newest_first = Some(match value.as_ref() {
+                        "newest_first" => true,
+                        "oldest_first" => false,
+                        _ => {
+                            return Err(ApiError::BadRequest(
+                                "\"order\" must be newest_first or oldest_first".into(),
+                            ));
+                        }
+                    });
+                }
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "Unknown query parameter {}; accepted: {}",
+                        shown(other),
+                        Self::ACCEPTED
+                    )));
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PageParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        PageParams::parse(parts.uri.query())
+    }
+}
+
+/// The `{id}` of a route: a token id. A malformed one, UTF-8 or not, is a JSON 400.
+pub struct TokenId(pub uuid::Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let bad = || ApiError::BadRequest("Token id must be a UUID".into());
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| bad())?;
+        uuid::Uuid::parse_str(&raw).map(TokenId).map_err(|_| bad())
     }
 }
 
@@ -249,38 +334,64 @@ impl Bearer {
     }
 }
 
-/// The client's address: the socket's, or with `TRUST_PROXY=true` the last entry of
-/// `X-Forwarded-For` (the one the trusted proxy added).
+/// The client's address: the socket's, or with `TRUST_PROXY_HOPS=N` the Nth entry from the
+/// right of `X-Forwarded-For` (every such header, in order, as one list): each proxy appends
+/// the address it was reached from, so the N rightmost entries are your N proxies' and
+/// anything left of them is the client's to write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
 impl ClientIp {
-    fn of(parts: &Parts, trust_proxy: bool) -> ClientIp {
-        if trust_proxy
-            && let Some(ip) = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-                .next_back()
-        {
-            return ClientIp(ip);
-        }
+    fn of(parts: &Parts, hops: u8) -> ClientIp {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        ClientIp(peer.unwrap_or(IpAddr::from([127, 0, 0, 1])))
+            .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+        if hops == 0 {
+            return ClientIp(peer);
+        }
+        match forwarded_for(&parts.headers, hops) {
+            Some(ip) => ClientIp(ip),
+            None => {
+                // Never a guess from further left: that part is the client's.
+                tracing::debug!(
+                    hops,
+                    "X-Forwarded-For has no address at TRUST_PROXY_HOPS; using the socket's"
+                );
+                ClientIp(peer)
+            }
+        }
     }
+}
+
+/// The `hops`th `X-Forwarded-For` entry from the right, if it is an address: `1.2.3.4`,
+/// `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:443`. A header that is not
+/// text makes the count unknowable, so it gives `None` too.
+fn forwarded_for(headers: &HeaderMap, hops: u8) -> Option<IpAddr> {
+    let mut entries = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        entries.extend(value.to_str().ok()?.split(','));
+    }
+    let entry = entries
+        .iter()
+        .rev()
+        .nth(usize::from(hops).checked_sub(1)?)?
+        .trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            let bare = entry.strip_prefix('[')?.strip_suffix(']')?;
+            bare.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+        })
 }
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(ClientIp::of(parts, state.switches.trust_proxy))
+        Ok(ClientIp::of(parts, state.switches.trust_proxy_hops))
     }
 }
 
@@ -294,9 +405,9 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn of(parts: &Parts, trust_proxy: bool) -> CallContext {
+    fn of(parts: &Parts, trust_proxy_hops: u8) -> CallContext {
         CallContext {
-            ip: ClientIp::of(parts, trust_proxy),
+            ip: ClientIp::of(parts, trust_proxy_hops),
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
             user_agent: parts.headers.get(header::USER_AGENT).map(|v| {
@@ -380,30 +491,38 @@ pub async fn apply_policy(
         return ApiError::NotFound.into_response();
     }
     let (mut parts, body) = request.into_parts();
-    match route.access {
-        Access::Public => {}
-        Access::ApiToken {
-            any_of,
-            tokens_switch,
-        } => match api_caller(&state, &parts, any_of, tokens_switch).await {
-            Ok(caller) => {
-                parts.extensions.insert(caller);
-            }
-            Err(e) => return e.into_response(),
-        },
-        Access::Session => match admin_session(&state, &parts).await {
-            Ok(session) => {
-                parts.extensions.insert(AdminSession(session));
-            }
-            Err(e) => {
-                return match route.answer {
-                    Answer::Json => e.into_response(),
-                    Answer::Html => admin_page::refusal(e),
-                };
-            }
-        },
+    if route.access == Access::Public {
+        return next.run(Request::from_parts(parts, body)).await;
     }
-    next.run(Request::from_parts(parts, body)).await
+    let ip = ClientIp::of(&parts, state.switches.trust_proxy_hops).0;
+    let admitted = match state.guard.admit(ip) {
+        Err(e) => Err(e),
+        Ok(()) => match route.access {
+            Access::ApiToken {
+                any_of,
+                tokens_switch,
+            } => api_caller(&state, &parts, any_of, tokens_switch)
+                .await
+                .map(|caller| {
+                    parts.extensions.insert(caller);
+                }),
+            Access::Session | Access::Public => {
+                admin_session(&state, &parts).await.map(|session| {
+                    parts.extensions.insert(AdminSession(session));
+                })
+            }
+        },
+    };
+    match admitted {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Err(e) => {
+            let e = state.guard.refused(ip, parts.uri.path(), e, &state.metrics);
+            match route.answer {
+                Answer::Json => e.into_response(),
+                Answer::Html => admin_page::refusal(e),
+            }
+        }
+    }
 }
 
 /// Authenticate an API token in the authentication table's order.
@@ -420,7 +539,7 @@ async fn api_caller(
     }
     let bearer = bearer.ok_or(Refusal::MissingCredentials)?;
     let token = state.ledger.identify(bearer.expose())?;
-    let call = CallContext::of(parts, state.switches.trust_proxy);
+    let call = CallContext::of(parts, state.switches.trust_proxy_hops);
     state
         .ledger
         .screen(&token, &call.attempt(state, any_of.to_vec(), None))
@@ -501,6 +620,8 @@ mod tests {
         scopes: Vec<Scope>,
         #[serde(default)]
         days: Option<u32>,
+        #[serde(default)]
+        meta: Option<serde_json::Value>,
     }
 
     fn rejection(body: &str) -> String {
@@ -520,15 +641,15 @@ mod tests {
             ),
             (
                 format!(r#"{{"token": "x", "scopes": ["{secret}"]}}"#),
-                "\"scopes[0]\": unknown scope (not shown); known scopes: admin",
+                "\"scopes[0]\": unknown scope (value not shown); known scopes: admin",
             ),
             (
                 format!(r#"{{"token": "x", "{secret}": 1}}"#),
-                "Unknown field (name not shown); accepted: token, scopes, days",
+                "Unknown field (value not shown); accepted: token, scopes, days, meta",
             ),
             (
                 r#"{"token": "x", "extra": 1}"#.to_owned(),
-                "Unknown field \"extra\"; accepted: token, scopes, days",
+                "Unknown field \"extra\"; accepted: token, scopes, days, meta",
             ),
             (r#"{"scopes": []}"#.to_owned(), "Missing \"token\""),
             (format!(r#"["{secret}"]"#), "Body must be a JSON object"),
@@ -541,11 +662,38 @@ mod tests {
                 "Invalid JSON at line 1 column",
             ),
         ];
+        let deep = rejection(&format!("{{\"meta\": {}", "[".repeat(10_000)));
+        assert!(
+            deep.ends_with("nesting too deep (at most 128 levels)"),
+            "{deep}"
+        );
         for (body, expected) in cases {
             let got = rejection(&body);
             assert!(got.starts_with(expected), "{body}: {got}");
             assert!(!got.contains(secret), "{body}: {got}");
         }
+    }
+
+    #[test]
+    fn the_forwarded_address_is_counted_from_the_right_in_every_form() {
+        let mut headers = HeaderMap::new();
+        for value in [
+            "198.51.100.1, not-an-ip",
+            "[2001:db8::1]:443,2001:db8::2",
+            " [2001:db8::3] , 203.0.113.4:5678",
+        ] {
+            headers.append("x-forwarded-for", value.parse().expect("value"));
+        }
+        let at = |hops| forwarded_for(&headers, hops).map(|ip| ip.to_string());
+        assert_eq!(at(1).as_deref(), Some("203.0.113.4"));
+        assert_eq!(at(2).as_deref(), Some("2001:db8::3"));
+        assert_eq!(at(3).as_deref(), Some("2001:db8::2"));
+        assert_eq!(at(4).as_deref(), Some("2001:db8::1"));
+        assert_eq!(at(5), None, "not an address: no fallback further left");
+        assert_eq!(at(6).as_deref(), Some("198.51.100.1"));
+        assert_eq!(at(7), None, "past the list");
+        assert_eq!(at(0), None);
+        assert_eq!(forwarded_for(&HeaderMap::new(), 1), None);
     }
 
     #[test]

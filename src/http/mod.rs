@@ -14,20 +14,24 @@
 
 mod admin_api;
 mod admin_page;
-mod console;
+pub mod console;
 pub mod error;
 pub mod extract;
+mod guard;
 mod health;
 pub mod policy;
 pub mod state;
-mod verify;
+pub mod verify;
 
 use axum::Router;
+use axum::body::HttpBody as _;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -55,6 +59,13 @@ pub fn router(services: &Services) -> Router {
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Inside the request id, so that a 408 carries one. Handlers read bodies inside their
+        // futures, so this bounds a slow body too.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            services.request_timeout,
+        ))
+        .layer(axum::middleware::map_response(timeout_as_json))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()
@@ -68,7 +79,7 @@ pub fn router(services: &Services) -> Router {
                         "request",
                         request_id = id,
                         method = %request.method(),
-                        path = ?request.uri().path(),
+                        path = ?crate::token::redact(request.uri().path()),
                     )
                 })
                 .on_request(())
@@ -83,6 +94,16 @@ pub fn router(services: &Services) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// tower-http's timeout answers 408 with an empty body; every error here is JSON.
+async fn timeout_as_json(response: Response) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT
+        && response.body().size_hint().exact() == Some(0)
+    {
+        return ApiError::RequestTimeout.into_response();
+    }
+    response
 }
 
 /// A UUIDv7 per request: unique across nodes and sortable by time.

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::guard::FailureGuard;
 use crate::app::{Ledger, Metrics, Queries, Services};
 use crate::config::Switches;
 use crate::session::SessionVerifier;
@@ -17,6 +18,10 @@ pub struct AppState {
     pub(crate) sessions: Option<SessionVerifier>,
     /// Whether the sign-in page offers development sessions.
     pub(crate) dev_sessions: bool,
+    /// Failed authentication, bounded per client IP.
+    pub(crate) guard: Arc<FailureGuard>,
+    /// `APP_ENV=production`: the session cookie is set `Secure`.
+    pub(crate) production: bool,
 }
 
 impl AppState {
@@ -28,6 +33,8 @@ impl AppState {
             switches: services.switches,
             sessions: services.sessions.clone(),
             dev_sessions: services.dev_sessions,
+            guard: Arc::new(FailureGuard::new(services.auth_failures_per_minute)),
+            production: services.production,
         }
     }
 }

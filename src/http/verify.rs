@@ -12,12 +12,13 @@ use tokenledger_events::DenyReason;
 use tokenledger_projections::TokenRow;
 
 use super::error::ApiError;
-use super::extract::{ApiCaller, AppJson};
+use super::extract::{ApiCaller, AppJson, parse_json};
 use super::policy::{VERIFY_SCOPES, path};
 use super::state::AppState;
 use crate::app::Refusal;
 use crate::lifecycle::{UseAttempt, UseDecision};
 use crate::scope::Scope;
+use crate::text::is_unsafe;
 
 pub fn router() -> Router<AppState> {
     Router::new().route(path::VERIFY, post(verify))
@@ -45,24 +46,29 @@ impl Body {
             .ip
             .as_deref()
             .map(|s| {
-                s.trim()
-                    .parse::<IpAddr>()
-                    .map(|ip| ip.to_string())
-                    .map_err(|_| {
-                        ApiError::BadRequest("\"ip\" must be an IPv4 or IPv6 address".into())
-                    })
+                s.parse::<IpAddr>().map(|ip| ip.to_string()).map_err(|_| {
+                    ApiError::BadRequest("\"ip\" must be an IPv4 or IPv6 address".into())
+                })
             })
             .transpose()?;
         let path = match &self.path {
-            Some(p) if !p.starts_with('/') || p.len() > MAX_PATH => {
+            Some(p) if !p.starts_with('/') || p.len() > MAX_PATH || p.chars().any(is_unsafe) => {
                 return Err(ApiError::BadRequest(format!(
-                    "\"path\" must be a string starting with / of at most {MAX_PATH} bytes"
+                    "\"path\" must start with / and be at most {MAX_PATH} bytes, with no control or invisible characters"
                 )));
             }
             p => p.clone(),
         };
         Ok((ip, path))
     }
+}
+
+/// Decode a verify body as the handler does (the JSON object, then where the checked use
+/// was made); nothing is looked up or recorded. The entry point for fuzzing and property
+/// tests: a rejection is the exact answer a caller would get.
+pub fn decode_body(bytes: &[u8]) -> Result<(), ApiError> {
+    let body: Body = parse_json(bytes)?;
+    body.where_used().map(|_| ())
 }
 
 fn answer(code: &str, row: Option<&TokenRow>) -> Json<Value> {

@@ -288,10 +288,22 @@ fn create_refuses_a_whitespace_only_name() {
 #[test]
 fn create_refuses_a_name_with_a_control_character_inside() {
     // Trimming only removes the ends; a control character inside a name is refused, saying so.
-    for name in ["ci\u{7}deploy", "ci\ndeploy", "ci\u{1b}[31mdeploy"] {
+    for name in [
+        "ci\u{7}deploy",
+        "ci\ndeploy",
+        "ci\u{1b}[31mdeploy",
+        "ci\u{9b}deploy",
+        "ci\u{7f}deploy",
+        "ci\u{202e}yolped",
+        "ci\u{200b}deploy",
+        "ci\u{2066}deploy",
+    ] {
         let err = when_create(&create(name, &["admin"])).expect_err("refused");
         assert_eq!(err, DomainError::NameHasControl);
-        assert!(err.to_string().contains("control characters"), "{err}");
+        assert!(
+            err.to_string().contains("control or invisible characters"),
+            "{err}"
+        );
     }
 }
 
@@ -763,6 +775,33 @@ fn revoke_without_a_reason_records_none() {
             actor: "bob@example.com".into(),
             reason: None,
         })
+    );
+}
+
+#[test]
+fn a_revoke_reason_is_at_most_500_plain_characters() {
+    let row = given_active().row();
+    let long = "x".repeat(MAX_REASON_CHARS + 1);
+    assert_eq!(
+        decide_revoke(&row, "bob", Some(long)),
+        Err(DomainError::ReasonTooLong(MAX_REASON_CHARS + 1))
+    );
+    for forged in [
+        "left\nAPI_TOKEN_REVOKED",
+        "a\u{1b}[8m",
+        "a\u{202e}b",
+        "a\u{200b}",
+    ] {
+        let err = decide_revoke(&row, "bob", Some(forged.into())).expect_err(forged);
+        assert_eq!(err, DomainError::ReasonHasControl);
+        assert!(err.to_string().contains("control or invisible characters"));
+    }
+    let exact = "y".repeat(MAX_REASON_CHARS);
+    assert!(decide_revoke(&row, "bob", Some(exact)).is_ok());
+    assert_eq!(
+        decide_revoke(&row, "bob", Some("   ".into())).map(|r| r.reason),
+        Ok(None),
+        "a blank reason is none"
     );
 }
 

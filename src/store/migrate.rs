@@ -27,10 +27,12 @@ macro_rules! migration {
 pub(crate) const SQLITE: &[MigrationFile] = &[
     migration!("sqlite", 1, "0001_event_log"),
     migration!("sqlite", 2, "0002_projections"),
+    migration!("sqlite", 3, "0003_audit_use_addresses"),
 ];
 pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 1, "0001_event_log"),
     migration!("postgres", 2, "0002_projections"),
+    migration!("postgres", 3, "0003_audit_use_addresses"),
 ];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {

@@ -202,13 +202,19 @@ macro_rules! delegate {
     };
 }
 
-/// Which audit rows to read.
+/// Which audit rows to read: a page of at most `limit` rows by position, after the cursor
+/// `after` and/or before `before`, oldest first unless `newest_first`.
 #[derive(Debug, Clone)]
 pub struct AuditFilter {
     pub token_id: Option<uuid::Uuid>,
     pub action: Option<AuditAction>,
     /// Rows that occurred at or after this time.
     pub since: Option<Timestamp>,
+    /// Only rows at positions greater than this.
+    pub after: Option<u64>,
+    /// Only rows at positions less than this.
+    pub before: Option<u64>,
+    pub newest_first: bool,
     pub limit: usize,
 }
 
@@ -218,9 +224,34 @@ impl Default for AuditFilter {
             token_id: None,
             action: None,
             since: None,
-            limit: 10_000,
+            after: None,
+            before: None,
+            newest_first: false,
+            limit: 100,
         }
     }
+}
+
+impl AuditFilter {
+    /// Every row, in log order: for rebuild checks and tests, never for a view.
+    pub fn everything() -> AuditFilter {
+        AuditFilter {
+            limit: usize::MAX,
+            ..AuditFilter::default()
+        }
+    }
+}
+
+/// A page of audit rows, in the order asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditPage {
+    pub rows: Vec<AuditRow>,
+    /// Rows matching the filter, on every page.
+    pub total: u64,
+    /// More rows follow the page's last row (in its order).
+    pub more_past_end: bool,
+    /// More rows precede the page's first row (in its order).
+    pub more_before_start: bool,
 }
 
 /// How many events one audit subscriber transaction folds at most.
@@ -241,9 +272,17 @@ impl Store {
         delegate!(self, l => l.tokens().await)
     }
 
-    /// Audit rows, in log order.
-    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRow>, StoreError> {
+    /// A page of audit rows.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<AuditPage, StoreError> {
         delegate!(self, l => l.audit(filter).await)
+    }
+
+    /// Per token, the addresses first used at or after `since`.
+    pub async fn first_seen_ips(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
+        delegate!(self, l => l.first_seen_ips(since).await)
     }
 
     /// Each projection's checkpoint (the last position folded in).

@@ -627,8 +627,17 @@ macro_rules! sql_event_log {
                 pub(crate) async fn audit(
                     &self,
                     filter: &AuditFilter,
-                ) -> Result<Vec<AuditRow>, StoreError> {
+                ) -> Result<$crate::store::AuditPage, StoreError> {
                     audit_query(&mut *self.reader().await?, filter)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn first_seen_ips(
+                    &self,
+                    since: tokenledger_events::Timestamp,
+                ) -> Result<Vec<(Uuid, String)>, StoreError> {
+                    first_seen_ips(&mut *self.reader().await?, since)
                         .await
                         .map_err(StoreError::db)
                 }
@@ -1062,47 +1071,152 @@ macro_rules! sql_event_log {
             })
         }
 
+        /// One page of audit rows (see [`AuditFilter`]): the rows in the order asked for,
+        /// whether more lie beyond the page in each direction, and how many rows match in all.
         pub(crate) async fn audit_query(
             conn: &mut $conn,
             filter: &$crate::store::AuditFilter,
-        ) -> Result<Vec<tokenledger_projections::AuditRow>, sqlx::Error> {
-            let mut conditions = Vec::new();
+        ) -> Result<$crate::store::AuditPage, sqlx::Error> {
+            use std::fmt::Write as _;
+            // The filter's conditions, then the cursor's; placeholders are numbered in the
+            // order values are bound.
+            let mut base = String::from("1 = 1");
             let mut n = 0;
             let mut next = || {
                 n += 1;
                 n
             };
             if filter.token_id.is_some() {
-                conditions.push(format!("token_id = ${}", next()));
+                let _ = write!(base, " AND token_id = ${}", next());
             }
             if filter.action.is_some() {
-                conditions.push(format!("action = ${}", next()));
+                let _ = write!(base, " AND action = ${}", next());
             }
             if filter.since.is_some() {
-                conditions.push(format!("occurred_at >= ${}", next()));
+                let _ = write!(base, " AND occurred_at >= ${}", next());
             }
-            let limit = next();
+            let bind_base = |sql: String| {
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                if let Some(id) = filter.token_id {
+                    q = q.bind(id);
+                }
+                if let Some(action) = filter.action {
+                    q = q.bind(action.as_str());
+                }
+                if let Some(since) = filter.since {
+                    q = q.bind(since.as_micros());
+                }
+                q
+            };
+            let total: i64 = bind_base(format!("SELECT COUNT(*) AS n FROM audit_logs WHERE {base}"))
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("n")?;
+
+            // Read toward the cursor that was given: rows just after `after`, or just before
+            // `before`; with both or neither, in the order asked for.
+            let scan_desc = match (filter.after, filter.before) {
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                _ => filter.newest_first,
+            };
+            let mut page = base.clone();
+            let mut m = n;
+            if filter.after.is_some() {
+                m += 1;
+                let _ = write!(page, " AND position > ${m}");
+            }
+            if filter.before.is_some() {
+                m += 1;
+                let _ = write!(page, " AND position < ${m}");
+            }
             let sql = format!(
-                "SELECT {} FROM audit_logs {} ORDER BY position LIMIT ${limit}",
+                "SELECT {} FROM audit_logs WHERE {page} ORDER BY position {} LIMIT ${}",
                 $crate::store::sql::AUDIT_COLUMNS,
-                if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) },
+                if scan_desc { "DESC" } else { "ASC" },
+                m + 1,
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            if let Some(id) = filter.token_id {
-                q = q.bind(id);
+            let mut q = bind_base(sql);
+            if let Some(after) = filter.after {
+                q = q.bind(to_sql(after));
             }
-            if let Some(action) = filter.action {
-                q = q.bind(action.as_str());
+            if let Some(before) = filter.before {
+                q = q.bind(to_sql(before));
             }
-            if let Some(since) = filter.since {
-                q = q.bind(since.as_micros());
-            }
-            q.bind(to_sql(filter.limit as u64))
+            let mut rows = q
+                .bind(to_sql((filter.limit as u64).saturating_add(1)))
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
                 .map(audit_from_row)
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?;
+            let more_in_scan = rows.len() > filter.limit;
+            rows.truncate(filter.limit);
+
+            // Whether rows lie on the far side of the cursor the scan started from.
+            let start = if scan_desc {
+                filter.before.map(|b| (b, ">="))
+            } else {
+                filter.after.map(|a| (a, "<="))
+            };
+            let behind_start = match start {
+                None => false,
+                Some((at, op)) => {
+                    let sql = format!(
+                        "SELECT EXISTS (SELECT 1 FROM audit_logs WHERE {base} AND position {op} ${}) AS e",
+                        n + 1
+                    );
+                    let e: bool = bind_base(sql)
+                        .bind(to_sql(at))
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .try_get("e")?;
+                    e
+                }
+            };
+            if scan_desc != filter.newest_first {
+                rows.reverse();
+            }
+            let (more_later, more_earlier) = if scan_desc == filter.newest_first {
+                (more_in_scan, behind_start)
+            } else {
+                (behind_start, more_in_scan)
+            };
+            Ok($crate::store::AuditPage {
+                rows,
+                total: from_sql(total, "count")?,
+                more_past_end: more_later,
+                more_before_start: more_earlier,
+            })
+        }
+
+        /// Per token, the addresses whose first recorded use is at or after `since`: the
+        /// monitoring list's "new IP", aggregated in the database rather than by reading
+        /// every use.
+        pub(crate) async fn first_seen_ips(
+            conn: &mut $conn,
+            since: tokenledger_events::Timestamp,
+        ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+            // The partial index on uses covers the query. SQLite's planner, without
+            // statistics, prefers the action index and then reads every use row: name the
+            // index there.
+            let indexed = match $params {
+                Params::Anonymous => "INDEXED BY audit_logs_uses_by_address",
+                Params::Numbered => "",
+            };
+            let sql = format!(
+                "SELECT token_id, ip FROM audit_logs {indexed} \
+                 WHERE action = 'API_TOKEN_USED' AND ip IS NOT NULL \
+                 GROUP BY token_id, ip HAVING MIN(occurred_at) >= $1 \
+                 ORDER BY token_id, MIN(occurred_at)"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+            .bind(since.as_micros())
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("token_id")?, row.try_get("ip")?)))
+            .collect()
         }
 
         /// Read what `state` lacks for `batches` (stream versions, token rows) and, when

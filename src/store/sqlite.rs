@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 
 use super::sql::{AUDIT_COLUMNS, WriterCache, plan_group};
 use super::writer::{GroupCommit, Writer};
-use tokenledger_projections::AuditRow;
 
 use super::{AuditFilter, StoreError, wait_for_head};
 
@@ -50,6 +49,7 @@ impl SqliteDb {
                     .into(),
             ));
         }
+        let created = creates_file(url) && create_private(options.get_filename());
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(30))
@@ -59,6 +59,14 @@ impl SqliteDb {
                 target: options.get_filename().display().to_string(),
                 detail: e.to_string(),
             })?;
+        if created {
+            // Connecting set WAL mode, which made both files.
+            for suffix in ["-wal", "-shm"] {
+                let mut name = options.get_filename().as_os_str().to_owned();
+                name.push(suffix);
+                make_private(std::path::Path::new(&name));
+            }
+        }
         Ok(SqliteDb { write, options })
     }
 
@@ -102,6 +110,44 @@ impl SqliteDb {
             options: self.options.clone(),
         })
     }
+}
+
+/// Whether `url` asks for the file to be made when missing (`mode=rwc`; the last `mode` wins,
+/// as in sqlx).
+fn creates_file(url: &str) -> bool {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "mode")
+        .last()
+        .is_some_and(|(_, mode)| mode == "rwc")
+}
+
+/// Make a missing database file, readable by its owner only (it holds the log and every
+/// token's hash), before SQLite opens it: SQLite gives the `-wal` and `-shm` files the main
+/// file's mode. Whether the file was made here; any failure is left for the connection to
+/// report.
+fn create_private(path: &std::path::Path) -> bool {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).is_ok()
+}
+
+/// `path` readable by its owner only, if it exists: a file SQLite made beside a database
+/// made here (SQLite already matches the main file's mode; this does not rely on it).
+fn make_private(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot make it 0600"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// The writer task's side: the one connection appends go through, kept open (not taken from a

@@ -156,7 +156,11 @@ async fn audit_is_at_head(store: &Store) {
         checkpoints.contains(&("audit_logs".to_owned(), head)),
         "audit checkpoint at the head {head}: {checkpoints:?}"
     );
-    let rows = store.audit(&AuditFilter::default()).await.expect("audit");
+    let rows = store
+        .audit(&AuditFilter::everything())
+        .await
+        .expect("audit")
+        .rows;
     let positions: Vec<u64> = rows.iter().map(|r| r.position).collect();
     assert_eq!(
         positions,
@@ -257,9 +261,10 @@ async fn a_lagging_audit_view_is_caught_up_then_folded_inline(db: Scratch) {
         "{checkpoints:?}"
     );
     assert!(
-        a.audit(&AuditFilter::default())
+        a.audit(&AuditFilter::everything())
             .await
             .expect("audit")
+            .rows
             .is_empty()
     );
     assert_eq!(a.catch_up_audit().await.expect("catch up"), 3);

@@ -277,7 +277,9 @@ fn token_commands_create_list_show_revoke_rotate_and_audit() {
     assert_eq!(shown["revoke_reason"], "rotated out");
 
     let audit = json_of(&run(&["audit", "--token", &id, "--json"]));
-    let actions: Vec<&str> = audit
+    assert_eq!(audit["total"], 3, "{audit}");
+    assert_eq!(audit["complete"], true);
+    let actions: Vec<&str> = audit["events"]
         .as_array()
         .expect("array")
         .iter()
@@ -294,10 +296,14 @@ fn token_commands_create_list_show_revoke_rotate_and_audit() {
     let revoked = json_of(&run(&[
         "audit", "--action", "revoked", "--since", "1h", "--json",
     ]));
-    assert_eq!(revoked.as_array().expect("array").len(), 1);
-    assert_eq!(revoked[0]["actor"], "cli:alice");
+    assert_eq!(revoked["events"].as_array().expect("array").len(), 1);
+    assert_eq!(revoked["events"][0]["actor"], "cli:alice");
     let future = json_of(&run(&["audit", "--since", "2999-01-01", "--json"]));
-    assert_eq!(future, serde_json::json!([]));
+    assert_eq!(future["events"], serde_json::json!([]));
+    assert_eq!(
+        (&future["total"], &future["next"]),
+        (&serde_json::json!(0), &serde_json::Value::Null)
+    );
 
     let out = run(&["projections", "rebuild"]);
     assert!(out.status.success(), "{}", text(&out).1);
@@ -439,7 +445,11 @@ fn unknown_configuration_values_stop_the_process_naming_the_variable() {
             "1",
             "ADMIN_API_TOKEN_AUTH_ENABLED=\"1\" is not a switch",
         ),
-        ("TRUST_PROXY", "on", "TRUST_PROXY=\"on\" is not a switch"),
+        (
+            "TRUST_PROXY",
+            "true",
+            "TRUST_PROXY=\"true\" is no longer read; set TRUST_PROXY_HOPS=1",
+        ),
         (
             "API_TOKEN_PREFIX_ENV",
             "staging",

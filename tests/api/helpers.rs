@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokenledger::app::{
-    Application, AuditFilter, AuditView, CreateRequest, Ledger, Minted, Queries, RotateRequest,
-    Services,
+    Application, AuditQuery, AuditView, CreateRequest, Cursor, Ledger, MAX_PAGE, Minted, Queries,
+    RotateRequest, Services,
 };
 use tokenledger::clock::{Clock as _, ManualClock};
 use tokenledger::config::{ServeConfig, Switches};
@@ -385,7 +385,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub clock: ManualClock,
     services: Services,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// A service on `db` with every default (switches off, no sign-in).
@@ -405,7 +406,7 @@ pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig
     let port = app.port();
     let services = app.services().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tokenledger::server::run_until(app, async {
+    let served = tokio::spawn(tokenledger::server::run_until(app, async {
         let _ = stopped.await;
     }));
     TestApp {
@@ -417,7 +418,8 @@ pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig
             .expect("client"),
         clock,
         services,
-        _stop: stop,
+        stop,
+        served,
     }
 }
 
@@ -426,7 +428,7 @@ pub fn console_on() -> Switches {
     Switches {
         console_enabled: true,
         token_auth_enabled: true,
-        trust_proxy: false,
+        trust_proxy_hops: 0,
     }
 }
 
@@ -442,6 +444,19 @@ impl TestApp {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// Stop as SIGTERM would: finish in-flight requests, then what a clean stop does.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.served
+            .await
+            .expect("the server task")
+            .expect("the server stopped cleanly");
+    }
+
+    pub fn metrics(&self) -> &tokenledger::app::Metrics {
+        self.services.metrics()
     }
 
     /// Console commands that ran.
@@ -499,12 +514,33 @@ impl TestApp {
         self.ledger().token(id).expect("token")
     }
 
-    /// The whole audit view, in log order.
+    /// The whole audit view, in log order, read a page at a time by cursor as a client would.
     pub async fn audit(&self) -> Vec<AuditView> {
-        self.queries()
-            .audit(&AuditFilter::default())
-            .await
-            .expect("audit")
+        self.audit_of(None).await
+    }
+
+    /// Every audit row (of one token, when given), page by page.
+    pub async fn audit_of(&self, token_id: Option<Uuid>) -> Vec<AuditView> {
+        let mut rows = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .queries()
+                .audit(&AuditQuery {
+                    token_id,
+                    after,
+                    limit: Some(MAX_PAGE),
+                    ..AuditQuery::default()
+                })
+                .await
+                .expect("audit");
+            rows.extend(page.events);
+            match page.next {
+                Some(Cursor::After(p)) => after = Some(p),
+                Some(Cursor::Before(_)) => panic!("an oldest-first page continues after"),
+                None => return rows,
+            }
+        }
     }
 
     /// Send a request; the answer must be JSON.

@@ -1,10 +1,12 @@
 //! Integration tests: one binary, real databases over real connections, real processes.
 //! Tests that need PostgreSQL read `TEST_DATABASE_URL` and say they were skipped without it.
 
+mod abuse;
 mod admin;
 mod browser;
 mod cli;
 mod cli_database_url;
+mod hardening;
 mod helpers;
 mod layering;
 mod log_contract;

@@ -694,7 +694,12 @@ async fn secrets_never_leak(db: TestDb) {
     for row in ledger.tokens() {
         rendered.push(("Debug of a stored TokenRow".into(), format!("{row:?}")));
     }
-    for row in store.audit(&AuditFilter::default()).await.expect("audit") {
+    for row in store
+        .audit(&AuditFilter::everything())
+        .await
+        .expect("audit")
+        .rows
+    {
         rendered.push(("Debug of an AuditRow".into(), format!("{row:?}")));
     }
 

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tokenledger::app::{AuditFilter, Minted};
+use tokenledger::app::Minted;
 use tokenledger::config::Switches;
 use tokenledger::scope::Scope;
 use tokenledger::token::{self, Environment, TokenPrefix};
@@ -48,7 +48,12 @@ async fn switches_off_hide_the_console_and_refuse_tokens(db: TestDb) {
 /// The guide's step 2, as written: a `logs:read`-only token is refused `db:health`, and a
 /// `console:exec` token runs it. Commands the guide does not name may ask for more.
 async fn the_guides_scope_check_refuses_logs_read_and_admits_console_exec(db: TestDb) {
-    let svc = start(&db, console_on()).await;
+    // Each denial its own event (no denial window), to count them.
+    let svc = spawn_app_with(&db, |c| {
+        c.switches = console_on();
+        c.tokens.denial_window = Duration::ZERO;
+    })
+    .await;
     let token = svc.create("logs", &["logs:read"], None).await;
     let (status, body) = svc
         .post(
@@ -501,11 +506,11 @@ async fn the_verify_api_answers_every_code_and_records_the_use(db: TestDb) {
 }
 
 async fn the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted(db: TestDb) {
-    for (trust_proxy, expected) in [(false, "127.0.0.1"), (true, "198.51.100.7")] {
+    for (trust_proxy_hops, expected) in [(0, "127.0.0.1"), (1, "198.51.100.7")] {
         let svc = start(
             &db,
             Switches {
-                trust_proxy,
+                trust_proxy_hops,
                 ..console_on()
             },
         )
@@ -535,7 +540,7 @@ async fn the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted(db: Tes
         assert_eq!(
             row.last_used_ip.as_deref(),
             Some(expected),
-            "TRUST_PROXY={trust_proxy}"
+            "TRUST_PROXY_HOPS={trust_proxy_hops}"
         );
     }
 }
@@ -689,14 +694,7 @@ async fn a_use_decided_before_a_revocation_is_recorded_as_denied(db: TestDb) {
         ),
         "{decision:?}"
     );
-    let trail = svc
-        .queries()
-        .audit(&AuditFilter {
-            token_id: Some(token.row.id),
-            ..AuditFilter::default()
-        })
-        .await
-        .expect("audit");
+    let trail = svc.audit_of(Some(token.row.id)).await;
     let actions: Vec<&str> = trail.iter().map(|r| r.action).collect();
     assert_eq!(
         actions,

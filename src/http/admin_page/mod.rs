@@ -9,18 +9,17 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
-use super::admin_api::parse_id;
 use super::error::ApiError;
-use super::extract::{AdminSession, body_bytes, content_type_is, same_origin};
+use super::extract::{AdminSession, PageParams, TokenId, body_bytes, content_type_is, same_origin};
 use super::policy::path;
 use super::state::AppState;
-use crate::app::{CreateRequest, LedgerError, RotateRequest};
+use crate::app::{AuditQuery, CreateRequest, LedgerError, RotateRequest};
 use crate::config::{parse_duration, parse_positive_duration};
 use crate::lifecycle::{DomainError, parse_name, parse_scope};
 use crate::monitoring::StaleParams;
@@ -112,7 +111,9 @@ fn first(pairs: &[(String, String)], key: &str) -> String {
 
 fn field_of(e: &DomainError) -> &'static str {
     match e {
-        DomainError::BadName(_) | DomainError::NameHasControl => "name",
+        DomainError::BadName(_) | DomainError::NameHasControl | DomainError::NameHoldsToken => {
+            "name"
+        }
         DomainError::NoScopes | DomainError::UnknownScope(_) => "scope",
         _ => "expires_in",
     }
@@ -188,54 +189,72 @@ async fn create(
     })
 }
 
-/// `GET /admin/tokens/{id}`: the token and its audit timeline.
+/// Timeline entries per page.
+const PAGE_SIZE: usize = 50;
+
+/// `GET /admin/tokens/{id}`: the token and a page of its audit timeline, newest first.
 async fn token(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    Path(id): Path<String>,
+    TokenId(id): TokenId,
+    cursor: PageParams,
 ) -> Result<Response, ApiError> {
-    let (row, events) = state.queries.timeline(parse_id(&id)?).await?;
+    let query = AuditQuery {
+        after: cursor.after,
+        before: cursor.before,
+        // People look for the latest first: a revocation is never pages away.
+        newest_first: cursor.newest_first.unwrap_or(true),
+        limit: cursor.limit.or(Some(PAGE_SIZE)),
+        ..AuditQuery::default()
+    };
+    let (row, events) = state.queries.timeline(id, &query).await?;
     let body = views::token(&row, &events, state.ledger.now());
     Ok(page(StatusCode::OK, layout("Token", Some(&session), body)))
-}
-
-/// A confirmation step: the token, and the form that does the action.
-fn confirm(
-    state: &AppState,
-    session: &Session,
-    id: &str,
-    title: &str,
-    view: fn(&TokenRow) -> maud::Markup,
-) -> Result<Response, ApiError> {
-    let row = state.ledger.token(parse_id(id)?)?;
-    Ok(page(
-        StatusCode::OK,
-        layout(title, Some(session), view(&row)),
-    ))
 }
 
 /// `GET /admin/tokens/{id}/revoke`: the confirmation step.
 async fn confirm_revoke(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    Path(id): Path<String>,
+    TokenId(id): TokenId,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &session, &id, "Revoke token", views::confirm_revoke)
+    let row = state.ledger.token(id)?;
+    let chain = state.ledger.chain_still_valid(row.id);
+    let body = views::confirm_revoke(&row, &chain);
+    Ok(page(
+        StatusCode::OK,
+        layout("Revoke token", Some(&session), body),
+    ))
 }
 
 /// `POST /admin/tokens/{id}/revoke`
 async fn revoke(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    Path(id): Path<String>,
+    TokenId(id): TokenId,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     let pairs = form_pairs(&headers, body)?;
     let reason = Some(first(&pairs, "reason")).filter(|r| !r.is_empty());
-    let row = state.ledger.revoke(id, &session.actor(), reason).await?;
-    let notice = format!("Revoked {} ({}).", row.name, row.id);
+    let chain = first(&pairs, "chain") == "yes";
+    let done = state
+        .ledger
+        .revoke_chain(id, &session.actor(), reason, chain)
+        .await?;
+    let names = |rows: &[TokenRow]| {
+        rows.iter()
+            .map(|r| format!("{} ({})", r.name, r.id))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut notice = format!("Revoked {}.", names(&done.revoked));
+    if !done.still_valid.is_empty() {
+        notice.push_str(&format!(
+            " Still working in the same rotation chain: {}.",
+            names(&done.still_valid)
+        ));
+    }
     let fresh = CreateForm::default();
     Ok(list_page(&state, &session, StatusCode::OK, &fresh, None, Some(notice)).await)
 }
@@ -244,20 +263,23 @@ async fn revoke(
 async fn confirm_rotate(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    Path(id): Path<String>,
+    TokenId(id): TokenId,
 ) -> Result<Response, ApiError> {
-    confirm(&state, &session, &id, "Rotate token", views::confirm_rotate)
+    let row = state.ledger.token(id)?;
+    Ok(page(
+        StatusCode::OK,
+        layout("Rotate token", Some(&session), views::confirm_rotate(&row)),
+    ))
 }
 
 /// `POST /admin/tokens/{id}/rotate`
 async fn rotate(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
-    Path(id): Path<String>,
+    TokenId(id): TokenId,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     let pairs = form_pairs(&headers, body)?;
     let raw = first(&pairs, "grace");
     let grace = if raw.is_empty() {
@@ -296,9 +318,12 @@ async fn sign_in_page(State(state): State<AppState>) -> Response {
     )
 }
 
-fn session_cookie_header(value: &str, max_age: u64) -> HeaderValue {
+/// The `__session` cookie; `Secure` in production, where the page is served over HTTPS, so
+/// that a browser never sends the session over plain HTTP.
+fn session_cookie_header(value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "__session={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}"
+        "__session={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("__session=; Path=/; Max-Age=0"))
 }
@@ -326,7 +351,10 @@ async fn sign_in(
         .as_ref()
         .ok_or(ApiError::SignInNotConfigured)?;
     Ok(match verifier.verify(&jwt, state.ledger.now()).await {
-        Ok(_) => see_other("/admin/tokens", session_cookie_header(&jwt, 8 * 3600)),
+        Ok(_) => see_other(
+            "/admin/tokens",
+            session_cookie_header(&jwt, 8 * 3600, state.production),
+        ),
         Err(e) => page(
             StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
             views::sign_in_refused(&e.to_string()),
@@ -335,9 +363,35 @@ async fn sign_in(
 }
 
 /// `POST /admin/sign-out`
-async fn sign_out(headers: HeaderMap) -> Result<Response, ApiError> {
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if !same_origin(&headers) {
         return Err(ApiError::CrossSite);
     }
-    Ok(see_other("/admin/sign-in", session_cookie_header("", 0)))
+    Ok(see_other(
+        "/admin/sign-in",
+        session_cookie_header("", 0, state.production),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_is_secure_exactly_in_production() {
+        let cookie = |secure| {
+            session_cookie_header("jwt", 60, secure)
+                .to_str()
+                .expect("text")
+                .to_owned()
+        };
+        assert_eq!(
+            cookie(true),
+            "__session=jwt; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"
+        );
+        assert_eq!(
+            cookie(false),
+            "__session=jwt; Path=/; HttpOnly; SameSite=Lax; Max-Age=60"
+        );
+    }
 }

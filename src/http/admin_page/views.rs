@@ -10,10 +10,11 @@ use tokenledger_events::Timestamp;
 use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
-use crate::app::{AuditView, Minted};
+use crate::app::{AuditPage, Cursor, Minted};
 use crate::monitoring::Flag;
 use crate::scope::Scope;
 use crate::session::Session;
+use crate::text::escape;
 
 const CSS: &str = include_str!("style.css");
 const COPY_JS: &str = include_str!("copy.js");
@@ -54,7 +55,7 @@ pub fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                     h1 { a href="/admin/tokens" style="color:inherit;text-decoration:none" { "tokenledger" } " · " (title) }
                     @if let Some(s) = session {
                         form method="post" action="/admin/sign-out" {
-                            span.muted { "Signed in as " (s.sub) " " }
+                            span.muted { "Signed in as " (escape(&s.sub)) " " }
                             button.secondary type="submit" { "Sign out" }
                         }
                     }
@@ -124,10 +125,10 @@ pub struct ListPage<'a> {
 pub fn list(p: &ListPage<'_>) -> Markup {
     let form = p.form;
     html! {
-        @if let Some(n) = &p.notice { section.notice id="notice" { (n) } }
+        @if let Some(n) = &p.notice { section.notice id="notice" { (escape(n)) } }
         @if let Some(s) = &p.shown {
             section.warning id="new-token" {
-                h2 { (s.what) ": " (s.minted.row.name) }
+                h2 { (s.what) ": " (escape(&s.minted.row.name)) }
                 p { strong { "Copy this token now. It will not be shown again." } " Only its hash is stored." }
                 code.secret id="new-token-value" { (s.minted.token.expose()) }
                 button id="copy-token" type="button" { "Copy" }
@@ -137,7 +138,7 @@ pub fn list(p: &ListPage<'_>) -> Markup {
             h2 { "Create a token" }
             form id="create-token" method="post" action="/admin/tokens" {
                 label for="name" { "Name" }
-                input type="text" id="name" name="name" maxlength="100" value=(form.name) placeholder="ci-deploy";
+                input type="text" id="name" name="name" maxlength="100" value=(escape(&form.name)) placeholder="ci-deploy";
                 @if let Some(e) = form.errors.get("name") { p.error id="name-error" { (e) } }
                 fieldset id="scopes" {
                     legend { strong { "Scopes" } }
@@ -165,16 +166,16 @@ pub fn list(p: &ListPage<'_>) -> Markup {
                             @let status = row.status_at(p.now);
                             @let row_flags = p.flags.get(&row.id).cloned().unwrap_or_default();
                             tr data-token-id=(row.id) {
-                                td data-label="Name" { a href={"/admin/tokens/" (row.id)} { (row.name) } }
+                                td data-label="Name" { a href={"/admin/tokens/" (row.id)} { (escape(&row.name)) } }
                                 td.id data-label="ID" { (row.id) }
                                 td data-label="Env" { (row.environment.as_str()) }
                                 td data-label="Scopes" { @for s in &row.scopes { span.badge.admin[s == Scope::Admin.as_str()] { (s) } } }
-                                td data-label="Created" { (row.created_at.to_rfc3339()) br; span.muted { (row.created_by) } }
+                                td data-label="Created" { (row.created_at.to_rfc3339()) br; span.muted { (escape(&row.created_by)) } }
                                 td data-label="Expires" { (row.expires_at.to_rfc3339()) }
                                 td data-label="Last used" {
                                     (time(row.last_used_at))
-                                    @if let Some(ip) = &row.last_used_ip { br; span.muted { "from " (ip) } }
-                                    @if let Some(p) = &row.last_used_path { br; span.muted { "on " (p) } }
+                                    @if let Some(ip) = &row.last_used_ip { br; span.muted { "from " (escape(ip)) } }
+                                    @if let Some(p) = &row.last_used_path { br; span.muted { "on " (escape(p)) } }
                                 }
                                 td.status data-label="Status" {
                                     span class={"badge " (status.as_str())} { (status_label(status)) }
@@ -205,44 +206,88 @@ pub fn list(p: &ListPage<'_>) -> Markup {
     }
 }
 
-pub fn token(row: &TokenRow, events: &[AuditView], now: Timestamp) -> Markup {
+/// Links to the neighbouring pages of a timeline.
+fn page_link(id: Uuid, cursor: Option<Cursor>, newest_first: bool, label: &str) -> Markup {
+    let order = if newest_first {
+        "newest_first"
+    } else {
+        "oldest_first"
+    };
+    let href = match cursor {
+        Some(Cursor::After(p)) => Some(format!("/admin/tokens/{id}?after={p}&order={order}")),
+        Some(Cursor::Before(p)) => Some(format!("/admin/tokens/{id}?before={p}&order={order}")),
+        None => None,
+    };
+    html! {
+        @if let Some(href) = href { a.button.secondary href=(href) { (label) } " " }
+    }
+}
+
+pub fn token(row: &TokenRow, events: &AuditPage, now: Timestamp) -> Markup {
     let status = row.status_at(now);
+    let newest_first = events.order == "newest_first";
+    let (newer, older) = if newest_first {
+        (events.prev, events.next)
+    } else {
+        (events.next, events.prev)
+    };
     html! {
         section {
-            h2 { (row.name) " " span class={"badge " (status.as_str())} { (status_label(status)) } }
+            h2 { (escape(&row.name)) " " span class={"badge " (status.as_str())} { (status_label(status)) } }
             p.muted { "ID " code { (row.id) } " · " (row.environment.as_str()) " · scopes " (row.scopes.join(", ")) }
             p { "Expires " (row.expires_at.to_rfc3339()) " · last used " (time(row.last_used_at))
-                @if let Some(ip) = &row.last_used_ip { " from " (ip) }
-                @if let Some(p) = &row.last_used_path { " on " (p) } }
+                @if let Some(ip) = &row.last_used_ip { " from " (escape(ip)) }
+                @if let Some(p) = &row.last_used_path { " on " (escape(p)) } }
             @if let Some(from) = row.rotated_from { p { "Rotated from " a href={"/admin/tokens/" (from)} { (from) } } }
             @if let Some(to) = row.rotated_to { p { "Rotated to " a href={"/admin/tokens/" (to)} { (to) } } }
         }
         section {
             h2 { "Audit timeline" }
+            p.muted id="timeline-extent" {
+                @if events.complete {
+                    "All " (events.total) " events, " (if newest_first { "newest first" } else { "oldest first" }) "."
+                } @else {
+                    "Showing " (events.events.len()) " of " (events.total) " events, "
+                    (if newest_first { "newest first" } else { "oldest first" }) "."
+                }
+            }
             ol.timeline id="timeline" {
-                @for e in events {
-                    li data-action=(e.action) {
+                @for e in &events.events {
+                    li data-action=(e.action) data-position=(e.position) {
                         strong { (e.action) } " " span.muted { (e.occurred_at) } br;
-                        "by " (e.actor)
-                        @if let Some(ip) = &e.ip { " from " (ip) }
-                        @if let Some(p) = &e.path { " on " (p) }
-                        br; code { (e.details.to_string()) }
+                        "by " (escape(&e.actor))
+                        @if let Some(ip) = &e.ip { " from " (escape(ip)) }
+                        @if let Some(p) = &e.path { " on " (escape(p)) }
+                        br; code { (escape(&e.details.to_string())) }
                     }
                 }
+            }
+            p id="timeline-pages" {
+                (page_link(row.id, newer, newest_first, "Newer"))
+                (page_link(row.id, older, newest_first, "Older"))
             }
         }
         p { a.button.secondary href="/admin/tokens" { "Back to tokens" } }
     }
 }
 
-pub fn confirm_revoke(row: &TokenRow) -> Markup {
+pub fn confirm_revoke(row: &TokenRow, chain: &[TokenRow]) -> Markup {
     html! {
         section.warning {
-            h2 { "Revoke " (row.name) "?" }
+            h2 { "Revoke " (escape(&row.name)) "?" }
             p { "Token " code { (row.id) } " stops working at once, everywhere this log is read. This cannot be undone." }
             form id="confirm-revoke" method="post" action={"/admin/tokens/" (row.id) "/revoke"} {
                 label for="reason" { "Reason " span.muted { "(kept in the audit trail)" } }
-                input type="text" id="reason" name="reason" maxlength="200";
+                input type="text" id="reason" name="reason" maxlength="500";
+                @if !chain.is_empty() {
+                    p id="chain-warning" { strong { "Other tokens of this rotation chain still work:" } }
+                    ul id="chain-still-valid" {
+                        @for t in chain {
+                            li { (escape(&t.name)) " " code { (t.id) } " · until " (t.expires_at.to_rfc3339()) }
+                        }
+                    }
+                    label { input type="checkbox" id="chain" name="chain" value="yes"; " Revoke them too, in the same step" }
+                }
                 p { button.danger id="confirm-revoke-submit" type="submit" { "Revoke token" } " "
                     a.button.secondary href="/admin/tokens" { "Cancel" } }
             }
@@ -253,7 +298,7 @@ pub fn confirm_revoke(row: &TokenRow) -> Markup {
 pub fn confirm_rotate(row: &TokenRow) -> Markup {
     html! {
         section.warning {
-            h2 { "Rotate " (row.name) "?" }
+            h2 { "Rotate " (escape(&row.name)) "?" }
             p { "A new token with the same name and scopes is created and shown once. The old token keeps working for the grace period, so you can switch your integration over first; a grace of 0s revokes it now." }
             form id="confirm-rotate" method="post" action={"/admin/tokens/" (row.id) "/rotate"} {
                 label for="grace" { "Grace period " span.muted { "(like 24h, 15m, 0s)" } }
