@@ -446,13 +446,23 @@ fn time_claim(claims: &Map<String, Value>, name: &str) -> Result<i64, SessionErr
     Ok(seconds.saturating_mul(1_000_000))
 }
 
+/// A claim that names someone in the audit trail and the logs: at most this long.
+const MAX_ID_CLAIM: usize = 256;
+
 fn string_claim(claims: &Map<String, Value>, name: &str) -> Result<String, SessionError> {
-    claims
+    let value = claims
         .get(name)
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())
-        .map(str::to_owned)
-        .ok_or_else(|| unauthorized(format!("Session is missing {name}")))
+        .ok_or_else(|| unauthorized(format!("Session is missing {name}")))?;
+    // It becomes the recorded actor: a newline or an escape sequence in it could forge a log
+    // line or hide part of the audit trail.
+    if value.len() > MAX_ID_CLAIM || value.chars().any(crate::text::is_unsafe) {
+        return Err(unauthorized(format!(
+            "Session {name} must be at most {MAX_ID_CLAIM} printable characters"
+        )));
+    }
+    Ok(value.to_owned())
 }
 
 fn lookup<'a, S: AsRef<str>>(claims: &'a Map<String, Value>, path: &[S]) -> Option<&'a Value> {

@@ -130,7 +130,14 @@ fn connection(
         })
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(Counted { stream, reads }), service)
+        .serve_connection(
+            TokioIo::new(Counted {
+                stream,
+                reads,
+                replacing: None,
+            }),
+            service,
+        )
 }
 
 fn is_connection_error(e: &io::Error) -> bool {
@@ -168,10 +175,85 @@ impl Reads {
     }
 }
 
-/// The socket, noting when bytes arrive.
+/// The socket, noting when bytes arrive, and answering hyper's own parse errors as the
+/// service answers everything else.
 struct Counted {
     stream: TcpStream,
     reads: Arc<Reads>,
+    /// A replacement for hyper's answer to a request it could not parse, being written.
+    replacing: Option<Replacement>,
+}
+
+struct Replacement {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+/// hyper answers a request it cannot parse (400) or whose head is too large (431) by itself,
+/// with an empty body and none of the service's headers, and has no hook to change that. Its
+/// answer is recognised as it is written (that status line with `content-length: 0`, which
+/// the service never sends: every service error has a JSON body) and replaced by the
+/// service's JSON error with a request id. hyper closes the connection after it.
+fn parse_error_answer(head: &[u8]) -> Option<Vec<u8>> {
+    let (status, message) = if head.starts_with(b"HTTP/1.1 400 Bad Request\r\n") {
+        (
+            "400 Bad Request",
+            "Malformed request: its request line or headers could not be parsed",
+        )
+    } else if head.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n") {
+        (
+            "431 Request Header Fields Too Large",
+            "Request headers are too large",
+        )
+    } else {
+        return None;
+    };
+    let empty = head
+        .windows(b"\r\ncontent-length: 0\r\n".len())
+        .any(|w| w.eq_ignore_ascii_case(b"\r\ncontent-length: 0\r\n"));
+    if !empty {
+        return None;
+    }
+    let body = serde_json::json!({ "error": message }).to_string();
+    let id = uuid::Uuid::now_v7();
+    tracing::info!(request_id = %id, status, "refused a request hyper could not parse");
+    Some(
+        format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+/// Whether a write starts with one of the status lines hyper's own parse errors use.
+fn parse_error_answer_start(buf: &[u8]) -> bool {
+    buf.starts_with(b"HTTP/1.1 400 Bad Request\r\n")
+        || buf.starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+}
+
+impl Counted {
+    /// Write `buf`, or the replacement for it when it is hyper's parse-error answer.
+    fn write_or_replace(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.replacing.is_none()
+            && let Some(bytes) = parse_error_answer(buf)
+        {
+            self.replacing = Some(Replacement { bytes, written: 0 });
+        }
+        let Some(r) = self.replacing.as_mut() else {
+            return Pin::new(&mut self.stream).poll_write(cx, buf);
+        };
+        while r.written < r.bytes.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &r.bytes[r.written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => r.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // hyper's answer is taken whole; what it writes after it (nothing: it closes) too.
+        Poll::Ready(Ok(buf.len()))
+    }
 }
 
 impl AsyncRead for Counted {
@@ -195,7 +277,7 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        self.write_or_replace(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -203,6 +285,13 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let first = bufs.iter().find(|b| !b.is_empty());
+        let replace =
+            self.replacing.is_some() || first.is_some_and(|b| parse_error_answer_start(b));
+        if replace {
+            let whole: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            return self.write_or_replace(cx, &whole);
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 

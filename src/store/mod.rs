@@ -119,23 +119,28 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// `scheme://user:secret@host/db` becomes `scheme://user:***@host/db`; query strings are
-/// dropped, since they may carry a password too.
+/// `scheme://user:secret@host/db` becomes `scheme://user:***@host/db`, and so does the same
+/// URL typed without its slashes (`scheme:user:secret@host/db`, refused as having no host,
+/// but shown in that refusal); query strings are dropped, since they may carry a password too.
 fn redact(url: &str) -> String {
     let url = url.split_once('?').map(|(u, _)| u).unwrap_or(url);
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let split = url
+        .split_once("://")
+        .map(|(scheme, rest)| (scheme, "://", rest))
+        .or_else(|| url.split_once(':').map(|(scheme, rest)| (scheme, ":", rest)));
+    let Some((scheme, separator, rest)) = split else {
         return url.to_owned();
     };
     match rest.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
             if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}")
+                format!("{scheme}{separator}{user}:***@{host}")
             } else {
-                format!("{scheme}://{user}@{host}")
+                format!("{scheme}{separator}{user}@{host}")
             }
         }
-        None => format!("{scheme}://{rest}"),
+        None => format!("{scheme}{separator}{rest}"),
     }
 }
 

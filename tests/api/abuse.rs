@@ -389,6 +389,42 @@ async fn control_characters_are_refused_at_the_edge_and_escaped_on_every_output(
     }
 }
 
+async fn a_session_naming_its_user_with_a_newline_is_refused(db: TestDb) {
+    let (app, _) = console_with_admin(&db, |_| {}).await;
+    let key = DevKey::load_or_create(&DevKey::path_for(&db.url())).expect("key");
+    let head = app.head().await;
+    for sub in [
+        "alice\n2026-12-01T00:00:00Z  INFO token revoked",
+        "bob\u{1b}[8m",
+        "eve\u{202e}",
+    ] {
+        let session = key.sign(sub, true, app.now()).expect("sign");
+        let (status, body) = app
+            .send(
+                reqwest::Method::POST,
+                "/api/admin/tokens",
+                with_bearer(&session),
+                Some(
+                    json!({"name": "x", "scopes": ["admin"]})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            )
+            .await
+            .into_pair();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{sub:?}: {body}");
+        assert_eq!(
+            error_of(&body),
+            "Session sub must be at most 256 printable characters"
+        );
+    }
+    assert_eq!(
+        app.head().await,
+        head,
+        "nothing was recorded under a forged name"
+    );
+}
+
 trait IntoPair {
     fn into_pair(self) -> (StatusCode, Value);
 }
@@ -1027,6 +1063,54 @@ async fn malformed_ids_and_absurd_json_get_clear_json_answers(db: TestDb) {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_hyper_cannot_parse_get_a_json_answer_with_a_request_id() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let db = TestDb::sqlite();
+    let app = spawn_app_with(&db, |_| {}).await;
+    let many_headers: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    for (request, status, message) in [
+        (
+            "GARBAGE\r\n\r\n".to_owned(),
+            "400 Bad Request",
+            "Malformed request",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+            "431 Request Header Fields Too Large",
+            "Request headers are too large",
+        ),
+    ] {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+            .await
+            .expect("connect");
+        socket.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed")
+            .expect("read");
+        let answer = String::from_utf8(answer).expect("text");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{answer}"
+        );
+        assert!(answer.contains("\r\nx-request-id: "), "{answer}");
+        assert!(
+            answer.contains("content-type: application/json"),
+            "{answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).expect("a body");
+        let body: Value = serde_json::from_str(body).expect("JSON");
+        assert!(error_of(&body).starts_with(message), "{body}");
+    }
+    // A well-formed request on the same server is answered as always.
+    let (status, _, _) = app
+        .send(reqwest::Method::GET, "/healthz", HeaderMap::new(), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 crate::on_both_backends!(
     a_padded_history_still_shows_its_revocation_and_every_row_by_cursor,
     control_characters_are_refused_at_the_edge_and_escaped_on_every_output,
@@ -1034,4 +1118,5 @@ crate::on_both_backends!(
     guessing_is_rate_limited_per_ip,
     revoking_a_successor_names_the_predecessor_still_in_grace_and_chain_revokes_both,
     malformed_ids_and_absurd_json_get_clear_json_answers,
+    a_session_naming_its_user_with_a_newline_is_refused,
 );
