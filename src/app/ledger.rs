@@ -55,7 +55,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The refusal of a recorded denial.
-    fn of_denial(reason: DenyReason, attempt: &UseAttempt) -> Refusal {
+    pub fn of_denial(reason: DenyReason, attempt: &UseAttempt) -> Refusal {
         match reason {
             DenyReason::EnvironmentMismatch => Refusal::EnvironmentMismatch {
                 expected: attempt.server_environment,
@@ -146,6 +146,8 @@ pub struct Ledger {
     clock: Arc<dyn Clock>,
     /// Open denial windows: repeats are counted here, not appended one by one.
     denials: Denials,
+    /// Appends this ledger made (each one transaction and one group-commit slot).
+    appends: std::sync::atomic::AtomicU64,
 }
 
 impl Ledger {
@@ -162,7 +164,13 @@ impl Ledger {
             settings,
             clock,
             denials,
+            appends: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many appends this ledger has made: each is one transaction.
+    pub fn appends(&self) -> u64 {
+        self.appends.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn settings(&self) -> &TokenSettings {
@@ -268,6 +276,8 @@ impl Ledger {
 
     /// Append and fold the result into the cache before returning it.
     async fn append(&self, batch: Vec<StreamAppend>) -> Result<Vec<StoredEvent>, AppendError> {
+        self.appends
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stored = self.store.append(batch).await?;
         self.fold(&stored).await;
         Ok(stored)
@@ -501,42 +511,86 @@ impl Ledger {
         row: &TokenRow,
         attempt: &UseAttempt,
     ) -> Result<UseDecision, LedgerError> {
-        let mut current = std::borrow::Cow::Borrowed(row);
+        let mut decisions = self.record_uses(&[(row, attempt)]).await?;
+        decisions.pop().ok_or(LedgerError::Busy(row.id))
+    }
+
+    /// Decide and record several uses of one request (the verify caller's and the checked
+    /// token's) in one append: one transaction, one group-commit slot. The decisions come
+    /// back in order; each is durable (or, a repeat denial, counted) when this returns. The
+    /// first use is the caller's: when it is denied, the request is refused and only that
+    /// denial is recorded (and returned).
+    pub async fn record_uses(
+        &self,
+        uses: &[(&TokenRow, &UseAttempt)],
+    ) -> Result<Vec<UseDecision>, LedgerError> {
+        let mut current: Vec<std::borrow::Cow<'_, TokenRow>> = uses
+            .iter()
+            .map(|(row, _)| std::borrow::Cow::Borrowed(*row))
+            .collect();
+        let busy = LedgerError::Busy(uses.first().map_or(Uuid::nil(), |(r, _)| r.id));
         for _ in 0..ATTEMPTS {
             let now = self.now();
-            let decision = decide_use(&current, attempt, now);
-            if let UseDecision::Denied(d) = &decision
-                && self
-                    .denials
-                    .absorb(row.id, d.reason, d.ip.as_deref(), &d.path, now)
-            {
-                // A repeat inside its window: counted, summarised when the window closes.
-                return Ok(decision);
+            let mut decisions: Vec<UseDecision> = Vec::with_capacity(uses.len());
+            for ((_, attempt), row) in uses.iter().zip(&current) {
+                let decision = decide_use(row, attempt, now);
+                let refused = matches!(decision, UseDecision::Denied(_));
+                decisions.push(decision);
+                if refused && decisions.len() == 1 {
+                    break;
+                }
             }
-            let event = match &decision {
-                UseDecision::Allowed(used) => TokenEvent::Used(used.clone()),
-                UseDecision::Denied(denied) => TokenEvent::UseDenied(denied.clone()),
-            };
-            let actor = format!("token:{}", row.id);
-            let appended = self
-                .append(vec![StreamAppend {
-                    stream_id: StreamId::for_token(row.id),
-                    expected: ExpectedVersion::Any,
-                    events: vec![self.event(now, &actor, event, Vec::new())],
-                }])
-                .await;
-            if let (Err(_), UseDecision::Denied(d)) = (&appended, &decision) {
-                self.denials.forget(row.id, d.reason, d.ip.as_deref());
+            let mut batch: Vec<StreamAppend> = Vec::new();
+            let mut opened = Vec::new();
+            for (decision, row) in decisions.iter().zip(&current) {
+                let event = match decision {
+                    UseDecision::Allowed(used) => TokenEvent::Used(used.clone()),
+                    UseDecision::Denied(d) => {
+                        if self
+                            .denials
+                            .absorb(row.id, d.reason, d.ip.as_deref(), &d.path, now)
+                        {
+                            // A repeat inside its window: counted, summarised when it closes.
+                            continue;
+                        }
+                        opened.push((row.id, d.reason, d.ip.clone()));
+                        TokenEvent::UseDenied(d.clone())
+                    }
+                };
+                let event = self.event(now, &format!("token:{}", row.id), event, Vec::new());
+                let stream_id = StreamId::for_token(row.id);
+                match batch.iter_mut().find(|a| a.stream_id == stream_id) {
+                    Some(same) => same.events.push(event),
+                    None => batch.push(StreamAppend {
+                        stream_id,
+                        expected: ExpectedVersion::Any,
+                        events: vec![event],
+                    }),
+                }
+            }
+            if batch.is_empty() {
+                return Ok(decisions);
+            }
+            let appended = self.append(batch).await;
+            if appended.is_err() {
+                for (token, reason, ip) in &opened {
+                    self.denials.forget(*token, *reason, ip.as_deref());
+                }
             }
             match appended {
-                Ok(_) => return Ok(decision),
-                Err(AppendError::Closed { .. }) => {
-                    current = std::borrow::Cow::Owned(self.stored(row.id).await?);
+                Ok(_) => return Ok(decisions),
+                // A revocation got there first: decide that token's use again on its stored row.
+                Err(AppendError::Closed { stream }) => {
+                    for row in current.iter_mut() {
+                        if StreamId::for_token(row.id) == stream {
+                            *row = std::borrow::Cow::Owned(self.stored(row.id).await?);
+                        }
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(LedgerError::Busy(row.id))
+        Err(busy)
     }
 
     /// Append the summaries of the denial windows closed by now (every window with `all`,

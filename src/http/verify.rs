@@ -90,13 +90,18 @@ async fn verify(
     let attempt = caller
         .call
         .attempt(&state, VERIFY_SCOPES.to_vec(), Some("verify".into()));
-    state.ledger.admit(&caller.token, &attempt).await?;
-
     let row = match state.ledger.identify(&body.token) {
         Ok(row) => row,
-        Err(Refusal::Malformed) => return Ok(answer("MALFORMED", None)),
-        Err(Refusal::EnvironmentMismatch { .. }) => return Ok(answer("ENV_MISMATCH", None)),
-        Err(_) => return Ok(answer("NOT_FOUND", None)),
+        Err(refusal) => {
+            // Nothing to record for a token that is not ours: only the caller's use.
+            state.ledger.admit(&caller.token, &attempt).await?;
+            let code = match refusal {
+                Refusal::Malformed => "MALFORMED",
+                Refusal::EnvironmentMismatch { .. } => "ENV_MISMATCH",
+                _ => "NOT_FOUND",
+            };
+            return Ok(answer(code, None));
+        }
     };
     // Every asked-for scope must be held: the first one that is not is the one denied.
     let missing = body
@@ -113,7 +118,19 @@ async fn verify(
         command: Some(format!("verify by {}", caller.token.id)),
         user_agent: caller.call.user_agent.clone(),
     };
-    let code = match state.ledger.record_use(&row, &checked).await? {
+    // Both uses in one append (DESIGN invariant 5): the caller's first.
+    let decisions = state
+        .ledger
+        .record_uses(&[(&caller.token, &attempt), (&row, &checked)])
+        .await?;
+    let checked_decision = match decisions.as_slice() {
+        [UseDecision::Allowed(_), checked] => checked,
+        [UseDecision::Denied(d), ..] => {
+            return Err(Refusal::of_denial(d.reason, &attempt).into());
+        }
+        _ => return Err(ApiError::Internal),
+    };
+    let code = match checked_decision {
         UseDecision::Allowed(_) => "VALID",
         UseDecision::Denied(d) => match d.reason {
             DenyReason::Revoked => "REVOKED",

@@ -702,7 +702,43 @@ async fn a_use_decided_before_a_revocation_is_recorded_as_denied(db: TestDb) {
     );
 }
 
+/// DESIGN invariant 5: one request records all its uses in one append.
+async fn a_verify_call_records_both_uses_in_one_append(db: TestDb) {
+    let svc = start(&db, Switches::default()).await;
+    let caller = svc.create("verifier", &["tokens:verify"], None).await;
+    let target = svc.create("target", &["registry:read"], None).await;
+    for (scopes, code) in [
+        (json!(["registry:read"]), "VALID"),
+        (json!(["admin"]), "INSUFFICIENT_SCOPE"),
+    ] {
+        let (appends, head) = (svc.ledger().appends(), svc.head().await);
+        let (status, body) = svc
+            .post(
+                "/v1/verify",
+                Some(caller.token.expose()),
+                &json!({"token": target.token.expose(), "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["code"], code);
+        assert_eq!(svc.ledger().appends() - appends, 1, "one append");
+        assert_eq!(svc.head().await - head, 2, "holding both uses");
+    }
+    // A token that is not ours records only the caller's use.
+    let head = svc.head().await;
+    let (_, body) = svc
+        .post(
+            "/v1/verify",
+            Some(caller.token.expose()),
+            &json!({"token": "tl_test_nope"}),
+        )
+        .await;
+    assert_eq!(body["code"], "MALFORMED");
+    assert_eq!(svc.head().await - head, 1);
+}
+
 crate::on_both_backends!(
+    a_verify_call_records_both_uses_in_one_append,
     switches_off_hide_the_console_and_refuse_tokens,
     the_guides_scope_check_refuses_logs_read_and_admits_console_exec,
     a_working_token_is_refused_once_revoked,
