@@ -20,8 +20,9 @@
 //! - [`lifecycle`]: pure decisions; [`monitoring`]: the guide's monitoring list (pure).
 //! - [`store`]: every byte written to a database: the SQLite and PostgreSQL logs, the
 //!   group-commit writer, migrations.
-//! - [`config`], [`clock`], [`token`] (the token format), [`scope`] (the scopes, the only
-//!   place their names are spelled).
+//! - [`config`], [`clock`], [`token`] (the token format, and redaction of token-shaped
+//!   values), [`scope`] (the scopes, the only place their names are spelled), [`text`]
+//!   (caller text made safe to show: the one escaping function).
 //!
 //! The pure halves live in their own crates: `tokenledger-events` (what happened: events,
 //! canonical bytes, the hash chain and its verification) and `tokenledger-projections` (what
