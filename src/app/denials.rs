@@ -33,19 +33,56 @@ struct Window {
 /// The open windows of this node.
 pub(crate) struct Denials {
     window: Duration,
-    open: Mutex<HashMap<Key, Window>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    open: HashMap<Key, Window>,
+    /// Summaries of windows that closed, waiting for the next flush.
+    done: Vec<(Uuid, TokenUseDeniedSummary)>,
+}
+
+impl Window {
+    fn fresh(now: Timestamp) -> Window {
+        Window {
+            opened_at: now,
+            repeats: 0,
+            first_repeat: now,
+            last_repeat: now,
+            last_path: String::new(),
+        }
+    }
+
+    /// The summary of its repeats, if it counted any.
+    fn summary(self, key: &Key, window: Duration) -> Option<(Uuid, TokenUseDeniedSummary)> {
+        (self.repeats > 0).then(|| {
+            (
+                key.token,
+                TokenUseDeniedSummary {
+                    reason: key.reason,
+                    ip: key.ip.clone(),
+                    path: self.last_path,
+                    count: self.repeats,
+                    first_at: self.first_repeat,
+                    last_at: self.last_repeat,
+                    window_secs: window.as_secs(),
+                },
+            )
+        })
+    }
 }
 
 impl Denials {
     pub(crate) fn new(window: Duration) -> Denials {
         Denials {
             window,
-            open: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
-    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Window>> {
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Count a denial as a repeat if its window is open at `now`. `false` means it is the
@@ -68,7 +105,8 @@ impl Denials {
             reason,
             ip: ip.map(str::to_owned),
         };
-        let mut open = self.open();
+        let mut state = self.state();
+        let State { open, done } = &mut *state;
         match open.get_mut(&key) {
             Some(w) if now < w.opened_at.plus(self.window) => {
                 if w.repeats == 0 {
@@ -80,19 +118,15 @@ impl Denials {
                 w.last_path.push_str(path);
                 true
             }
-            // A window that has closed but is not flushed yet keeps its repeats until then.
-            Some(_) => false,
+            // Closed but not flushed yet: its summary waits for the flush, and this denial
+            // opens the next window (so no gap between windows records every denial).
+            Some(w) => {
+                let old = std::mem::replace(w, Window::fresh(now));
+                done.extend(old.summary(&key, self.window));
+                false
+            }
             None => {
-                open.insert(
-                    key,
-                    Window {
-                        opened_at: now,
-                        repeats: 0,
-                        first_repeat: now,
-                        last_repeat: now,
-                        last_path: String::new(),
-                    },
-                );
+                open.insert(key, Window::fresh(now));
                 false
             }
         }
@@ -106,9 +140,9 @@ impl Denials {
             reason,
             ip: ip.map(str::to_owned),
         };
-        let mut open = self.open();
-        if open.get(&key).is_some_and(|w| w.repeats == 0) {
-            open.remove(&key);
+        let mut state = self.state();
+        if state.open.get(&key).is_some_and(|w| w.repeats == 0) {
+            state.open.remove(&key);
         }
     }
 
@@ -116,53 +150,26 @@ impl Denials {
     /// summaries of those that counted repeats, per token.
     pub(crate) fn closed(&self, now: Timestamp, all: bool) -> Vec<(Uuid, TokenUseDeniedSummary)> {
         let window = self.window;
-        let mut out = Vec::new();
-        self.open().retain(|key, w| {
-            let closed = all || now >= w.opened_at.plus(window);
-            if closed && w.repeats > 0 {
-                out.push((
-                    key.token,
-                    TokenUseDeniedSummary {
-                        reason: key.reason,
-                        ip: key.ip.clone(),
-                        path: std::mem::take(&mut w.last_path),
-                        count: w.repeats,
-                        first_at: w.first_repeat,
-                        last_at: w.last_repeat,
-                        window_secs: window.as_secs(),
-                    },
-                ));
+        let mut state = self.state();
+        let State { open, done } = &mut *state;
+        let mut out = std::mem::take(done);
+        let closing: Vec<Key> = open
+            .iter()
+            .filter(|(_, w)| all || now >= w.opened_at.plus(window))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in closing {
+            if let Some(w) = open.remove(&key) {
+                out.extend(w.summary(&key, window));
             }
-            !closed
-        });
+        }
         out.sort_by_key(|(token, s)| (*token, s.first_at));
         out
     }
 
     /// Give summaries that could not be appended back, so that the next flush tries again.
     pub(crate) fn restore(&self, summaries: Vec<(Uuid, TokenUseDeniedSummary)>) {
-        let mut open = self.open();
-        for (token, s) in summaries {
-            let key = Key {
-                token,
-                reason: s.reason,
-                ip: s.ip,
-            };
-            let w = open.entry(key).or_insert(Window {
-                // Already closed: the next flush takes it.
-                opened_at: Timestamp::from_micros(i64::MIN / 2),
-                repeats: 0,
-                first_repeat: s.first_at,
-                last_repeat: s.last_at,
-                last_path: s.path.clone(),
-            });
-            w.repeats += s.count;
-            w.first_repeat = w.first_repeat.min(s.first_at);
-            w.last_repeat = w.last_repeat.max(s.last_at);
-            if w.last_path.is_empty() {
-                w.last_path = s.path;
-            }
-        }
+        self.state().done.extend(summaries);
     }
 }
 
@@ -206,9 +213,30 @@ mod tests {
         assert_eq!(s.path, "/b");
         // The window is gone: the next denial is recorded in full again.
         assert!(!d.absorb(token, DenyReason::Revoked, ip, "/a", at(61)));
+        // A window that closed before the flush ran: the next denial opens a new one, and
+        // the repeats after it are counted, not recorded one by one.
+        assert!(d.absorb(token, DenyReason::Revoked, ip, "/c", at(62)));
+        assert!(
+            !d.absorb(token, DenyReason::Revoked, ip, "/d", at(130)),
+            "a new window"
+        );
+        assert!(d.absorb(token, DenyReason::Revoked, ip, "/e", at(131)));
+        let flushed = d.closed(at(131), false);
+        assert_eq!(
+            flushed.len(),
+            1,
+            "the closed window's summary waited for the flush"
+        );
+        assert_eq!((flushed[0].1.count, flushed[0].1.path.as_str()), (1, "/c"));
+        assert_eq!(
+            d.closed(at(191), false)[0].1.count,
+            1,
+            "then the new window's"
+        );
         // A first denial that could not be recorded leaves no window behind.
+        assert!(!d.absorb(token, DenyReason::Revoked, ip, "/a", at(300)));
         d.forget(token, DenyReason::Revoked, ip);
-        assert!(!d.absorb(token, DenyReason::Revoked, ip, "/a", at(62)));
+        assert!(!d.absorb(token, DenyReason::Revoked, ip, "/a", at(301)));
     }
 
     #[test]
