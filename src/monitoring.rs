@@ -1,7 +1,7 @@
-//! The seed guide's monitoring list: tokens worth a human's look. Pure: rows, first-seen
-//! addresses and `now` in, flagged tokens out.
+//! The seed guide's monitoring list: tokens worth a human's look. Pure: a row, whether an
+//! address was first seen in the window, and `now` in, its flags out ([`Monitor`]); the list
+//! is read a page at a time by `app`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -61,48 +61,59 @@ pub fn new_ip_window_start(now: Timestamp, p: StaleParams) -> Timestamp {
     now.minus(Duration::from_secs(u64::from(p.new_ip_hours) * 3600))
 }
 
-/// Flag the usable tokens (active or in a rotation grace period) of `rows`. `new_ips` holds,
-/// per token, the addresses first used at or after [`new_ip_window_start`].
-pub fn stale(
-    rows: &[TokenRow],
-    mut new_ips: HashMap<Uuid, Vec<String>>,
+/// The thresholds as instants at one `now`: what flags a row.
+#[derive(Clone, Copy, Debug)]
+pub struct Monitor {
     now: Timestamp,
-    p: StaleParams,
-) -> Vec<Flagged> {
-    let unused_since = now.minus(Duration::from_secs(u64::from(p.unused_days) * DAY));
-    let expiring_by = now.plus(Duration::from_secs(u64::from(p.expiring_days) * DAY));
-    let mut out = Vec::new();
-    for row in rows {
+    unused_since: Timestamp,
+    expiring_by: Timestamp,
+}
+
+impl Monitor {
+    pub fn new(now: Timestamp, p: StaleParams) -> Monitor {
+        Monitor {
+            now,
+            unused_since: now.minus(Duration::from_secs(u64::from(p.unused_days) * DAY)),
+            expiring_by: now.plus(Duration::from_secs(u64::from(p.expiring_days) * DAY)),
+        }
+    }
+
+    /// Why `row` is on the list; empty (and unallocated) when it is not. Only usable tokens
+    /// (active or in a rotation grace period) are flagged. `new_ip`: an address was first
+    /// used at or after [`new_ip_window_start`].
+    pub fn flags(&self, row: &TokenRow, new_ip: bool) -> Vec<Flag> {
+        let mut flags = Vec::new();
         if !matches!(
-            row.status_at(now),
+            row.status_at(self.now),
             TokenStatus::Active | TokenStatus::RotatedInGrace
         ) {
-            continue;
+            return flags;
         }
-        let mut flags = Vec::new();
-        if row.last_used_at.unwrap_or(row.created_at) <= unused_since {
+        if row.last_used_at.unwrap_or(row.created_at) <= self.unused_since {
             flags.push(Flag::Unused);
         }
-        if row.expires_at <= expiring_by {
+        if row.expires_at <= self.expiring_by {
             flags.push(Flag::ExpiringSoon);
         }
         if Scope::Admin.held_by(&row.scopes) {
             flags.push(Flag::AdminScope);
         }
-        let ips = new_ips.remove(&row.id).unwrap_or_default();
-        if !ips.is_empty() {
+        if new_ip {
             flags.push(Flag::NewIp);
         }
-        if !flags.is_empty() {
-            out.push(Flagged {
-                token_id: row.id,
-                name: row.name.clone(),
-                flags,
-                last_used_at: row.last_used_at.map(Timestamp::to_rfc3339),
-                expires_at: row.expires_at.to_rfc3339(),
-                new_ips: ips,
-            });
+        flags
+    }
+}
+
+impl Flagged {
+    pub fn new(row: &TokenRow, flags: Vec<Flag>, new_ips: Vec<String>) -> Flagged {
+        Flagged {
+            token_id: row.id,
+            name: row.name.clone(),
+            flags,
+            last_used_at: row.last_used_at.map(Timestamp::to_rfc3339),
+            expires_at: row.expires_at.to_rfc3339(),
+            new_ips,
         }
     }
-    out
 }

@@ -1,7 +1,8 @@
 //! The token table: one row per token, folded from its stream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::ops::Bound;
 
 use serde::Serialize;
 use tokenledger_events::{
@@ -187,6 +188,9 @@ pub fn fold(
 pub struct TokenTable {
     rows: HashMap<Uuid, TokenRow>,
     by_hash: HashMap<TokenHash, Uuid>,
+    /// Every id of `rows`, ordered: lists are read a page at a time from a cursor, which a
+    /// hash map cannot resume without sorting every row. UUIDv7, so creation order.
+    ids: BTreeSet<Uuid>,
     position: u64,
 }
 
@@ -202,6 +206,7 @@ impl TokenTable {
             if let Some(hash) = row.hash {
                 table.by_hash.insert(hash, row.id);
             }
+            table.ids.insert(row.id);
             table.rows.insert(row.id, row);
         }
         table
@@ -210,10 +215,13 @@ impl TokenTable {
     /// Fold the next event of the log.
     pub fn apply(&mut self, event: &StoredEvent, decoded: &TokenEvent) {
         self.position = self.position.max(event.position);
-        if let Some(id) = fold(&mut self.rows, event, decoded)
-            && let Some(hash) = self.rows[&id].hash
-        {
-            self.by_hash.insert(hash, id);
+        if let Some(id) = fold(&mut self.rows, event, decoded) {
+            if matches!(decoded, TokenEvent::Created(_)) {
+                self.ids.insert(id);
+            }
+            if let Some(hash) = self.rows[&id].hash {
+                self.by_hash.insert(hash, id);
+            }
         }
     }
 
@@ -230,6 +238,28 @@ impl TokenTable {
         let mut rows: Vec<_> = self.rows.values().collect();
         rows.sort_by_key(|r| (r.created_at, r.id));
         rows
+    }
+
+    /// Every row, in no particular order: for counting, without sorting.
+    pub fn iter(&self) -> impl Iterator<Item = &TokenRow> {
+        self.rows.values()
+    }
+
+    /// The rows with ids after `after` (all of them for `None`), in id order: a page is
+    /// read from here, costing what it scans rather than a sort of the whole table.
+    pub fn after(&self, after: Option<Uuid>) -> impl Iterator<Item = &TokenRow> {
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.ids
+            .range((start, Bound::Unbounded))
+            .filter_map(|id| self.rows.get(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 
     /// The last log position folded in.

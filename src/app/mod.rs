@@ -11,6 +11,7 @@ mod ledger;
 mod listen;
 mod queries;
 mod token_cache;
+mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,11 @@ pub use ledger::{CreateRequest, Ledger, LedgerError, Minted, Refusal, Revocation
 pub use queries::{
     AuditPage, AuditQuery, AuditView, ChainCheck, Cursor, DEFAULT_PAGE, DbHealth, MAX_PAGE,
     ProjectionStatus, Queries, QueryError, Readiness, TokenView,
+};
+pub use tokens::{
+    DEFAULT_TOKEN_PAGE, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, NotACursor, STATUSES, StalePage,
+    StaleQuery, StatusCounts, TokenCursor, TokenPage, TokenQuery, parse_environment, parse_status,
+    status_names,
 };
 
 use crate::clock::{Clock, SystemClock};

@@ -12,8 +12,9 @@ use tokenledger_projections::{AuditAction, AuditRow, TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::app::token_cache::TokenCache;
+use crate::app::tokens::{StalePage, StaleQuery, TokenPage, TokenQuery, stale_page, token_page};
 use crate::clock::Clock;
-use crate::monitoring::{Flagged, StaleParams, new_ip_window_start, stale};
+use crate::monitoring::{Flag, Monitor, StaleParams, new_ip_window_start};
 use crate::store::{Store, StoreError};
 
 use crate::store::AuditFilter;
@@ -334,13 +335,23 @@ impl Queries {
         Ok((row, page))
     }
 
-    /// The guide's monitoring list with these thresholds. New addresses are aggregated by the
-    /// database, so no use row is loaded here.
-    pub async fn stale(&self, params: StaleParams) -> Result<Vec<Flagged>, QueryError> {
+    /// A page of the token list, read in place from this node's token table: status at
+    /// now, counts over every token, the page from its cursor in id order.
+    pub fn tokens(&self, query: &TokenQuery) -> TokenPage {
+        let now = self.clock.now();
+        self.cache.with_table(|table| token_page(table, query, now))
+    }
+
+    /// Per token, the addresses first used in the "new IP" window at `now`. Aggregated by
+    /// the database, so no use row is loaded here.
+    async fn new_ips(
+        &self,
+        now: Timestamp,
+        params: StaleParams,
+    ) -> Result<HashMap<Uuid, Vec<String>>, QueryError> {
         if let Err(e) = self.store.catch_up_audit().await {
             tracing::warn!(error = %e, "audit view could not catch up");
         }
-        let now = self.clock.now();
         let mut new_ips: HashMap<Uuid, Vec<String>> = HashMap::new();
         for (token, ip) in self
             .store
@@ -350,7 +361,38 @@ impl Queries {
         {
             new_ips.entry(token).or_default().push(ip);
         }
-        Ok(stale(&self.cache.rows(), new_ips, now, params))
+        Ok(new_ips)
+    }
+
+    /// A page of the guide's monitoring list with these thresholds, in token id order.
+    pub async fn stale(&self, query: &StaleQuery) -> Result<StalePage, QueryError> {
+        let now = self.clock.now();
+        let new_ips = self.new_ips(now, query.params).await?;
+        Ok(self
+            .cache
+            .with_table(|table| stale_page(table, &new_ips, query, now)))
+    }
+
+    /// The monitoring flags of just these tokens (the ones a page shows); a token with none
+    /// is left out.
+    pub async fn flags_of(
+        &self,
+        ids: &[Uuid],
+        params: StaleParams,
+    ) -> Result<HashMap<Uuid, Vec<Flag>>, QueryError> {
+        let now = self.clock.now();
+        let new_ips = self.new_ips(now, params).await?;
+        let monitor = Monitor::new(now, params);
+        Ok(self.cache.with_table(|table| {
+            ids.iter()
+                .filter_map(|id| table.get(id))
+                .map(|row| {
+                    let new_ip = new_ips.get(&row.id).is_some_and(|ips| !ips.is_empty());
+                    (row.id, monitor.flags(row, new_ip))
+                })
+                .filter(|(_, flags)| !flags.is_empty())
+                .collect()
+        }))
     }
 
     pub async fn db_health(&self) -> DbHealth {

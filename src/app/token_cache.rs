@@ -77,6 +77,12 @@ impl TokenCache {
         self.read().table.rows().into_iter().cloned().collect()
     }
 
+    /// Read the table in place (a page copies only its own rows). Folds wait meanwhile, so
+    /// `read` must not block.
+    pub(crate) fn with_table<R>(&self, read: impl FnOnce(&TokenTable) -> R) -> R {
+        read(&self.read().table)
+    }
+
     /// Fold committed events in position order; events past a gap wait for it to fill.
     /// Events already folded are ignored, so callers may hand in overlapping ranges.
     pub(crate) fn apply(&self, events: &[StoredEvent]) -> Result<(), StoreError> {

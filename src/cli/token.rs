@@ -7,9 +7,15 @@ use uuid::Uuid;
 
 use super::output::{self, escape, say};
 use super::{Failure, cli_actor, token_id_arg};
-use crate::app::{CreateRequest, Minted, RotateRequest, Services, TokenView};
+use crate::app::{
+    CreateRequest, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Minted, NotACursor, RotateRequest, Services,
+    TokenCursor, TokenQuery, TokenView, parse_environment, parse_status, status_names,
+};
 use crate::config::{parse_duration, parse_positive_duration};
 use crate::lifecycle::{parse_name, parse_reason, parse_scope};
+use crate::scope::Scope;
+use crate::token::Environment;
+use tokenledger_projections::TokenStatus;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -29,9 +35,27 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List every token with its status and last use (never a secret).
+    /// List tokens a page at a time, oldest first, with status and last use (never a secret).
     List {
-        /// Print a JSON array.
+        /// Only tokens with this status now: active, rotated_in_grace, expired or revoked.
+        #[arg(long, value_name = "S", value_parser = status_arg)]
+        status: Option<TokenStatus>,
+        /// Only tokens holding this very scope (an admin token is not listed under logs:read).
+        #[arg(long, value_name = "SCOPE", value_parser = scope_filter_arg)]
+        scope: Option<Scope>,
+        /// Only tokens of this environment: live or test.
+        #[arg(long = "env", value_name = "ENV", value_parser = env_arg)]
+        environment: Option<Environment>,
+        /// Only tokens whose name starts with this (case-sensitive).
+        #[arg(long, value_name = "P", value_parser = name_prefix_arg)]
+        name_prefix: Option<String>,
+        /// The next page: the cursor an earlier page printed.
+        #[arg(long, value_name = "C", value_parser = CursorArg)]
+        cursor: Option<TokenCursor>,
+        /// At most this many tokens (default 50; more than 1000 is lowered to 1000).
+        #[arg(long, value_name = "N", value_parser = limit_arg)]
+        limit: Option<usize>,
+        /// Print the page as JSON: {"tokens", "total", "counts", "next", "limit", ...}.
         #[arg(long)]
         json: bool,
     },
@@ -98,6 +122,69 @@ fn scope_arg(raw: &str) -> Result<String, String> {
     parse_scope(raw)
         .map(|s| s.as_str().to_owned())
         .map_err(|e| e.to_string())
+}
+
+fn status_arg(raw: &str) -> Result<TokenStatus, String> {
+    parse_status(raw.trim()).ok_or_else(|| {
+        format!(
+            "unknown status {}; expected one of {}",
+            crate::text::shown(raw),
+            status_names()
+        )
+    })
+}
+
+fn scope_filter_arg(raw: &str) -> Result<Scope, String> {
+    parse_scope(raw).map_err(|e| e.to_string())
+}
+
+fn env_arg(raw: &str) -> Result<Environment, String> {
+    parse_environment(raw.trim()).ok_or_else(|| "expected live or test".to_owned())
+}
+
+fn name_prefix_arg(raw: &str) -> Result<String, String> {
+    if raw.chars().count() > MAX_NAME_PREFIX {
+        return Err(format!(
+            "at most {MAX_NAME_PREFIX} characters (the start of a token name)"
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn limit_arg(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{} is not a page size; expected a whole number from 1 to {MAX_TOKEN_PAGE}",
+            crate::text::shown(raw)
+        )),
+    }
+}
+
+/// `--cursor`: refused with a message of its own, so that clap does not quote the value
+/// back (a cursor is opaque: what was typed says nothing to fix).
+#[derive(Clone)]
+struct CursorArg;
+
+impl clap::builder::TypedValueParser for CursorArg {
+    type Value = TokenCursor;
+
+    fn parse_ref(
+        &self,
+        _: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<TokenCursor, clap::Error> {
+        value
+            .to_str()
+            .and_then(|v| TokenCursor::parse(v).ok())
+            .ok_or_else(|| {
+                clap::Error::raw(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("--cursor {NotACursor}\n"),
+                )
+            })
+    }
 }
 
 fn print_minted(minted: &Minted, json: bool) {
@@ -194,19 +281,34 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             services.queries().settle().await?;
             print_minted(&minted, json);
         }
-        TokenCommand::List { json } => {
-            let now = ledger.now();
-            let views: Vec<TokenView> = ledger
-                .tokens()
-                .iter()
-                .map(|r| TokenView::new(r, now))
-                .collect();
+        TokenCommand::List {
+            status,
+            scope,
+            environment,
+            name_prefix,
+            cursor,
+            limit,
+            json,
+        } => {
+            let query = TokenQuery {
+                status,
+                scope,
+                environment,
+                name_prefix,
+                after: cursor,
+                limit,
+            };
+            let page = services.queries().tokens(&query);
             if json {
-                say!("{}", output::json(&views));
-            } else if views.is_empty() {
+                say!("{}", output::json(&page));
+                return Ok(());
+            }
+            if page.counts.all() == 0 {
                 say!(
                     "no tokens yet; create one with `tokenledger token create --name NAME --scope SCOPE`"
                 );
+            } else if page.tokens.is_empty() {
+                say!("no matching tokens");
             } else {
                 say!(
                     "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  SCOPES",
@@ -217,7 +319,7 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                     "EXPIRES",
                     "LAST USED"
                 );
-                for v in views.iter().map(safe) {
+                for v in page.tokens.iter().map(safe) {
                     say!(
                         "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  {}",
                         v.id,
@@ -229,6 +331,23 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                         v.scopes.join(" ")
                     );
                 }
+            }
+            // The page's extent goes to standard error, so that piped rows stay rows.
+            if page.limit_clamped {
+                eprintln!(
+                    "note: --limit is at most {MAX_TOKEN_PAGE}; showing pages of {MAX_TOKEN_PAGE}"
+                );
+            }
+            if !page.complete {
+                let next = page
+                    .next
+                    .as_deref()
+                    .map_or_else(|| "none".to_owned(), |c| format!("--cursor {c}"));
+                eprintln!(
+                    "showing {} of {} matching tokens; next page: {next}",
+                    page.tokens.len(),
+                    page.total,
+                );
             }
         }
         TokenCommand::Show { id, json } => {

@@ -10,12 +10,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::{AdminSession, AppJson, PageParams, TokenId};
+use super::extract::{
+    AdminSession, AppJson, PageParams, StaleListParams, TokenId, TokenListParams,
+};
 use super::policy::path;
 use super::state::AppState;
-use crate::app::{AuditQuery, CreateRequest, Minted, RotateRequest, TokenView};
+use crate::app::{AuditQuery, CreateRequest, Minted, RotateRequest, StaleQuery, TokenView};
 use crate::config::parse_duration;
-use crate::monitoring::StaleParams;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,16 +44,14 @@ fn shown_once(minted: &Minted) -> Response {
         .into_response()
 }
 
-/// `GET /api/admin/tokens`
-async fn list(State(state): State<AppState>, _: AdminSession) -> Json<Value> {
-    let now = state.ledger.now();
-    let tokens: Vec<TokenView> = state
-        .ledger
-        .tokens()
-        .iter()
-        .map(|r| TokenView::new(r, now))
-        .collect();
-    Json(json!({ "tokens": tokens }))
+/// `GET /api/admin/tokens?status=&scope=&environment=&name_prefix=&cursor=&limit=`: a page
+/// of tokens with status and last use, the total matching and the counts by status.
+async fn list(
+    State(state): State<AppState>,
+    _: AdminSession,
+    TokenListParams(query): TokenListParams,
+) -> Json<Value> {
+    Json(json!(state.queries.tokens(&query)))
 }
 
 #[derive(Deserialize)]
@@ -160,8 +159,16 @@ async fn timeline(
     Ok(Json(answer))
 }
 
-/// `GET /api/admin/tokens/stale`
-async fn stale(State(state): State<AppState>, _: AdminSession) -> Result<Json<Value>, ApiError> {
-    let tokens = state.queries.stale(StaleParams::default()).await?;
-    Ok(Json(json!({ "tokens": tokens })))
+/// `GET /api/admin/tokens/stale?cursor=&limit=`: a page of the monitoring list.
+async fn stale(
+    State(state): State<AppState>,
+    _: AdminSession,
+    page: StaleListParams,
+) -> Result<Json<Value>, ApiError> {
+    let query = StaleQuery {
+        after: page.after,
+        limit: page.limit,
+        ..StaleQuery::default()
+    };
+    Ok(Json(json!(state.queries.stale(&query).await?)))
 }

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::extract::{ApiCaller, AppJson, from_value, parse_json};
 use super::policy::{ConsoleCommand, console_command, console_command_names, path};
 use super::state::AppState;
+use crate::app::{MAX_TOKEN_PAGE, StaleQuery, TokenCursor};
 use crate::monitoring::StaleParams;
 use crate::text::shown;
 
@@ -36,7 +37,32 @@ enum Command {
     DbHealth,
     EventsVerify,
     ProjectionsStatus,
-    TokensStale(StaleParams),
+    TokensStale(StaleQuery),
+}
+
+/// `tokens:stale`'s args: the guide's thresholds, and a page of the list.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StaleArgs {
+    unused_days: u32,
+    expiring_days: u32,
+    new_ip_hours: u32,
+    /// The `next` of an earlier page.
+    cursor: Option<String>,
+    limit: Option<u64>,
+}
+
+impl Default for StaleArgs {
+    fn default() -> Self {
+        let p = StaleParams::default();
+        StaleArgs {
+            unused_days: p.unused_days,
+            expiring_days: p.expiring_days,
+            new_ip_hours: p.new_ip_hours,
+            cursor: None,
+            limit: None,
+        }
+    }
 }
 
 /// An empty-args struct: `{}` or absent, nothing else.
@@ -76,13 +102,31 @@ impl Command {
             "events:verify" => no_args(args).map(|_| Command::EventsVerify)?,
             "projections:status" => no_args(args).map(|_| Command::ProjectionsStatus)?,
             _ => {
-                let p: StaleParams = from_value(&what, args)?;
-                if p.unused_days == 0 || p.expiring_days == 0 || p.new_ip_hours == 0 {
+                let a: StaleArgs = from_value(&what, args)?;
+                if a.unused_days == 0 || a.expiring_days == 0 || a.new_ip_hours == 0 {
                     return Err(ApiError::BadRequest(format!(
                         "{what}: unused_days, expiring_days and new_ip_hours must be positive whole numbers"
                     )));
                 }
-                Command::TokensStale(p)
+                let after = a
+                    .cursor
+                    .map(|c| TokenCursor::parse(&c))
+                    .transpose()
+                    .map_err(|e| ApiError::BadRequest(format!("{what}: \"cursor\" {e}")))?;
+                if a.limit == Some(0) {
+                    return Err(ApiError::BadRequest(format!(
+                        "{what}: \"limit\" must be a whole number of at least 1 (more than {MAX_TOKEN_PAGE} is lowered to {MAX_TOKEN_PAGE})"
+                    )));
+                }
+                Command::TokensStale(StaleQuery {
+                    params: StaleParams {
+                        unused_days: a.unused_days,
+                        expiring_days: a.expiring_days,
+                        new_ip_hours: a.new_ip_hours,
+                    },
+                    after,
+                    limit: a.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                })
             }
         };
         Ok((command, spec))
@@ -124,13 +168,15 @@ async fn run(state: &AppState, token: &TokenRow, command: Command) -> Result<Val
         Command::DbHealth => json!(q.db_health().await),
         Command::EventsVerify => json!(q.verify_chain().await?),
         Command::ProjectionsStatus => json!(q.projection_status().await?),
-        Command::TokensStale(params) => json!({
-            "params": {
+        Command::TokensStale(query) => {
+            let params = query.params;
+            let mut result = json!(q.stale(&query).await?);
+            result["params"] = json!({
                 "unused_days": params.unused_days,
                 "expiring_days": params.expiring_days,
                 "new_ip_hours": params.new_ip_hours,
-            },
-            "tokens": q.stale(params).await?,
-        }),
+            });
+            result
+        }
     })
 }

@@ -2,6 +2,9 @@
 //!
 //! - [`AppJson`]: a JSON body into a typed request; a rejection names the field and what is
 //!   accepted, and never echoes a value.
+//! - [`PageParams`], [`TokenListParams`], [`StaleListParams`]: a list's page and filters
+//!   from the query string; a rejection names the parameter and what is accepted, never the
+//!   value.
 //! - [`Bearer`]: the credential of exactly one `Authorization: Bearer` header.
 //! - [`ClientIp`]: the socket's address, or with `TRUST_PROXY_HOPS=N` the Nth
 //!   `X-Forwarded-For` entry from the right.
@@ -23,7 +26,10 @@ use super::admin_page;
 use super::error::ApiError;
 use super::policy::{self, Access, Answer};
 use super::state::AppState;
-use crate::app::Refusal;
+use crate::app::{
+    MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Refusal, TokenCursor, TokenQuery, parse_environment,
+    parse_status, status_names,
+};
 use crate::lifecycle::UseAttempt;
 use crate::scope::Scope;
 use crate::session::{Session, looks_like_jwt};
@@ -139,7 +145,18 @@ fn json_rejection(path: &str, e: &serde_json::Error) -> ApiError {
             ApiError::BadRequest(format!("{}: {what}", at()))
         }
         Category::Io => ApiError::BodyUnreadable,
-        Category::Data => ApiError::BadRequest(data_error(path, &e.to_string())),
+        Category::Data => ApiError::BadRequest(data_error(path, &without_position(e))),
+    }
+}
+
+/// serde_json's message without the " at line L column C" it appends when it has a position
+/// (a value's own text may hold those words, so the suffix is cut exactly).
+fn without_position(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match message.strip_suffix(&position) {
+        Some(bare) if e.line() > 0 => bare.to_owned(),
+        _ => message,
     }
 }
 
@@ -147,15 +164,17 @@ fn json_rejection(path: &str, e: &serde_json::Error) -> ApiError {
 /// \"...\", expected u32" keeps only what was expected; an unknown field is named only when
 /// it is short and plain.
 fn data_error(path: &str, message: &str) -> String {
-    let message = message
-        .rfind(" at line ")
-        .map_or(message, |i| &message[..i]);
+    // The last ", expected ": what comes before it may be input, which can hold those words.
     let expected = message
-        .find(", expected ")
+        .rfind(", expected ")
         .map(|i| &message[i + ", expected ".len()..]);
     let root = path.is_empty() || path == ".";
     if let Some(rest) = message.strip_prefix("unknown field `") {
-        let name = rest.split('`').next().unwrap_or_default();
+        // The name runs up to serde's own closing "`, ...": it may hold backticks too.
+        let name = rest
+            .rfind("`, expected ")
+            .or_else(|| rest.rfind("`, there are no fields"))
+            .map_or(rest, |i| &rest[..i]);
         let shown = shown(name);
         let accepted = match expected {
             Some(e) => format!("; accepted: {}", e.replace('`', "").replace("one of ", "")),
@@ -269,6 +288,138 @@ impl<S: Send + Sync> FromRequestParts<S> for PageParams {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         PageParams::parse(parts.uri.query())
+    }
+}
+
+/// The token list's query: `?status=&scope=&environment=&name_prefix=&cursor=&limit=`. An
+/// empty value is the same as none (the page's filter form sends every field); a parameter
+/// given twice is refused rather than one of them silently ignored.
+#[derive(Clone, Debug, Default)]
+pub struct TokenListParams(pub TokenQuery);
+
+/// A query string's pairs, each key at most once, with empty values left out; `accepted`
+/// names the parameters for the message about any other.
+fn query_pairs(
+    query: Option<&str>,
+    accepted: &'static [&'static str],
+) -> Result<Vec<(&'static str, String)>, ApiError> {
+    let mut pairs: Vec<(&'static str, String)> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let Some(known) = accepted.iter().find(|k| **k == key.as_ref()) else {
+            return Err(ApiError::BadRequest(format!(
+                "Unknown query parameter {}; accepted: {}",
+                shown(&key),
+                accepted.join(", ")
+            )));
+        };
+        if pairs.iter().any(|(k, _)| k == known) {
+            return Err(ApiError::BadRequest(format!(
+                "\"{known}\" is given more than once; give it at most once"
+            )));
+        }
+        if !value.is_empty() {
+            pairs.push((known, value.into_owned()));
+        }
+    }
+    Ok(pairs)
+}
+
+fn cursor_param(value: &str) -> Result<TokenCursor, ApiError> {
+    TokenCursor::parse(value).map_err(|e| ApiError::BadRequest(format!("\"cursor\" {e}")))
+}
+
+fn token_limit_param(value: &str) -> Result<usize, ApiError> {
+    match value.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        _ => Err(ApiError::BadRequest(format!(
+            "\"limit\" must be a whole number of at least 1 (a page size; more than {MAX_TOKEN_PAGE} is lowered to {MAX_TOKEN_PAGE})"
+        ))),
+    }
+}
+
+impl TokenListParams {
+    const ACCEPTED: &[&str] = &[
+        "status",
+        "scope",
+        "environment",
+        "name_prefix",
+        "cursor",
+        "limit",
+    ];
+
+    pub fn parse(query: Option<&str>) -> Result<TokenListParams, ApiError> {
+        let mut q = TokenQuery::default();
+        for (key, value) in query_pairs(query, Self::ACCEPTED)? {
+            match key {
+                "status" => {
+                    q.status = Some(parse_status(&value).ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "\"status\" must be one of {}",
+                            status_names()
+                        ))
+                    })?);
+                }
+                "scope" => {
+                    q.scope = Some(value.parse::<Scope>().map_err(|_| {
+                        ApiError::BadRequest(format!("\"scope\" must be one of {}", Scope::known()))
+                    })?);
+                }
+                "environment" => {
+                    q.environment = Some(parse_environment(&value).ok_or_else(|| {
+                        ApiError::BadRequest("\"environment\" must be live or test".into())
+                    })?);
+                }
+                "name_prefix" => {
+                    if value.chars().count() > MAX_NAME_PREFIX {
+                        return Err(ApiError::BadRequest(format!(
+                            "\"name_prefix\" must be at most {MAX_NAME_PREFIX} characters (the start of a token name)"
+                        )));
+                    }
+                    q.name_prefix = Some(value);
+                }
+                "cursor" => q.after = Some(cursor_param(&value)?),
+                _ => q.limit = Some(token_limit_param(&value)?),
+            }
+        }
+        Ok(TokenListParams(q))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenListParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        TokenListParams::parse(parts.uri.query())
+    }
+}
+
+/// The monitoring list's page: `?cursor=&limit=`.
+#[derive(Clone, Debug, Default)]
+pub struct StaleListParams {
+    pub after: Option<TokenCursor>,
+    pub limit: Option<usize>,
+}
+
+impl StaleListParams {
+    const ACCEPTED: &[&str] = &["cursor", "limit"];
+
+    pub fn parse(query: Option<&str>) -> Result<StaleListParams, ApiError> {
+        let mut p = StaleListParams::default();
+        for (key, value) in query_pairs(query, Self::ACCEPTED)? {
+            match key {
+                "cursor" => p.after = Some(cursor_param(&value)?),
+                _ => p.limit = Some(token_limit_param(&value)?),
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for StaleListParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        StaleListParams::parse(parts.uri.query())
     }
 }
 

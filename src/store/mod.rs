@@ -127,7 +127,10 @@ fn redact(url: &str) -> String {
     let split = url
         .split_once("://")
         .map(|(scheme, rest)| (scheme, "://", rest))
-        .or_else(|| url.split_once(':').map(|(scheme, rest)| (scheme, ":", rest)));
+        .or_else(|| {
+            url.split_once(':')
+                .map(|(scheme, rest)| (scheme, ":", rest))
+        });
     let Some((scheme, separator, rest)) = split else {
         return url.to_owned();
     };

@@ -253,7 +253,16 @@ fn token_commands_create_list_show_revoke_rotate_and_audit() {
     let id = created["id"].as_str().expect("id").to_owned();
 
     let list = json_of(&run(&["token", "list", "--json"]));
-    assert_eq!(list.as_array().expect("array").len(), 2);
+    assert_eq!(
+        list["tokens"].as_array().expect("a page of tokens").len(),
+        2
+    );
+    assert_eq!(
+        (list["total"].as_u64(), list["complete"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(list["counts"]["active"], 2);
+    assert!(list["next"].is_null(), "{list}");
     assert!(
         !list
             .to_string()

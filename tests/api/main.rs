@@ -15,3 +15,4 @@ mod properties;
 mod secrets;
 mod service;
 mod sessions;
+mod token_pages;

@@ -16,10 +16,12 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
 use super::error::ApiError;
-use super::extract::{AdminSession, PageParams, TokenId, body_bytes, content_type_is, same_origin};
+use super::extract::{
+    AdminSession, PageParams, TokenId, TokenListParams, body_bytes, content_type_is, same_origin,
+};
 use super::policy::path;
 use super::state::AppState;
-use crate::app::{AuditQuery, CreateRequest, LedgerError, RotateRequest};
+use crate::app::{AuditQuery, CreateRequest, LedgerError, RotateRequest, TokenQuery};
 use crate::config::{parse_duration, parse_positive_duration};
 use crate::lifecycle::{DomainError, parse_name, parse_scope};
 use crate::monitoring::StaleParams;
@@ -46,28 +48,30 @@ pub fn refusal(e: ApiError) -> Response {
     page(e.status(), views::refusal(e.status(), &e.to_string()))
 }
 
-/// The list page, with the monitoring badges (left out, not failed, when the audit view is
-/// unavailable).
+/// The list page: a page of tokens by `query` (the first 50 by default), with the monitoring
+/// badges of the tokens shown (left out, not failed, when the audit view is unavailable).
 async fn list_page(
     state: &AppState,
     session: &Session,
     status: StatusCode,
+    query: &TokenQuery,
     form: &CreateForm,
     shown: Option<Shown<'_>>,
     notice: Option<String>,
 ) -> Response {
-    let flags = match state.queries.stale(StaleParams::default()).await {
-        Ok(list) => list.into_iter().map(|f| (f.token_id, f.flags)).collect(),
+    let tokens = state.queries.tokens(query);
+    let ids: Vec<_> = tokens.tokens.iter().map(|t| t.id).collect();
+    let flags = match state.queries.flags_of(&ids, StaleParams::default()).await {
+        Ok(flags) => flags,
         Err(e) => {
             tracing::warn!(error = %e, "monitoring badges left out");
             HashMap::new()
         }
     };
-    let rows = state.ledger.tokens();
     let body = views::list(&ListPage {
-        rows: &rows,
+        tokens: &tokens,
+        query,
         flags: &flags,
-        now: state.ledger.now(),
         form,
         shown,
         notice,
@@ -75,12 +79,24 @@ async fn list_page(
     page(status, layout("API tokens", Some(session), body))
 }
 
-/// `GET /admin/tokens`
-async fn tokens(State(state): State<AppState>, AdminSession(session): AdminSession) -> Response {
+/// `GET /admin/tokens?status=&scope=&name_prefix=&cursor=&limit=`
+async fn tokens(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    params: Result<TokenListParams, ApiError>,
+) -> Response {
+    let query = match params {
+        Ok(TokenListParams(query)) => query,
+        Err(e) => {
+            let body = views::bad_list_query(&e.to_string());
+            return page(e.status(), layout("API tokens", Some(&session), body));
+        }
+    };
     list_page(
         &state,
         &session,
         StatusCode::OK,
+        &query,
         &CreateForm::default(),
         None,
         None,
@@ -155,7 +171,16 @@ async fn create(
     };
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     if !form.errors.is_empty() {
-        return Ok(list_page(&state, &session, unprocessable, &form, None, None).await);
+        return Ok(list_page(
+            &state,
+            &session,
+            unprocessable,
+            &TokenQuery::default(),
+            &form,
+            None,
+            None,
+        )
+        .await);
     }
     let request = CreateRequest {
         name: form.name.clone(),
@@ -174,6 +199,7 @@ async fn create(
                 &state,
                 &session,
                 StatusCode::CREATED,
+                &TokenQuery::default(),
                 &fresh,
                 Some(shown),
                 None,
@@ -183,7 +209,16 @@ async fn create(
         Err(LedgerError::Refused(refusal)) => {
             // A refusal the field checks above could not know (the configured maximum expiry).
             form.errors.insert(field_of(&refusal), refusal.to_string());
-            list_page(&state, &session, unprocessable, &form, None, None).await
+            list_page(
+                &state,
+                &session,
+                unprocessable,
+                &TokenQuery::default(),
+                &form,
+                None,
+                None,
+            )
+            .await
         }
         Err(e) => return Err(e.into()),
     })
@@ -256,7 +291,16 @@ async fn revoke(
         ));
     }
     let fresh = CreateForm::default();
-    Ok(list_page(&state, &session, StatusCode::OK, &fresh, None, Some(notice)).await)
+    Ok(list_page(
+        &state,
+        &session,
+        StatusCode::OK,
+        &TokenQuery::default(),
+        &fresh,
+        None,
+        Some(notice),
+    )
+    .await)
 }
 
 /// `GET /admin/tokens/{id}/rotate`: the confirmation step, with the grace period.
@@ -302,6 +346,7 @@ async fn rotate(
         &state,
         &session,
         StatusCode::CREATED,
+        &TokenQuery::default(),
         &fresh,
         Some(shown),
         None,

@@ -10,7 +10,7 @@ use tokenledger_events::Timestamp;
 use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
-use crate::app::{AuditPage, Cursor, Minted};
+use crate::app::{AuditPage, Cursor, Minted, STATUSES, TokenPage, TokenQuery};
 use crate::monitoring::Flag;
 use crate::scope::Scope;
 use crate::session::Session;
@@ -114,16 +114,52 @@ pub struct Shown<'a> {
 
 /// What the list page shows.
 pub struct ListPage<'a> {
-    pub rows: &'a [TokenRow],
+    pub tokens: &'a TokenPage,
+    /// The filters and cursor the page was asked for: the form shows them, links keep them.
+    pub query: &'a TokenQuery,
     pub flags: &'a HashMap<Uuid, Vec<Flag>>,
-    pub now: Timestamp,
     pub form: &'a CreateForm,
     pub shown: Option<Shown<'a>>,
     pub notice: Option<String>,
 }
 
+fn tokens_word(n: u64) -> &'static str {
+    if n == 1 { "token" } else { "tokens" }
+}
+
+/// `/admin/tokens` with `query`'s filters and limit, resuming at `cursor`.
+fn list_href(query: &TokenQuery, cursor: Option<&str>) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some(s) = query.status {
+        q.append_pair("status", s.as_str());
+    }
+    if let Some(s) = query.scope {
+        q.append_pair("scope", s.as_str());
+    }
+    if let Some(e) = query.environment {
+        q.append_pair("environment", e.as_str());
+    }
+    if let Some(p) = &query.name_prefix {
+        q.append_pair("name_prefix", p);
+    }
+    if let Some(c) = cursor {
+        q.append_pair("cursor", c);
+    }
+    if let Some(l) = query.limit {
+        q.append_pair("limit", &l.to_string());
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        "/admin/tokens".to_owned()
+    } else {
+        format!("/admin/tokens?{q}")
+    }
+}
+
 pub fn list(p: &ListPage<'_>) -> Markup {
     let form = p.form;
+    let page = p.tokens;
+    let query = p.query;
     html! {
         @if let Some(n) = &p.notice { section.notice id="notice" { (escape(n)) } }
         @if let Some(s) = &p.shown {
@@ -132,6 +168,18 @@ pub fn list(p: &ListPage<'_>) -> Markup {
                 p { strong { "Copy this token now. It will not be shown again." } " Only its hash is stored." }
                 code.secret id="new-token-value" { (s.minted.token.expose()) }
                 button id="copy-token" type="button" { "Copy" }
+            }
+        }
+        section id="token-counts" {
+            ul.counts {
+                li { a href="/admin/tokens" { strong { (page.counts.all()) } " " (tokens_word(page.counts.all())) } }
+                @for status in STATUSES {
+                    li data-status=(status.as_str()) {
+                        a href=(list_href(&TokenQuery { status: Some(status), ..TokenQuery::default() }, None)) {
+                            strong { (page.counts.of(status)) } " " (status_label(status))
+                        }
+                    }
+                }
             }
         }
         section id="create" {
@@ -155,6 +203,42 @@ pub fn list(p: &ListPage<'_>) -> Markup {
         }
         section {
             h2 { "Tokens" }
+            form.filters id="filter-tokens" method="get" action="/admin/tokens" {
+                div {
+                    label for="filter-status" { "Status" }
+                    select id="filter-status" name="status" {
+                        option value="" { "any" }
+                        @for status in STATUSES {
+                            option value=(status.as_str()) selected[query.status == Some(status)] { (status_label(status)) }
+                        }
+                    }
+                }
+                div {
+                    label for="filter-scope" { "Scope" }
+                    select id="filter-scope" name="scope" {
+                        option value="" { "any" }
+                        @for scope in Scope::ALL {
+                            option value=(scope) selected[query.scope == Some(scope)] { (scope) }
+                        }
+                    }
+                }
+                div {
+                    label for="filter-name-prefix" { "Name starts with" }
+                    input type="text" id="filter-name-prefix" name="name_prefix" maxlength="100"
+                        value=(escape(query.name_prefix.as_deref().unwrap_or_default()));
+                }
+                @if let Some(e) = query.environment { input type="hidden" name="environment" value=(e.as_str()); }
+                @if let Some(l) = query.limit { input type="hidden" name="limit" value=(l); }
+                div { button id="filter-submit" type="submit" { "Filter" } " " a.button.secondary href="/admin/tokens" { "Clear" } }
+            }
+            p.muted id="tokens-extent" {
+                @let matching = if query.is_filtered() { " matching " } else { " " };
+                @if page.complete {
+                    "All " (page.total) (matching) (tokens_word(page.total)) "."
+                } @else {
+                    "Showing " (page.tokens.len()) " of " (page.total) (matching) (tokens_word(page.total)) ", oldest first."
+                }
+            }
             div.table-wrap {
                 table id="tokens" {
                     thead { tr {
@@ -162,23 +246,22 @@ pub fn list(p: &ListPage<'_>) -> Markup {
                         th { "Last used" } th { "Status" } th { "Actions" }
                     } }
                     tbody {
-                        @for row in p.rows {
-                            @let status = row.status_at(p.now);
-                            @let row_flags = p.flags.get(&row.id).cloned().unwrap_or_default();
-                            tr data-token-id=(row.id) {
-                                td data-label="Name" { a href={"/admin/tokens/" (row.id)} { (escape(&row.name)) } }
-                                td.id data-label="ID" { (row.id) }
-                                td data-label="Env" { (row.environment.as_str()) }
-                                td data-label="Scopes" { @for s in &row.scopes { span.badge.admin[s == Scope::Admin.as_str()] { (s) } } }
-                                td data-label="Created" { (row.created_at.to_rfc3339()) br; span.muted { (escape(&row.created_by)) } }
-                                td data-label="Expires" { (row.expires_at.to_rfc3339()) }
+                        @for t in &page.tokens {
+                            @let row_flags = p.flags.get(&t.id).cloned().unwrap_or_default();
+                            tr data-token-id=(t.id) {
+                                td data-label="Name" { a href={"/admin/tokens/" (t.id)} { (escape(&t.name)) } }
+                                td.id data-label="ID" { (t.id) }
+                                td data-label="Env" { (t.environment) }
+                                td data-label="Scopes" { @for s in &t.scopes { span.badge.admin[s == Scope::Admin.as_str()] { (s) } } }
+                                td data-label="Created" { (t.created_at) br; span.muted { (escape(&t.created_by)) } }
+                                td data-label="Expires" { (t.expires_at) }
                                 td data-label="Last used" {
-                                    (time(row.last_used_at))
-                                    @if let Some(ip) = &row.last_used_ip { br; span.muted { "from " (escape(ip)) } }
-                                    @if let Some(p) = &row.last_used_path { br; span.muted { "on " (escape(p)) } }
+                                    (t.last_used_at.as_deref().unwrap_or("never"))
+                                    @if let Some(ip) = &t.last_used_ip { br; span.muted { "from " (escape(ip)) } }
+                                    @if let Some(p) = &t.last_used_path { br; span.muted { "on " (escape(p)) } }
                                 }
                                 td.status data-label="Status" {
-                                    span class={"badge " (status.as_str())} { (status_label(status)) }
+                                    span class={"badge " (t.status.as_str())} { (status_label(t.status)) }
                                     @for f in &row_flags {
                                         @match f {
                                             Flag::Unused => span.badge.stale { "stale" },
@@ -189,11 +272,11 @@ pub fn list(p: &ListPage<'_>) -> Markup {
                                     }
                                 }
                                 td data-label="Actions" {
-                                    @if row.revoked_at.is_none() {
-                                        a.button.secondary.revoke href={"/admin/tokens/" (row.id) "/revoke"} { "Revoke" } " "
+                                    @if t.revoked_at.is_none() {
+                                        a.button.secondary.revoke href={"/admin/tokens/" (t.id) "/revoke"} { "Revoke" } " "
                                     }
-                                    @if row.revoked_at.is_none() && row.rotated_to.is_none() && status != TokenStatus::Expired {
-                                        a.button.secondary.rotate href={"/admin/tokens/" (row.id) "/rotate"} { "Rotate" }
+                                    @if t.revoked_at.is_none() && t.rotated_to.is_none() && t.status != TokenStatus::Expired {
+                                        a.button.secondary.rotate href={"/admin/tokens/" (t.id) "/rotate"} { "Rotate" }
                                     }
                                 }
                             }
@@ -201,7 +284,31 @@ pub fn list(p: &ListPage<'_>) -> Markup {
                     }
                 }
             }
-            @if p.rows.is_empty() { p.muted { "No tokens yet." } }
+            @if page.counts.all() == 0 {
+                p.muted { "No tokens yet." }
+            } @else if page.tokens.is_empty() {
+                p.muted id="no-match" { "No tokens match these filters." }
+            }
+            @if query.after.is_some() || page.next.is_some() {
+                p.pages id="token-pages" {
+                    @if query.after.is_some() {
+                        a.button.secondary id="first-page" href=(list_href(query, None)) { "First page" } " "
+                    }
+                    @if let Some(next) = &page.next {
+                        a.button.secondary id="next-page" href=(list_href(query, Some(next))) { "Next" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A list query the page cannot answer: what was wrong, and the way back.
+pub fn bad_list_query(message: &str) -> Markup {
+    html! {
+        section.warning {
+            h2 { (escape(message)) }
+            p { a.button.secondary href="/admin/tokens" { "Show every token" } }
         }
     }
 }
