@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # HTTP requests/s and p50/p99 latency of authenticated console calls to a cheap command
-# (`ping`) on tokenledger, SQLite then PostgreSQL, beside a bare axum endpoint (200, no auth,
-# no I/O) measured in the same run with the same wrk settings. Each service run also checks
-# that every 2xx answer has its use recorded in the ledger.
+# (`ping`) and of `POST /v1/verify` (a tokens:verify caller checking a registry:read token) on
+# tokenledger, SQLite then PostgreSQL, beside a bare axum endpoint (200, no auth, no I/O)
+# measured in the same run with the same wrk settings. Each service run also checks that
+# every 2xx answer has its uses recorded in the ledger (two per verify call: the caller's and
+# the checked token's).
 #
 # Usage: bench/http.sh [--seconds N] [--connections C]        (defaults 10 and 64)
 # PostgreSQL is measured when BENCH_DATABASE_URL (or TEST_DATABASE_URL) names a server; a
@@ -141,12 +143,13 @@ stop() {
     PIDS=("${kept[@]+"${kept[@]}"}")
 }
 
-# run_wrk URL OUT [TOKEN]: drive URL, tee wrk's report to the terminal and OUT.
+# run_wrk URL OUT [TOKEN] [SCRIPT]: drive URL with SCRIPT (default bench/http/console.lua),
+# tee wrk's report to the terminal and OUT. BENCH_TARGET_TOKEN passes through to the script.
 run_wrk() {
-    local url=$1 out=$2 token=${3:-}
-    echo "-- wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --timeout $WRK_TIMEOUT --latency -s bench/http/console.lua $url"
+    local url=$1 out=$2 token=${3:-} script=${4:-bench/http/console.lua}
+    echo "-- wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --timeout $WRK_TIMEOUT --latency -s $script $url"
     if ! BENCH_TOKEN="$token" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" \
-        --timeout "$WRK_TIMEOUT" --latency -s bench/http/console.lua "$url" | tee "$out"; then
+        --timeout "$WRK_TIMEOUT" --latency -s "$script" "$url" | tee "$out"; then
         echo "wrk failed against $url" | tee -a "$out" >&2
     fi
 }
@@ -185,11 +188,16 @@ parse_wrk() {
 }
 
 json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-json_len() { python3 -c 'import json, sys; print(len(json.load(sys.stdin)))'; }
+
+# used_rows URL ID: the API_TOKEN_USED rows of one token in the audit view (its total, which
+# counts every page).
+used_rows() {
+    "$TL" --database-url "$1" audit --token "$2" --action used --limit 1 --json | json_field total
+}
 
 # Results, one tab-separated line per target:
 # name, req/s, p50, p99, requests, 2xx, non-2xx, statuses, socket errors, recorded uses,
-# audit rows, denied, note
+# audit rows, denied, note. A verify row's uses, audit rows and denied are "caller+target".
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 
@@ -234,6 +242,16 @@ bench_service() {
         die "$name: token create failed"
     id=$(json_field id <<<"$minted")
     token=$(json_field token <<<"$minted")
+    # /v1/verify: a caller allowed to check tokens, and the token it checks.
+    local caller_id caller target_id target
+    minted=$("$TL" --database-url "$url" token create --name bench-verifier --scope tokens:verify --json) ||
+        die "$name: token create (tokens:verify) failed"
+    caller_id=$(json_field id <<<"$minted")
+    caller=$(json_field token <<<"$minted")
+    minted=$("$TL" --database-url "$url" token create --name bench-checked --scope registry:read --json) ||
+        die "$name: token create (registry:read) failed"
+    target_id=$(json_field id <<<"$minted")
+    target=$(json_field token <<<"$minted")
 
     port=$(free_port)
     log="$WORK/serve-$name.log"
@@ -245,25 +263,41 @@ bench_service() {
     echo "-- /healthz answers 200; token $id (console:exec)"
 
     run_wrk "http://127.0.0.1:$port/api/admin/console" "$WORK/wrk-$name.txt" "$token"
-    local note="-"
+    local note="-" verify_note="-"
     kill -0 "$pid" 2>/dev/null || note="server exited during the run"
+    echo "-- verify caller $caller_id (tokens:verify), checked token $target_id (registry:read)"
+    BENCH_TARGET_TOKEN="$target" run_wrk "http://127.0.0.1:$port/v1/verify" \
+        "$WORK/wrk-$name-verify.txt" "$caller" bench/http/verify.lua
+    kill -0 "$pid" 2>/dev/null || verify_note="server exited during the run"
     stop "$pid"
     if [ -s "$log" ]; then
         echo "-- server log (warnings and errors, last 10 lines):"
         tail -n 10 "$log"
     fi
 
-    # The ledger's own count, read after the server stopped: the token's use_count (kept in
-    # the same transaction as each Used event) and the API_TOKEN_USED rows of the audit view.
+    # The ledger's own count, read after the server stopped: each token's use_count (kept in
+    # the same transaction as each Used event) and its API_TOKEN_USED rows in the audit view.
     local shown uses denied audit_rows
     shown=$("$TL" --database-url "$url" token show "$id" --json) || die "$name: token show failed"
     uses=$(json_field use_count <<<"$shown")
     denied=$(json_field denied_count <<<"$shown")
-    audit_rows=$("$TL" --database-url "$url" audit --action used --json | json_len) ||
-        die "$name: audit --action used failed"
-    echo "-- recorded: use_count $uses, denied_count $denied, audit API_TOKEN_USED rows $audit_rows"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$(parse_wrk "$WORK/wrk-$name.txt")" \
+    audit_rows=$(used_rows "$url" "$id") || die "$name: audit --action used failed"
+    echo "-- recorded (ping): use_count $uses, denied_count $denied, audit API_TOKEN_USED rows $audit_rows"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name:ping" "$(parse_wrk "$WORK/wrk-$name.txt")" \
         "$uses" "$audit_rows" "$denied" "$note" >>"$RESULTS"
+
+    local who vuses=() vdenied=() vrows=()
+    for who in "$caller_id" "$target_id"; do
+        shown=$("$TL" --database-url "$url" token show "$who" --json) || die "$name: token show failed"
+        vuses+=("$(json_field use_count <<<"$shown")")
+        vdenied+=("$(json_field denied_count <<<"$shown")")
+        vrows+=("$(used_rows "$url" "$who")") || die "$name: audit --action used failed"
+    done
+    echo "-- recorded (verify, caller+target): use_count ${vuses[0]}+${vuses[1]}," \
+        "denied_count ${vdenied[0]}+${vdenied[1]}, audit API_TOKEN_USED rows ${vrows[0]}+${vrows[1]}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name:verify" "$(parse_wrk "$WORK/wrk-$name-verify.txt")" \
+        "${vuses[0]}+${vuses[1]}" "${vrows[0]}+${vrows[1]}" "${vdenied[0]}+${vdenied[1]}" \
+        "$verify_note" >>"$RESULTS"
 }
 
 bench_bare
@@ -289,8 +323,9 @@ fi
 # Report
 
 echo
-echo "console POST {\"cmd\":\"ping\"}: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores shared by wrk and the server"
-printf '%-9s %10s %9s %9s %6s %9s %8s %17s  %s\n' \
+echo "ping: console POST {\"cmd\":\"ping\"}; verify: POST /v1/verify {\"token\", \"scopes\":[\"registry:read\"]}"
+echo "wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, $(nproc) cores shared by wrk and the server"
+printf '%-16s %10s %9s %9s %6s %9s %8s %23s  %s\n' \
     target "req/s" "p50 ms" "p99 ms" ratio 2xx non-2xx "uses recorded" verdict
 status=0
 bare_rps=$(awk -F'\t' '$1 == "bare" { print $2 }' "$RESULTS")
@@ -306,11 +341,19 @@ while IFS=$'\t' read -r name rps p50 p99 reqs ok bad statuses sock uses audit_ro
         recorded="-"
     else
         recorded="$uses/$ok"
-        [ "$uses" -ge "$ok" ] || problems+=("$((ok - uses)) 2xx answers have no recorded use")
-        # The audit view pages at 10,000 rows; below that it must agree with use_count.
-        if [ "$audit_rows" -ne "$uses" ] && [ "$audit_rows" -lt 10000 ]; then
-            problems+=("audit view has $audit_rows API_TOKEN_USED rows but use_count is $uses")
-        fi
+        # A verify call records two uses, one on each token: each must reach the 2xx count.
+        IFS=+ read -r -a per_token <<<"$uses"
+        IFS=+ read -r -a rows_per_token <<<"$audit_rows"
+        labels=("")
+        [ ${#per_token[@]} -eq 1 ] || labels=("caller " "checked token ")
+        for i in "${!per_token[@]}"; do
+            u=${per_token[$i]} rows=${rows_per_token[$i]}
+            [ "$u" -ge "$ok" ] ||
+                problems+=("$((ok - u)) 2xx answers have no recorded ${labels[$i]}use")
+            # The audit view's count must agree with use_count.
+            [ "$rows" -eq "$u" ] ||
+                problems+=("audit view has $rows ${labels[$i]}API_TOKEN_USED rows but use_count is $u")
+        done
     fi
     if [ ${#problems[@]} -gt 0 ]; then
         verdict=INVALID
@@ -323,10 +366,11 @@ while IFS=$'\t' read -r name rps p50 p99 reqs ok bad statuses sock uses audit_ro
     else
         verdict=BELOW
     fi
-    printf '%-9s %10.0f %9s %9s %6s %9s %8s %17s  %s\n' \
+    printf '%-16s %10.0f %9s %9s %6s %9s %8s %23s  %s\n' \
         "$name" "$rps" "$p50" "$p99" "$ratio" "$ok" "$bad" "$recorded" "$verdict"
 done <"$RESULTS"
-echo "target: >= $TARGET_RATIO of bare (req/s), every 2xx answer with its use recorded (uses recorded/2xx)"
+echo "target: >= $TARGET_RATIO of bare (req/s), every 2xx answer with its use recorded (uses recorded/2xx);"
+echo "        a verify answer records two uses, so each of caller+target must reach the 2xx count"
 for r in "${reasons[@]+"${reasons[@]}"}"; do
     echo "INVALID $r"
 done

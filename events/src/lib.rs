@@ -40,7 +40,9 @@ pub use log::{
     AppendError, EventLog, ExpectedVersion, LogError, MemoryLog, NewEvent, StreamAppend,
 };
 pub use primitives::{Commitment, Hash, Head, LogId, StreamId, Timestamp};
-pub use verify::{VerifyError, VerifyReport, verify_chain, verify_head};
+pub use verify::{
+    Progress, VerifyError, VerifyReport, verify_chain, verify_chain_with, verify_head,
+};
 pub use vocabulary::{
     DenyReason, Environment, TokenCreated, TokenEvent, TokenHash, TokenRevoked, TokenRotated,
     TokenUseDenied, TokenUseDeniedSummary, TokenUsed,

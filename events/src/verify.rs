@@ -25,10 +25,29 @@ pub enum VerifyError {
 /// How many events verification reads at a time.
 const VERIFY_PAGE: usize = 1000;
 
+/// How far a long pass over the log has got: `position` of `head` (the head read at the
+/// start, which is where the pass ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub position: u64,
+    pub head: u64,
+}
+
 /// Recompute the whole chain from position 1 and compare it with the recorded head.
 /// Appends made while it runs are past the head it read first and are not checked.
 pub async fn verify_chain<L: EventLog>(log: &L) -> Result<VerifyReport, VerifyError> {
+    verify_chain_with(log, |_| {}).await
+}
+
+/// [`verify_chain`], telling `progress` the last position checked after each page read
+/// (once with position 0 before the first, so a caller learns the head early).
+pub async fn verify_chain_with<L: EventLog>(
+    log: &L,
+    mut progress: impl FnMut(Progress),
+) -> Result<VerifyReport, VerifyError> {
     let recorded = log.head().await?;
+    let head = recorded.position;
+    progress(Progress { position: 0, head });
     let mut verifier = ChainVerifier::new(log.log_id());
     let mut after = 0;
     while after < recorded.position {
@@ -40,6 +59,10 @@ pub async fn verify_chain<L: EventLog>(log: &L) -> Result<VerifyReport, VerifyEr
             verifier.check(event)?;
         }
         after = page.last().map_or(after, |e| e.position);
+        progress(Progress {
+            position: after.min(head),
+            head,
+        });
     }
     let head = verifier.finish(recorded)?;
     Ok(VerifyReport {
@@ -267,6 +290,39 @@ mod tests {
 
         assert_eq!(report.events, 2 * VERIFY_PAGE as u64 + 1);
         assert_eq!(report.head, head);
+    }
+
+    #[tokio::test]
+    async fn progress_sees_increasing_positions_ending_at_the_head() {
+        let log = log_with(2 * VERIFY_PAGE as u128 + 10).await;
+        let head = log.head().await.unwrap().position;
+        let mut seen = Vec::new();
+
+        verify_chain_with(&log, |p| seen.push(p))
+            .await
+            .expect("a sealed log verifies");
+
+        assert!(seen.iter().all(|p| p.head == head), "{seen:?}");
+        let positions: Vec<u64> = seen.iter().map(|p| p.position).collect();
+        let page = VERIFY_PAGE as u64;
+        assert_eq!(positions, [0, page, 2 * page, head]);
+    }
+
+    #[tokio::test]
+    async fn progress_on_an_empty_log_is_told_the_head_once() {
+        let mut seen = Vec::new();
+
+        verify_chain_with(&MemoryLog::new(LOG), |p| seen.push(p))
+            .await
+            .expect("an empty log verifies");
+
+        assert_eq!(
+            seen,
+            [Progress {
+                position: 0,
+                head: 0
+            }]
+        );
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokenledger_events::{EventLog, VerifyReport, verify_chain, verify_head};
+use tokenledger_events::{EventLog, Progress, VerifyReport, verify_chain_with, verify_head};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -339,16 +339,23 @@ pub async fn migrate(
     db.migration_status().await
 }
 
-/// Recompute the whole chain of the log at `url`.
-pub async fn verify(url: &DatabaseUrl) -> Result<VerifyReport, StoreError> {
+/// Recompute the whole chain of the log at `url`, telling `progress` how far it has got
+/// after each page (the CLI draws it; this layer never prints).
+pub async fn verify(
+    url: &DatabaseUrl,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<VerifyReport, StoreError> {
     let store = Store::open(url).await?;
-    Ok(verify_chain(&store).await?)
+    Ok(verify_chain_with(&store, progress).await?)
 }
 
 /// Rebuild `api_tokens` and `audit_logs` from position 0: the position reached and the
-/// number of tokens.
-pub async fn rebuild(url: &DatabaseUrl) -> Result<(u64, usize), StoreError> {
+/// number of tokens. `progress` hears the position folded after each page.
+pub async fn rebuild(
+    url: &DatabaseUrl,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<(u64, usize), StoreError> {
     let store = Store::open(url).await?;
     verify_head(&store).await?;
-    store.rebuild_projections().await
+    store.rebuild_projections_with(progress).await
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod audit;
 pub mod output;
+mod progress;
 mod token;
 
 use output::say;
@@ -152,7 +153,11 @@ pub enum Command {
         status: bool,
     },
     /// Recompute the hash chain over the whole log; exits non-zero at the first bad position.
-    Verify,
+    Verify {
+        /// Draw no progress bar (none is drawn anyway when standard error is not a terminal).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Create, list, show, revoke and rotate API tokens.
     Token {
         #[command(subcommand)]
@@ -183,7 +188,11 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
     /// Rebuild api_tokens and audit_logs from position 0 (holds the append lock meanwhile).
-    Rebuild,
+    Rebuild {
+        /// Draw no progress bar (none is drawn anyway when standard error is not a terminal).
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 pub(crate) fn token_id_arg(raw: &str) -> Result<Uuid, String> {
@@ -293,7 +302,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             .map_err(Failure)
         }
         Command::Migrate { status } => migrate(&cli.database_url, status).await.map_err(Failure),
-        Command::Verify => verify(&cli.database_url).await.map_err(Failure),
+        Command::Verify { quiet } => verify(&cli.database_url, quiet).await.map_err(Failure),
         Command::Token { command } => match open(&cli.database_url, settings).await {
             Ok(services) => token::run(&services, command).await,
             Err(e) => Err(e),
@@ -303,8 +312,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Projections {
-            command: ProjectionsCommand::Rebuild,
-        } => rebuild(&cli.database_url).await,
+            command: ProjectionsCommand::Rebuild { quiet },
+        } => rebuild(&cli.database_url, quiet).await,
         Command::DevSession { sub, role } => dev_session(
             &cli.database_url,
             cli.tokens.is_production(),
@@ -355,8 +364,11 @@ async fn migrate(url: &DatabaseUrl, status: bool) -> Result<(), String> {
     Ok(())
 }
 
-async fn verify(url: &DatabaseUrl) -> Result<(), String> {
-    let report = app::verify(url).await.map_err(|e| e.to_string())?;
+async fn verify(url: &DatabaseUrl, quiet: bool) -> Result<(), String> {
+    let bar = progress::Bar::new("verify", quiet);
+    let report = app::verify(url, &|p| bar.report(p)).await;
+    drop(bar);
+    let report = report.map_err(|e| e.to_string())?;
     say!("ok: {} events, head {}", report.events, report.head.hash);
     Ok(())
 }
@@ -395,8 +407,11 @@ fn dev_session(url: &DatabaseUrl, production: bool, sub: &str, admin: bool) -> R
     Ok(())
 }
 
-async fn rebuild(url: &DatabaseUrl) -> Result<(), Failure> {
-    let (position, tokens) = app::rebuild(url).await?;
+async fn rebuild(url: &DatabaseUrl, quiet: bool) -> Result<(), Failure> {
+    let bar = progress::Bar::new("rebuild", quiet);
+    let rebuilt = app::rebuild(url, &|p| bar.report(p)).await;
+    drop(bar);
+    let (position, tokens) = rebuilt?;
     say!("rebuilt api_tokens and audit_logs from position 0 to {position}: {tokens} tokens");
     Ok(())
 }

@@ -170,17 +170,18 @@ fn data_error(path: &str, message: &str) -> String {
         .map(|i| &message[i + ", expected ".len()..]);
     let root = path.is_empty() || path == ".";
     if let Some(rest) = message.strip_prefix("unknown field `") {
-        // The name runs up to serde's own closing "`, ...": it may hold backticks too.
-        let name = rest
-            .rfind("`, expected ")
-            .or_else(|| rest.rfind("`, there are no fields"))
-            .map_or(rest, |i| &rest[..i]);
-        let shown = shown(name);
-        let accepted = match expected {
-            Some(e) => format!("; accepted: {}", e.replace('`', "").replace("one of ", "")),
-            None if message.ends_with("there are no fields") => "; accepted: none".to_owned(),
-            None => String::new(),
+        // serde ends the message with "`, there are no fields" or "`, expected ...": the name
+        // before that may hold backticks, and those very words, too.
+        let (name, accepted) = if let Some(name) = rest.strip_suffix("`, there are no fields") {
+            (name, "; accepted: none".to_owned())
+        } else if let Some(i) = rest.rfind("`, expected ") {
+            let e = &rest[i + "`, expected ".len()..];
+            let accepted = e.replace('`', "").replace("one of ", "");
+            (&rest[..i], format!("; accepted: {accepted}"))
+        } else {
+            (rest, String::new())
         };
+        let shown = shown(name);
         // The path ends at the unknown field itself; where it was is the path before it.
         let parent = path.rsplit_once('.').map_or("", |(p, _)| p);
         let at = if parent.is_empty() {

@@ -325,7 +325,15 @@ impl Store {
     /// Rebuild `api_tokens` and `audit_logs` from position 0, holding the append lock.
     /// Returns the position rebuilt to and the number of tokens.
     pub async fn rebuild_projections(&self) -> Result<(u64, usize), StoreError> {
-        delegate!(self, l => l.rebuild().await)
+        self.rebuild_projections_with(&|_| {}).await
+    }
+
+    /// [`Store::rebuild_projections`], telling `progress` the position folded after each page.
+    pub async fn rebuild_projections_with(
+        &self,
+        progress: &(dyn Fn(tokenledger_events::Progress) + Sync),
+    ) -> Result<(u64, usize), StoreError> {
+        delegate!(self, l => l.rebuild(progress).await)
     }
 }
 

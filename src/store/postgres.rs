@@ -509,7 +509,10 @@ impl PgLog {
 
     projection_reads!();
 
-    pub(crate) async fn rebuild(&self) -> Result<(u64, usize), StoreError> {
+    pub(crate) async fn rebuild(
+        &self,
+        progress: &(dyn Fn(tokenledger_events::Progress) + Sync),
+    ) -> Result<(u64, usize), StoreError> {
         let mut conn = self.read.acquire().await.map_err(StoreError::db)?;
         let mut tx = conn.begin().await.map_err(StoreError::db)?;
         // The append lock, then every projection's checkpoint: no append and no subscriber
@@ -519,7 +522,7 @@ impl PgLog {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::db)?;
-        let rebuilt = rebuild(&mut tx).await.map_err(StoreError::db)?;
+        let rebuilt = rebuild(&mut tx, progress).await.map_err(StoreError::db)?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(rebuilt)
     }

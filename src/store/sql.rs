@@ -1028,10 +1028,22 @@ macro_rules! sql_event_log {
 
         /// Rebuild both projections from position 0 inside the caller's transaction, which
         /// holds the append lock. Returns the position rebuilt to and the number of tokens.
-        pub(crate) async fn rebuild(conn: &mut $conn) -> Result<(u64, usize), sqlx::Error> {
+        /// `progress` hears position 0 once the head is read, then the position after each
+        /// page folded; the final token upsert comes after the last report.
+        pub(crate) async fn rebuild(
+            conn: &mut $conn,
+            progress: &(dyn Fn(tokenledger_events::Progress) + Sync),
+        ) -> Result<(u64, usize), sqlx::Error> {
             sqlx::query("DELETE FROM audit_logs").execute(&mut *conn).await?;
             sqlx::query("DELETE FROM api_tokens").execute(&mut *conn).await?;
             let head = read_head(&mut *conn).await?;
+            let report = |position: u64| {
+                progress(tokenledger_events::Progress {
+                    position: position.min(head.position),
+                    head: head.position,
+                })
+            };
+            report(0);
             let mut tokens: HashMap<Uuid, TokenRow> = HashMap::new();
             let mut after = 0;
             while after < head.position {
@@ -1045,6 +1057,7 @@ macro_rules! sql_event_log {
                 }
                 insert_audit_rows(&mut *conn, &audit).await?;
                 after = last;
+                report(after);
             }
             let rows: Vec<&TokenRow> = tokens.values().collect();
             upsert_tokens(&mut *conn, &rows).await?;

@@ -493,13 +493,16 @@ impl SqliteLog {
 
     projection_reads!();
 
-    pub(crate) async fn rebuild(&self) -> Result<(u64, usize), StoreError> {
+    pub(crate) async fn rebuild(
+        &self,
+        progress: &(dyn Fn(tokenledger_events::Progress) + Sync),
+    ) -> Result<(u64, usize), StoreError> {
         let mut conn = self.projector.acquire().await.map_err(StoreError::db)?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(StoreError::db)?;
-        let rebuilt = rebuild(&mut tx).await.map_err(StoreError::db)?;
+        let rebuilt = rebuild(&mut tx, progress).await.map_err(StoreError::db)?;
         tx.commit().await.map_err(StoreError::db)?;
         Ok(rebuilt)
     }

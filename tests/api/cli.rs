@@ -78,6 +78,98 @@ async fn verify_names_the_first_bad_position_on_postgres() {
     verify_names_the_bad_position(h, &url).await;
 }
 
+/// The summary lines of `verify` and `projections rebuild` on a log of one token's creation.
+fn summaries(url: &str) -> (String, String) {
+    let created = json_of(&tokenledger_with(
+        url,
+        &[],
+        &[
+            "token", "create", "--name", "bar", "--scope", "admin", "--json",
+        ],
+    ));
+    assert!(created["id"].is_string(), "{created}");
+    let verified = "ok: 1 events, head ".to_owned();
+    let rebuilt = "rebuilt api_tokens and audit_logs from position 0 to 1: 1 tokens".to_owned();
+    (verified, rebuilt)
+}
+
+#[test]
+fn verify_and_rebuild_draw_no_progress_on_a_pipe_and_accept_quiet() {
+    let db = SqliteDb::new();
+    let url = db.url_string();
+    let (verified, rebuilt) = summaries(&url);
+    for args in [
+        &["verify"][..],
+        &["verify", "--quiet"],
+        &["projections", "rebuild"],
+        &["projections", "rebuild", "--quiet"],
+    ] {
+        let out = tokenledger(&url, args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        let summary = if args[0] == "verify" {
+            &verified
+        } else {
+            &rebuilt
+        };
+        assert!(
+            stdout.starts_with(summary.as_str()) && stdout.lines().count() == 1,
+            "{args:?}: {stdout}"
+        );
+        assert!(
+            !stderr.contains('\r') && !stderr.contains("ETA") && !stderr.contains("=="),
+            "{args:?} drew progress on a pipe: {stderr:?}"
+        );
+    }
+}
+
+/// On a terminal (a pty from util-linux `script`) the bar is drawn on standard error and
+/// cleared, and the summary line still follows; `--quiet` draws nothing. Skipped where
+/// `script` is missing.
+#[test]
+fn verify_and_rebuild_draw_progress_on_a_terminal_unless_quiet() {
+    let has_script = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let db = SqliteDb::new();
+    let url = db.url_string();
+    let (verified, rebuilt) = summaries(&url);
+    let bin = env!("CARGO_BIN_EXE_tokenledger");
+    let on_a_pty = |args: &str| {
+        let out = Command::new("script")
+            .args(["-qec", &format!("{bin} {args}"), "/dev/null"])
+            .env("DATABASE_URL", &url)
+            .env("TERM", "xterm")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run script");
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{args}: {stdout}{stderr}");
+        stdout
+    };
+    for (args, what, summary) in [
+        ("verify", "verify [", &verified),
+        ("projections rebuild", "rebuild [", &rebuilt),
+    ] {
+        let drawn = on_a_pty(args);
+        assert!(
+            drawn.contains(what) && drawn.contains("events"),
+            "{drawn:?}"
+        );
+        assert!(drawn.contains(summary.as_str()), "{drawn:?}");
+
+        let quiet = on_a_pty(&format!("{args} --quiet"));
+        assert!(!quiet.contains(what) && !quiet.contains("ETA"), "{quiet:?}");
+        assert!(quiet.contains(summary.as_str()), "{quiet:?}");
+    }
+}
+
 #[test]
 fn a_malformed_database_url_is_named_with_what_is_accepted() {
     for bad in ["mysql://root@localhost/db", "tokenledger.db", "postgres://"] {

@@ -6,6 +6,7 @@ mod admin;
 mod browser;
 mod cli;
 mod cli_database_url;
+mod decoders;
 mod hardening;
 mod helpers;
 mod layering;
