@@ -557,9 +557,9 @@ pub struct CallContext {
 }
 
 impl CallContext {
-    fn of(parts: &Parts, trust_proxy_hops: u8) -> CallContext {
+    fn of(parts: &Parts, ip: IpAddr) -> CallContext {
         CallContext {
-            ip: ClientIp::of(parts, trust_proxy_hops),
+            ip: ClientIp(ip),
             method: parts.method.clone(),
             path: parts.uri.path().to_owned(),
             user_agent: parts.headers.get(header::USER_AGENT).map(|v| {
@@ -653,7 +653,7 @@ pub async fn apply_policy(
             Access::ApiToken {
                 any_of,
                 tokens_switch,
-            } => api_caller(&state, &parts, any_of, tokens_switch)
+            } => api_caller(&state, &parts, ip, any_of, tokens_switch)
                 .await
                 .map(|caller| {
                     parts.extensions.insert(caller);
@@ -681,6 +681,7 @@ pub async fn apply_policy(
 async fn api_caller(
     state: &AppState,
     parts: &Parts,
+    ip: IpAddr,
     any_of: &'static [Scope],
     tokens_switch: Option<policy::Switch>,
 ) -> Result<ApiCaller, ApiError> {
@@ -691,7 +692,7 @@ async fn api_caller(
     }
     let bearer = bearer.ok_or(Refusal::MissingCredentials)?;
     let token = state.ledger.identify(bearer.expose())?;
-    let call = CallContext::of(parts, state.switches.trust_proxy_hops);
+    let call = CallContext::of(parts, ip);
     state
         .ledger
         .screen(&token, &call.attempt(state, any_of.to_vec(), None))

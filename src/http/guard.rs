@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
@@ -23,6 +23,9 @@ pub struct FailureGuard {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// Addresses whose budget is spent, and when they may try again.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
+    /// Whether any address may be blocked: while none is, admitting takes no lock (it runs
+    /// on every authenticated request).
+    any_blocked: AtomicBool,
     /// Refusals seen, to tidy every so often.
     refusals: AtomicU64,
 }
@@ -40,6 +43,7 @@ impl FailureGuard {
             limiter: NonZeroU32::new(per_minute)
                 .map(|n| DefaultKeyedRateLimiter::keyed(Quota::per_minute(n))),
             blocked: Mutex::new(HashMap::new()),
+            any_blocked: AtomicBool::new(false),
             refusals: AtomicU64::new(0),
         }
     }
@@ -50,6 +54,9 @@ impl FailureGuard {
 
     /// Before authenticating: 429 while `ip`'s budget is spent.
     pub fn admit(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if !self.any_blocked.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let now = Instant::now();
         let mut blocked = self.blocked();
         match blocked.get(&ip) {
@@ -97,6 +104,7 @@ impl FailureGuard {
                     blocked.retain(|_, until| *until > now);
                 }
                 blocked.insert(ip, Instant::now() + wait);
+                self.any_blocked.store(true, Ordering::Release);
                 tracing::warn!(client_ip = %ip, retry_after_s = wait.as_secs_f64().ceil(), "too many failed attempts");
                 too_many(wait)
             }
@@ -109,7 +117,11 @@ impl FailureGuard {
             limiter.retain_recent();
         }
         let now = Instant::now();
-        self.blocked().retain(|_, until| *until > now);
+        let mut blocked = self.blocked();
+        blocked.retain(|_, until| *until > now);
+        // Under the lock, so a block inserted meanwhile is not forgotten.
+        self.any_blocked
+            .store(!blocked.is_empty(), Ordering::Release);
     }
 }
 
