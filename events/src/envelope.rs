@@ -60,6 +60,37 @@ impl StoredEvent {
         codec::decode(&self.bytes).map(|decoded| decoded.event)
     }
 
+    /// What a store keeps as the row's body: for a version 2 event its payload alone (the
+    /// envelope is the row's other columns, and [`StoredEvent::from_stored_body`] puts it
+    /// back); for a version 1 event its whole bytes.
+    pub fn stored_body(&self) -> &[u8] {
+        let offset = codec::envelope_len(&self.stream_id, &self.actor, &self.event_type);
+        if self.schema_version >= 2 && self.bytes.len() >= offset {
+            &self.bytes[offset..]
+        } else {
+            &self.bytes
+        }
+    }
+
+    /// An event read back from a store with its stored body in `bytes`, made whole: for a
+    /// version 2 row the envelope is rebuilt from the columns around the stored payload; a
+    /// version 1 body is already the whole canonical bytes. A column changed after the fact
+    /// changes these bytes, so the chain hash catches it.
+    pub fn from_stored_body(mut self) -> StoredEvent {
+        if self.schema_version >= 2 {
+            self.bytes = codec::frame(
+                self.event_id,
+                &self.stream_id,
+                self.stream_version,
+                self.recorded_at,
+                &self.actor,
+                &self.event_type,
+                &self.bytes,
+            );
+        }
+        self
+    }
+
     pub fn opening(&self, field: &str) -> Option<&Opening> {
         self.openings.iter().find(|o| o.field == field)
     }

@@ -159,7 +159,7 @@ impl TokenEvent {
 
 impl TokenEvent {
     /// The schema version new events are written with.
-    pub const CURRENT_SCHEMA: u32 = 1;
+    pub const CURRENT_SCHEMA: u32 = 2;
 
     /// The stable name stored in the `event_type` column and the canonical bytes.
     pub fn event_type(&self) -> &'static str {

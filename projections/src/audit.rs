@@ -41,6 +41,17 @@ impl AuditAction {
         }
     }
 
+    /// The event types whose rows carry this action: what an audit query filters the log by.
+    pub fn event_types(self) -> &'static [&'static str] {
+        match self {
+            AuditAction::Created => &["TokenCreated"],
+            AuditAction::Used => &["TokenUsed"],
+            AuditAction::Denied => &["TokenUseDenied", "TokenUseDeniedSummary"],
+            AuditAction::Revoked => &["TokenRevoked"],
+            AuditAction::Rotated => &["TokenRotated"],
+        }
+    }
+
     pub fn parse(s: &str) -> Option<AuditAction> {
         AuditAction::ALL.into_iter().find(|a| a.as_str() == s)
     }

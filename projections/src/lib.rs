@@ -8,9 +8,12 @@
 //!
 //! - [`tokens`]: the token table (status at time t, scopes, expiry, last use, rotation links).
 //! - [`audit`]: one `audit_logs` row per event; never a hash, a commitment or a salt.
+//! - [`addresses`]: per token and client address, the first and last use and a count.
 
+pub mod addresses;
 pub mod audit;
 pub mod tokens;
 
+pub use addresses::{AddressUse, AddressUses};
 pub use audit::{AuditAction, AuditRow, audit_row};
 pub use tokens::{TokenRow, TokenStatus, TokenTable};

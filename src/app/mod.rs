@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokenledger_events::{EventLog, Progress, VerifyReport, verify_chain_with, verify_head};
+use tokenledger_events::{Progress, VerifyReport, verify_chain_with, verify_head};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -215,7 +215,6 @@ impl Application {
         services.request_timeout = config.limits.request_timeout;
         let mut workers = JoinSet::new();
         workers.spawn(services.cache.tail(&services.store));
-        workers.spawn(audit_subscriber(&services.store));
         workers.spawn(denial_flusher(&services.ledger));
         let listener = TcpListener::bind(config.bind_addr)
             .await
@@ -288,38 +287,6 @@ fn denial_flusher(ledger: &Arc<Ledger>) -> impl Future<Output = ()> + Send + 'st
             let Some(l) = ledger.upgrade() else { return };
             if let Err(e) = l.flush_denials(false).await {
                 tracing::warn!(error = %e, "denial summaries could not be appended; will retry");
-            }
-        }
-    }
-}
-
-/// Keep `audit_logs` at the head. Appends fold their own audit rows while the view is at the
-/// head, so this acts only when it lags (a log written before that, or by a writer that found
-/// it behind): it checks with two reads, and each catch-up step runs on the writer's
-/// connection between groups, never contending with appends for the append lock.
-fn audit_subscriber(store: &Arc<Store>) -> impl Future<Output = ()> + Send + 'static {
-    let store = Arc::downgrade(store);
-    async move {
-        let mut checkpoint = 0;
-        loop {
-            let Some(s) = store.upgrade() else { return };
-            match s.wait_for(checkpoint + 1, Duration::from_secs(1)).await {
-                Ok(head) if head.position > checkpoint => {
-                    // Let a burst of appends gather so one transaction folds many.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    match s.catch_up_audit().await {
-                        Ok(reached) => checkpoint = reached,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "audit view could not catch up");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit subscriber cannot read the head");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
             }
         }
     }

@@ -278,7 +278,6 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                     actor,
                 })
                 .await?;
-            services.queries().settle().await?;
             print_minted(&minted, json);
         }
         TokenCommand::List {
@@ -365,7 +364,6 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             json,
         } => {
             let done = ledger.revoke_chain(id, &actor, reason, chain).await?;
-            services.queries().settle().await?;
             let now = ledger.now();
             let views = |rows: &[tokenledger_projections::TokenRow]| -> Vec<TokenView> {
                 rows.iter().map(|r| TokenView::new(r, now)).collect()
@@ -416,7 +414,6 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                     },
                 )
                 .await?;
-            services.queries().settle().await?;
             if !json {
                 let old = ledger.token(id)?;
                 match old.revoked_at {

@@ -28,11 +28,13 @@ pub(crate) const SQLITE: &[MigrationFile] = &[
     migration!("sqlite", 1, "0001_event_log"),
     migration!("sqlite", 2, "0002_projections"),
     migration!("sqlite", 3, "0003_audit_use_addresses"),
+    migration!("sqlite", 4, "0004_compact_audit"),
 ];
 pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 1, "0001_event_log"),
     migration!("postgres", 2, "0002_projections"),
     migration!("postgres", 3, "0003_audit_use_addresses"),
+    migration!("postgres", 4, "0004_compact_audit"),
 ];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {

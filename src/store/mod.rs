@@ -262,9 +262,6 @@ pub struct AuditPage {
     pub more_before_start: bool,
 }
 
-/// How many events one audit subscriber transaction folds at most.
-const AUDIT_STEP: usize = 500;
-
 impl Store {
     pub async fn token(&self, id: uuid::Uuid) -> Result<Option<TokenRow>, StoreError> {
         delegate!(self, l => l.token(id).await)
@@ -298,31 +295,12 @@ impl Store {
         delegate!(self, l => l.checkpoints().await)
     }
 
-    /// Fold every committed event into `audit_logs`; returns the checkpoint reached.
-    ///
-    /// Appends fold their own audit rows while the checkpoint is at the head, so this usually
-    /// finds nothing to do, which it learns from two reads; otherwise each step runs on the
-    /// writer's connection between groups.
-    pub async fn catch_up_audit(&self) -> Result<u64, StoreError> {
-        let head = self.head().await?.position;
-        let checkpoint = self
-            .checkpoints()
-            .await?
-            .into_iter()
-            .find(|(name, _)| name == "audit_logs")
-            .map_or(0, |(_, position)| position);
-        if checkpoint >= head {
-            return Ok(checkpoint);
-        }
-        loop {
-            let (checkpoint, read) = delegate!(self, l => l.audit_step(AUDIT_STEP).await)?;
-            if read < AUDIT_STEP {
-                return Ok(checkpoint);
-            }
-        }
+    /// Every (token, address) row of `token_addresses`, in token then address order.
+    pub async fn addresses(&self) -> Result<Vec<tokenledger_projections::AddressUse>, StoreError> {
+        delegate!(self, l => l.addresses().await)
     }
 
-    /// Rebuild `api_tokens` and `audit_logs` from position 0, holding the append lock.
+    /// Rebuild `api_tokens` and `token_addresses` from position 0, holding the append lock.
     /// Returns the position rebuilt to and the number of tokens.
     pub async fn rebuild_projections(&self) -> Result<(u64, usize), StoreError> {
         self.rebuild_projections_with(&|_| {}).await

@@ -4,9 +4,8 @@
 //! `NOTIFY tokenledger_log` so other nodes' tails wake at once, but the wake-up is only a
 //! hint: they read by position, and poll, for correctness.
 //!
-//! The audit view is folded in the append transaction while its checkpoint is at the head, and
-//! caught up otherwise by the writer between groups, under the same lock, so every write of
-//! `audit_logs` and its checkpoint holds the head row lock.
+//! The projections written inline (`api_tokens`, `token_addresses`) are part of the same
+//! statement as their events.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,9 +18,8 @@ use sqlx::postgres::{
 use tokenledger_events::{EventLog, LogError, LogId};
 use tokio::sync::{oneshot, watch};
 
-use super::sql::{AUDIT_COLUMNS, WriterCache, plan_group};
+use super::sql::{ADDRESS_COLUMNS, WriterCache, plan_group};
 use super::writer::{GroupCommit, Writer};
-use tokenledger_projections::AuditRow;
 
 use super::{AuditFilter, StoreError, wait_for_head};
 
@@ -165,23 +163,6 @@ impl GroupCommit for PgCommitter {
         }
         result
     }
-
-    async fn audit_step(&mut self, limit: usize) -> Result<(u64, usize), StoreError> {
-        let conn = self.conn().await.map_err(StoreError::db)?;
-        let step = async {
-            let mut tx = conn.begin().await?;
-            lock_head(&mut tx).await?;
-            let step = audit_step(&mut tx, limit).await?;
-            tx.commit().await?;
-            Ok(step)
-        }
-        .await;
-        match &step {
-            Ok((reached, _)) => self.cache.audit_reached(*reached),
-            Err(_) => self.conn = None,
-        }
-        step.map_err(StoreError::db)
-    }
 }
 
 fn unavailable(e: sqlx::Error) -> AppendError {
@@ -196,32 +177,6 @@ async fn lock_head(conn: &mut PgConnection) -> Result<Head, sqlx::Error> {
     head_from_row(&row)
 }
 
-/// Take the append lock and read, in one round trip, the head under it and the audit
-/// checkpoint. The checkpoint comes from the statement's snapshot, taken before the lock was
-/// granted; if another writer committed meanwhile (the head moved since that snapshot) it is
-/// read again.
-async fn lock_head_and_audit(conn: &mut PgConnection) -> Result<(Head, Option<u64>), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT position, hash, \
-         (SELECT position FROM projection_checkpoints WHERE name = 'audit_logs') AS audit, \
-         (SELECT position FROM log_head) AS seen \
-         FROM log_head FOR UPDATE",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let head = head_from_row(&row)?;
-    let seen: i64 = row.try_get("seen")?;
-    let audit: Option<i64> = if seen == to_sql(head.position) {
-        row.try_get("audit")?
-    } else {
-        sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = 'audit_logs'")
-            .fetch_optional(&mut *conn)
-            .await?
-    };
-    let audit = audit.map(|p| from_sql(p, "checkpoint")).transpose()?;
-    Ok((head, audit))
-}
-
 /// A plan's writes as one statement: each table's rows travel as arrays and are unnested by
 /// data-modifying CTEs, so a group costs one round trip however many tables it touches, and
 /// the text never changes, so it is prepared once.
@@ -234,13 +189,8 @@ async fn lock_head_and_audit(conn: &mut PgConnection) -> Result<(Head, Option<u6
 /// is right, and a harmless no-op when it is not. Inside a transaction that already holds the
 /// lock it always answers 1.
 ///
-/// The audit rows are conditional on moving the audit checkpoint from the same position, so a
-/// writer that remembers the view at the head never moves it past rows it lacks: a view set
-/// back behind its back (a repair by hand) stays behind, whole, for the catch-up to fill.
-///
-/// Parameters: events `$1..$10`, openings `$11..$14`, token rows `$15..$35`, audit rows
-/// `$36..$45`, whether the audit view is folded `$46`, new head `$47, $48`, old head position
-/// `$49`. (The foreign key of openings is checked at the end of the statement, after the events
+/// Parameters: events `$1..$10`, openings `$11..$14`, token rows `$15..$35`, address uses
+/// `$36..$40`, new head `$41, $42`, old head position `$43`. (The foreign key of openings is checked at the end of the statement, after the events
 /// CTE; the dense-positions trigger sees the rows in position order.)
 static WRITE_PLAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let updates = TOKEN_COLUMNS
@@ -252,7 +202,7 @@ static WRITE_PLAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let moved = "EXISTS (SELECT 1 FROM h)";
     format!(
         "WITH h AS (\
-           UPDATE log_head SET position = $47, hash = $48 WHERE position = $49 RETURNING 1), \
+           UPDATE log_head SET position = $41, hash = $42 WHERE position = $43 RETURNING 1), \
          ev AS (\
            INSERT INTO events ({EVENT_COLUMNS}) \
            SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::bigint[], \
@@ -270,15 +220,15 @@ static WRITE_PLAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[]) \
            WHERE {moved} \
            ON CONFLICT (id) DO UPDATE SET {updates}), \
-         cp AS (\
-           UPDATE projection_checkpoints SET position = $47 \
-           WHERE name = 'audit_logs' AND position = $49 AND $46::boolean AND {moved} \
-           RETURNING 1), \
-         au AS (\
-           INSERT INTO audit_logs ({AUDIT_COLUMNS}) \
-           SELECT * FROM UNNEST($36::bigint[], $37::uuid[], $38::text[], $39::uuid[], $40::text[], \
-             $41::text[], $42::text[], $43::text[], $44::bigint[], $45::text[]) \
-           WHERE EXISTS (SELECT 1 FROM cp)) \
+         ad AS (\
+           INSERT INTO token_addresses ({ADDRESS_COLUMNS}) \
+           SELECT * FROM UNNEST($36::uuid[], $37::text[], $38::bigint[], $39::bigint[], \
+             $40::bigint[]) \
+           WHERE {moved} \
+           ON CONFLICT (token_id, ip) DO UPDATE SET \
+             first_seen = LEAST(token_addresses.first_seen, excluded.first_seen), \
+             last_seen = GREATEST(token_addresses.last_seen, excluded.last_seen), \
+             uses = token_addresses.uses + excluded.uses) \
          SELECT count(*) AS moved FROM h"
     )
 });
@@ -298,7 +248,7 @@ async fn write_plan_at_once(conn: &mut PgConnection, plan: &Plan) -> Result<bool
         .flat_map(|e| e.openings.iter().map(move |o| (to_sql(e.position), o)))
         .collect();
     let tokens = &plan.tokens;
-    let audit: &[AuditRow] = if plan.folds_audit { &plan.audit } else { &[] };
+    let addresses = &plan.addresses;
     sqlx::query(WRITE_PLAN.as_str())
         .bind(col(events, |e| to_sql(e.position)))
         .bind(col(events, |e| e.stream_id.as_str()))
@@ -308,7 +258,7 @@ async fn write_plan_at_once(conn: &mut PgConnection, plan: &Plan) -> Result<bool
         .bind(col(events, |e| e.actor.as_str()))
         .bind(col(events, |e| e.event_type.as_str()))
         .bind(col(events, |e| e.schema_version as i32))
-        .bind(col(events, |e| e.bytes.as_slice()))
+        .bind(col(events, |e| e.stored_body()))
         .bind(col(events, |e| &e.hash.0[..]))
         .bind(col(&openings, |(p, _)| *p))
         .bind(col(&openings, |(_, o)| o.field.as_str()))
@@ -335,17 +285,11 @@ async fn write_plan_at_once(conn: &mut PgConnection, plan: &Plan) -> Result<bool
         .bind(col(tokens, |t| to_sql(t.denied_count)))
         .bind(col(tokens, |t| to_sql(t.version)))
         .bind(col(tokens, |t| to_sql(t.position)))
-        .bind(col(audit, |r| to_sql(r.position)))
-        .bind(col(audit, |r| r.event_id))
-        .bind(col(audit, |r| r.action.as_str()))
-        .bind(col(audit, |r| r.token_id))
-        .bind(col(audit, |r| r.actor.as_str()))
-        .bind(col(audit, |r| r.ip.as_deref()))
-        .bind(col(audit, |r| r.path.as_deref()))
-        .bind(col(audit, |r| r.scopes.join(" ")))
-        .bind(col(audit, |r| r.occurred_at.as_micros()))
-        .bind(col(audit, |r| r.details.to_string()))
-        .bind(plan.folds_audit)
+        .bind(col(addresses, |a| a.token_id))
+        .bind(col(addresses, |a| a.ip.as_str()))
+        .bind(col(addresses, |a| a.first_seen.as_micros()))
+        .bind(col(addresses, |a| a.last_seen.as_micros()))
+        .bind(col(addresses, |a| to_sql(a.uses)))
         .bind(to_sql(plan.head.position))
         .bind(&plan.head.hash.0[..])
         .bind(to_sql(plan.start.position))
@@ -404,7 +348,7 @@ async fn commit(
     }
 }
 
-/// One transaction: lock the head row (reading the audit checkpoint), plan the group, write
+/// One transaction: lock the head row, plan the group, write
 /// it, COMMIT. `Ok(None)`: rolled back because an insert hit a unique constraint while the
 /// stored event ids were not looked up (`with_stored` false): plan again with them.
 async fn transaction(
@@ -416,8 +360,8 @@ async fn transaction(
     hold: &mut Option<oneshot::Receiver<()>>,
 ) -> Result<Option<(Vec<AppendResult>, Head)>, AppendError> {
     let mut tx = conn.begin().await.map_err(unavailable)?;
-    let (head, audit) = lock_head_and_audit(&mut tx).await.map_err(unavailable)?;
-    cache.validate(head, audit);
+    let head = lock_head(&mut tx).await.map_err(unavailable)?;
+    cache.validate(head);
     let mut stored = HashMap::new();
     let mut knows_stored = with_stored;
     load_state(
@@ -428,13 +372,11 @@ async fn transaction(
     )
     .await
     .map_err(unavailable)?;
-    let folds_audit = audit == Some(head.position);
     let mut plan = plan_group(
         &mut Sealer::new(log_id, head),
         batches,
         &stored,
         &cache.state,
-        folds_audit,
     );
     if !knows_stored && plan.refused_any() {
         // A refused batch may be a retry of a stored one; nothing is written yet.
@@ -447,7 +389,6 @@ async fn transaction(
             batches,
             &stored,
             &cache.state,
-            folds_audit,
         );
     }
     // The log_head_notify trigger tells the other nodes.

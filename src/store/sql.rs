@@ -11,7 +11,7 @@
 //! and the token rows of the streams it touches, as read under the append lock or remembered by
 //! the writer from its last commit ([`WriterCache`]). Every refusal is decided there before
 //! anything is written, so no savepoints are needed and a refused batch leaves no trace. The
-//! plan also carries the group's token rows and audit rows, folded from the events as decided
+//! plan also carries the group's token rows and address uses, folded from the events as decided
 //! (no decoding). The backends then write it in one trip where they can: SQLite as one
 //! multi-statement batch, PostgreSQL as one statement.
 
@@ -19,8 +19,8 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use tokenledger_events::log::{Sealer, batch_event_ids, check_open, classify_retry, closes};
-use tokenledger_events::{AppendError, Head, StoredEvent, StreamAppend, StreamId, TokenEvent};
-use tokenledger_projections::{AuditRow, TokenRow};
+use tokenledger_events::{AppendError, Head, StoredEvent, StreamAppend, StreamId};
+use tokenledger_projections::{AddressUse, AddressUses, TokenRow};
 use uuid::Uuid;
 
 use super::writer::AppendResult;
@@ -95,8 +95,7 @@ pub(crate) const EVENT_COLUMNS: &str = "position, stream_id, stream_version, eve
 
 pub(crate) const TOKEN_COLUMNS: &str = "id, name, hash, environment, scopes, created_at, created_by, expires_at, revoked_at, revoked_by, revoke_reason, rotated_from, rotated_to, rotated_at, last_used_at, last_used_ip, last_used_path, use_count, denied_count, stream_version, position";
 
-pub(crate) const AUDIT_COLUMNS: &str =
-    "position, event_id, action, token_id, actor, ip, path, scopes, occurred_at, details";
+pub(crate) const ADDRESS_COLUMNS: &str = "token_id, ip, first_seen, last_seen, uses";
 
 /// What the append lock's holder knows of the streams a group touches: each stream's version
 /// (0 for a stream with no events) and each token stream's row (`None`: no row, e.g. a stream
@@ -126,8 +125,7 @@ impl StreamState {
     }
 }
 
-/// What a writer remembers of the log between its groups: the head and audit checkpoint after
-/// its last commit, and the versions and token rows of the streams it touched. With it a group
+/// What a writer remembers of the log between its groups: the head after its last commit, and the versions and token rows of the streams it touched. With it a group
 /// usually needs no reads at all: it is planned at the remembered head and written in one trip,
 /// and the database checks the guess under the append lock (the events' primary key and the
 /// dense-positions trigger refuse positions another writer took; on PostgreSQL every write is
@@ -137,13 +135,10 @@ impl StreamState {
 /// Valid only at the head it was taken at: every append moves the head, so a head read under
 /// the append lock that differs means another writer (another node, the CLI) appended, and the
 /// cache is dropped. A projection rebuild rewrites `api_tokens` without moving the head, but
-/// rebuilding gives exactly the rows maintained live (invariant 7), so the cache stays right;
-/// and once the audit checkpoint is at the head nobody but an appender can move it.
+/// rebuilding gives exactly the rows maintained live (invariant 7), so the cache stays right.
 #[derive(Debug, Default)]
 pub(crate) struct WriterCache {
     at: Option<Head>,
-    /// The audit checkpoint at `at`.
-    audit: Option<u64>,
     pub state: StreamState,
 }
 
@@ -151,25 +146,17 @@ pub(crate) struct WriterCache {
 const CACHE_STREAMS: usize = 100_000;
 
 impl WriterCache {
-    /// Keep the cache only if it was taken at `head`, then remember `head` and the audit
-    /// checkpoint `audit` (both read under the append lock).
-    pub(crate) fn validate(&mut self, head: Head, audit: Option<u64>) {
+    /// Keep the cache only if it was taken at `head` (read under the append lock), then
+    /// remember `head`.
+    pub(crate) fn validate(&mut self, head: Head) {
         if self.at != Some(head) || self.state.versions.len() > CACHE_STREAMS {
             self.forget();
         }
         self.at = Some(head);
-        self.audit = audit;
-    }
-
-    /// After an audit catch-up step under the append lock reached `checkpoint`: groups fold
-    /// the audit view inline again once it is at the head.
-    pub(crate) fn audit_reached(&mut self, checkpoint: u64) {
-        self.audit = Some(checkpoint);
     }
 
     pub(crate) fn forget(&mut self) {
         self.at = None;
-        self.audit = None;
         self.state.versions.clear();
         self.state.tokens.clear();
     }
@@ -177,9 +164,6 @@ impl WriterCache {
     /// After the plan's COMMIT: the state is the plan's, at its head.
     pub(crate) fn committed(&mut self, plan: &Plan) {
         self.at = Some(plan.head);
-        if plan.folds_audit {
-            self.audit = Some(plan.head.position);
-        }
         self.state.versions.extend(plan.versions.iter().cloned());
         for row in &plan.tokens {
             self.state.tokens.insert(row.id, Some(row.clone()));
@@ -203,7 +187,6 @@ impl WriterCache {
             batches,
             &HashMap::new(),
             &self.state,
-            self.audit == Some(head.position),
         );
         (!plan.refused_any() && plan.head != plan.start).then_some(plan)
     }
@@ -227,11 +210,8 @@ pub(crate) struct Plan {
     pub events: Vec<StoredEvent>,
     /// The token rows the new events changed, as they are after the group.
     pub tokens: Vec<TokenRow>,
-    /// Whether the audit view is folded inline: its rows are `audit` and its checkpoint
-    /// moves to `head` in the same transaction.
-    pub folds_audit: bool,
-    /// The audit rows of the new events, when `folds_audit`.
-    pub audit: Vec<AuditRow>,
+    /// Per (token, address), the uses the new events add: upserted onto `token_addresses`.
+    pub addresses: Vec<AddressUse>,
     /// The version of every stream the group appended to, after the group.
     versions: Vec<(StreamId, u64)>,
     /// Where each new event is in `events`, by id.
@@ -291,7 +271,7 @@ impl Plan {
 /// Plan a group as the append lock's holder, starting at `sealer`'s head (read under the lock,
 /// or remembered by the writer and checked by the database when written): decide every batch
 /// (append, retry or refusal) in order, seal the appended events, fold them into the token rows
-/// and, when `audit` is set, into audit rows. `stored` holds the event ids of the group already in the
+/// and the address uses. `stored` holds the event ids of the group already in the
 /// log (may be empty: a retry then shows up as a refusal or as a unique violation at insert,
 /// and the caller plans again with them); `state` must know every stream of the group.
 pub(crate) fn plan_group(
@@ -299,7 +279,6 @@ pub(crate) fn plan_group(
     batches: &[Vec<StreamAppend>],
     stored: &HashMap<Uuid, u64>,
     state: &StreamState,
-    audit: bool,
 ) -> Plan {
     let start = sealer.head();
     let mut versions: HashMap<&StreamId, u64> = HashMap::new();
@@ -319,14 +298,14 @@ pub(crate) fn plan_group(
         outcomes: Vec::with_capacity(batches.len()),
         events: Vec::new(),
         tokens: Vec::new(),
-        folds_audit: audit,
-        audit: Vec::new(),
+        addresses: Vec::new(),
         versions: Vec::new(),
         sealed: HashMap::new(),
         start,
         head: start,
     };
     let mut changed: Vec<Uuid> = Vec::new();
+    let mut addresses = AddressUses::default();
     let mut touched: HashSet<&StreamId> = HashSet::new();
     for batch in batches {
         let batch_ids = batch_event_ids(batch);
@@ -390,9 +369,7 @@ pub(crate) fn plan_group(
                     {
                         changed.push(id);
                     }
-                    if audit {
-                        plan.audit.extend(audit_row(stored_event, event, &rows));
-                    }
+                    addresses.fold(stored_event, event);
                 }
                 plan.outcomes
                     .push(Outcome::Appended(first..plan.events.len()));
@@ -400,28 +377,13 @@ pub(crate) fn plan_group(
         }
     }
     plan.head = sealer.head();
+    plan.addresses = addresses.into_vec();
     plan.tokens = changed.iter().filter_map(|id| rows.remove(id)).collect();
     plan.versions = touched
         .into_iter()
         .map(|s| (s.clone(), versions[s]))
         .collect();
     plan
-}
-
-/// The audit row of one event, with its token's scopes as they are after folding it (as a
-/// rebuild computes them).
-pub(crate) fn audit_row(
-    event: &StoredEvent,
-    decoded: &TokenEvent,
-    rows: &HashMap<Uuid, TokenRow>,
-) -> Option<AuditRow> {
-    let scopes = event
-        .stream_id
-        .token_id()
-        .and_then(|id| rows.get(&id))
-        .map(|t| t.scopes.as_slice())
-        .unwrap_or(&[]);
-    tokenledger_projections::audit_row(event, decoded, scopes)
 }
 
 /// Instantiates the shared statements for one dialect: `$db` is its sqlx database, `$conn` its
@@ -494,6 +456,8 @@ macro_rules! sql_event_log {
             }
 
             /// Append the placeholder of one value.
+            // Only the SQLite instantiation of this macro uses it, so `expect` cannot fit both.
+            #[allow(dead_code)]
             fn value(&mut self) {
                 PARAMS.push(&mut self.sql, sqlx::Arguments::len(&self.args) + 1);
             }
@@ -503,23 +467,6 @@ macro_rules! sql_event_log {
                 T: sqlx::Encode<'t, $db> + sqlx::Type<$db>,
             {
                 sqlx::Arguments::add(&mut self.args, value).map_err(sqlx::Error::Encode)
-            }
-
-            /// Bind the values of one `audit_logs` row, in [`AUDIT_COLUMNS`] order.
-            pub(crate) fn bind_audit_row(
-                &mut self,
-                r: &tokenledger_projections::AuditRow,
-            ) -> Result<(), sqlx::Error> {
-                self.bind(to_sql(r.position))?;
-                self.bind(r.event_id)?;
-                self.bind(r.action.as_str())?;
-                self.bind(r.token_id)?;
-                self.bind(r.actor.as_str())?;
-                self.bind(r.ip.as_deref())?;
-                self.bind(r.path.as_deref())?;
-                self.bind(r.scopes.join(" "))?;
-                self.bind(r.occurred_at.as_micros())?;
-                self.bind(r.details.to_string())
             }
 
             pub(crate) async fn execute(mut self, conn: &mut $conn) -> Result<(), sqlx::Error> {
@@ -559,7 +506,8 @@ macro_rules! sql_event_log {
                 bytes: row.try_get("body")?,
                 hash: Hash::from_slice(&hash).ok_or_else(|| decode_err("hash is not 32 bytes"))?,
                 openings: Vec::new(),
-            })
+            }
+            .from_stored_body())
         }
 
         fn opening_from_row(row: &$row) -> Result<(u64, Opening), sqlx::Error> {
@@ -642,16 +590,20 @@ macro_rules! sql_event_log {
                         .map_err(StoreError::db)
                 }
 
+                pub(crate) async fn addresses(
+                    &self,
+                ) -> Result<Vec<tokenledger_projections::AddressUse>, StoreError> {
+                    all_addresses(&mut *self.reader().await?)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
                 pub(crate) async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
                     checkpoints(&mut *self.reader().await?)
                         .await
                         .map_err(StoreError::db)
                 }
 
-                /// One audit catch-up step, run by the writer between groups.
-                pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
-                    self.writer.audit_step(limit).await
-                }
             };
         }
 
@@ -926,12 +878,6 @@ macro_rules! sql_event_log {
             Ok(())
         }
 
-        async fn upsert_tokens(conn: &mut $conn, rows: &[&TokenRow]) -> Result<(), sqlx::Error> {
-            let mut b = Batch::new();
-            push_tokens(&mut b, rows)?;
-            b.execute(conn).await
-        }
-
         pub(crate) async fn checkpoints(conn: &mut $conn) -> Result<Vec<(String, u64)>, sqlx::Error> {
             sqlx::query("SELECT name, position FROM projection_checkpoints ORDER BY name")
                 .fetch_all(&mut *conn)
@@ -941,101 +887,51 @@ macro_rules! sql_event_log {
                 .collect()
         }
 
-        fn push_checkpoint(b: &mut Batch, name: &str, position: u64) -> Result<(), sqlx::Error> {
-            b.statement("UPDATE projection_checkpoints SET position = ");
-            b.value();
-            b.bind(to_sql(position))?;
-            b.sql.push_str(" WHERE name = ");
-            b.value();
-            b.bind(name)
-        }
-
-        async fn set_checkpoint(conn: &mut $conn, name: &str, position: u64) -> Result<(), sqlx::Error> {
-            let mut b = Batch::new();
-            push_checkpoint(&mut b, name, position)?;
-            b.execute(conn).await
-        }
-
-        fn push_audit(
+        /// Upsert a group's address uses onto `token_addresses`: the first and last seen widen
+        /// and the counts add up.
+        pub(crate) fn push_addresses(
             b: &mut Batch,
-            rows: &[tokenledger_projections::AuditRow],
+            rows: &[tokenledger_projections::AddressUse],
         ) -> Result<(), sqlx::Error> {
+            let (least, greatest) = match PARAMS {
+                Params::Anonymous => ("min", "max"),
+                Params::Numbered => ("LEAST", "GREATEST"),
+            };
             for chunk in rows.chunks(CHUNK) {
                 b.statement(&format!(
-                    "INSERT INTO audit_logs ({}) VALUES ",
-                    $crate::store::sql::AUDIT_COLUMNS
+                    "INSERT INTO token_addresses ({}) VALUES ",
+                    $crate::store::sql::ADDRESS_COLUMNS
                 ));
-                b.values(chunk.len(), 10);
+                b.values(chunk.len(), 5);
                 for r in chunk {
-                    b.bind_audit_row(r)?;
+                    b.bind(r.token_id)?;
+                    b.bind(r.ip.as_str())?;
+                    b.bind(r.first_seen.as_micros())?;
+                    b.bind(r.last_seen.as_micros())?;
+                    b.bind(to_sql(r.uses))?;
                 }
+                b.sql.push_str(&format!(
+                    " ON CONFLICT (token_id, ip) DO UPDATE SET \
+                     first_seen = {least}(token_addresses.first_seen, excluded.first_seen), \
+                     last_seen = {greatest}(token_addresses.last_seen, excluded.last_seen), \
+                     uses = token_addresses.uses + excluded.uses"
+                ));
             }
             Ok(())
         }
 
-        async fn insert_audit_rows(
-            conn: &mut $conn,
-            rows: &[tokenledger_projections::AuditRow],
-        ) -> Result<(), sqlx::Error> {
-            let mut b = Batch::new();
-            push_audit(&mut b, rows)?;
-            b.execute(conn).await
-        }
-
-        /// The audit rows of `events`, taking each token's scopes from `tokens` (scopes never
-        /// change after creation).
-        fn audit_rows_of(
-            events: &[StoredEvent],
-            tokens: &HashMap<Uuid, TokenRow>,
-        ) -> Result<Vec<tokenledger_projections::AuditRow>, sqlx::Error> {
-            let mut rows = Vec::with_capacity(events.len());
-            for e in events {
-                let decoded = e.decode().map_err(decode_err)?;
-                let scopes = e
-                    .stream_id
-                    .token_id()
-                    .and_then(|id| tokens.get(&id))
-                    .map(|t| t.scopes.as_slice())
-                    .unwrap_or(&[]);
-                rows.extend(tokenledger_projections::audit_row(e, &decoded, scopes));
-            }
-            Ok(rows)
-        }
-
-        /// One step of the audit subscriber inside the caller's transaction (which holds the
-        /// checkpoint row): fold up to `limit` events past the checkpoint into `audit_logs` and
-        /// move the checkpoint with them. Returns the new checkpoint and how many events it read.
-        pub(crate) async fn audit_step(conn: &mut $conn, limit: usize) -> Result<(u64, usize), sqlx::Error> {
-            let checkpoint: i64 = sqlx::query_scalar(
-                "SELECT position FROM projection_checkpoints WHERE name = 'audit_logs'",
-            )
-            .fetch_one(&mut *conn)
-            .await?;
-            let checkpoint = from_sql(checkpoint, "checkpoint")?;
-            let events = read_from(&mut *conn, checkpoint, limit).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
-                return Ok((checkpoint, 0));
-            };
-            let mut ids: Vec<Uuid> = events.iter().filter_map(|e| e.stream_id.token_id()).collect();
-            ids.sort();
-            ids.dedup();
-            let tokens = load_tokens(&mut *conn, &ids).await?;
-            let rows = audit_rows_of(&events, &tokens)?;
-            insert_audit_rows(&mut *conn, &rows).await?;
-            set_checkpoint(&mut *conn, "audit_logs", last).await?;
-            Ok((last, events.len()))
-        }
-
-        /// Rebuild both projections from position 0 inside the caller's transaction, which
-        /// holds the append lock. Returns the position rebuilt to and the number of tokens.
-        /// `progress` hears position 0 once the head is read, then the position after each
-        /// page folded; the final token upsert comes after the last report.
+        /// Rebuild the projections (`api_tokens`, `token_addresses`) from position 0 inside the
+        /// caller's transaction, which holds the append lock. Returns the position rebuilt to
+        /// and the number of tokens. `progress` hears position 0 once the head is read, then
+        /// the position after each page folded; the final writes come after the last report.
         pub(crate) async fn rebuild(
             conn: &mut $conn,
             progress: &(dyn Fn(tokenledger_events::Progress) + Sync),
         ) -> Result<(u64, usize), sqlx::Error> {
-            sqlx::query("DELETE FROM audit_logs").execute(&mut *conn).await?;
+            /// Events read per page: large pages keep the per-query cost out of the figure.
+            const PAGE: usize = 10 * CHUNK;
             sqlx::query("DELETE FROM api_tokens").execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM token_addresses").execute(&mut *conn).await?;
             let head = read_head(&mut *conn).await?;
             let report = |position: u64| {
                 progress(tokenledger_events::Progress {
@@ -1045,86 +941,112 @@ macro_rules! sql_event_log {
             };
             report(0);
             let mut tokens: HashMap<Uuid, TokenRow> = HashMap::new();
+            let mut addresses = tokenledger_projections::AddressUses::default();
             let mut after = 0;
             while after < head.position {
-                let events = read_from(&mut *conn, after, CHUNK).await?;
+                let events = read_from(&mut *conn, after, PAGE).await?;
                 let Some(last) = events.last().map(|e| e.position) else { break };
-                let mut audit = Vec::with_capacity(events.len());
                 for e in events.iter().take_while(|e| e.position <= head.position) {
                     let decoded = e.decode().map_err(decode_err)?;
                     tokenledger_projections::tokens::fold(&mut tokens, e, &decoded);
-                    audit.extend(audit_rows_of(std::slice::from_ref(e), &tokens)?);
+                    addresses.fold(e, &decoded);
                 }
-                insert_audit_rows(&mut *conn, &audit).await?;
                 after = last;
                 report(after);
             }
             let rows: Vec<&TokenRow> = tokens.values().collect();
-            upsert_tokens(&mut *conn, &rows).await?;
-            set_checkpoint(&mut *conn, "audit_logs", head.position).await?;
+            let mut b = Batch::new();
+            push_tokens(&mut b, &rows)?;
+            push_addresses(&mut b, &addresses.into_vec())?;
+            b.execute(conn).await?;
             Ok((head.position, tokens.len()))
         }
 
-        fn audit_from_row(row: &$row) -> Result<tokenledger_projections::AuditRow, sqlx::Error> {
-            let action: String = row.try_get("action")?;
-            let scopes: String = row.try_get("scopes")?;
-            let details: String = row.try_get("details")?;
-            Ok(tokenledger_projections::AuditRow {
-                position: from_sql(row.try_get("position")?, "position")?,
-                event_id: row.try_get("event_id")?,
-                action: tokenledger_projections::AuditAction::parse(&action)
-                    .ok_or_else(|| decode_err(format!("unknown audit action {action:?}")))?,
-                token_id: row.try_get("token_id")?,
-                actor: row.try_get("actor")?,
-                ip: row.try_get("ip")?,
-                path: row.try_get("path")?,
-                scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-                occurred_at: Timestamp::from_micros(row.try_get("occurred_at")?),
-                details: serde_json::from_str(&details).map_err(decode_err)?,
-            })
+        /// The first position recorded at or after `at` (one past the head if none): positions
+        /// never go back in time (the writer clamps `recorded_at`), so a binary search over
+        /// primary-key reads finds it without an index on time.
+        pub(crate) async fn first_position_at(
+            conn: &mut $conn,
+            at: Timestamp,
+        ) -> Result<u64, sqlx::Error> {
+            let head = read_head(&mut *conn).await?;
+            let (mut lo, mut hi) = (1, head.position + 1);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let t: i64 = sqlx::query_scalar("SELECT recorded_at FROM events WHERE position = $1")
+                    .bind(to_sql(mid))
+                    .fetch_one(&mut *conn)
+                    .await?;
+                if t >= at.as_micros() {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            Ok(lo)
         }
 
         /// One page of audit rows (see [`AuditFilter`]): the rows in the order asked for,
         /// whether more lie beyond the page in each direction, and how many rows match in all.
+        /// Rows are read from the log itself (by stream, by type, by position) and built by the
+        /// same fold as the `audit_logs` view; a page decodes only its own events.
         pub(crate) async fn audit_query(
             conn: &mut $conn,
             filter: &$crate::store::AuditFilter,
         ) -> Result<$crate::store::AuditPage, sqlx::Error> {
             use std::fmt::Write as _;
+            // `since` as a position: the first one recorded at or after it.
+            let from = match filter.since {
+                Some(t) => Some(first_position_at(&mut *conn, t).await?),
+                None => None,
+            };
+            let stream = filter.token_id.map(StreamId::for_token);
+            let types: &[&str] = filter.action.map_or(&[], |a| a.event_types());
             // The filter's conditions, then the cursor's; placeholders are numbered in the
             // order values are bound.
             let mut base = String::from("1 = 1");
             let mut n = 0;
-            let mut next = || {
+            if stream.is_some() {
                 n += 1;
-                n
-            };
-            if filter.token_id.is_some() {
-                let _ = write!(base, " AND token_id = ${}", next());
+                let _ = write!(base, " AND stream_id = ${n}");
             }
-            if filter.action.is_some() {
-                let _ = write!(base, " AND action = ${}", next());
+            if !types.is_empty() {
+                base.push_str(" AND event_type IN (");
+                for i in 0..types.len() {
+                    n += 1;
+                    let _ = write!(base, "{}${n}", if i == 0 { "" } else { ", " });
+                }
+                base.push(')');
             }
-            if filter.since.is_some() {
-                let _ = write!(base, " AND occurred_at >= ${}", next());
+            if from.is_some() {
+                n += 1;
+                let _ = write!(base, " AND position >= ${n}");
             }
             let bind_base = |sql: String| {
                 let mut q = sqlx::query(AssertSqlSafe(sql));
-                if let Some(id) = filter.token_id {
-                    q = q.bind(id);
+                if let Some(s) = &stream {
+                    q = q.bind(s.as_str().to_owned());
                 }
-                if let Some(action) = filter.action {
-                    q = q.bind(action.as_str());
+                for t in types {
+                    q = q.bind(*t);
                 }
-                if let Some(since) = filter.since {
-                    q = q.bind(since.as_micros());
+                if let Some(from) = from {
+                    q = q.bind(to_sql(from));
                 }
                 q
             };
-            let total: i64 = bind_base(format!("SELECT COUNT(*) AS n FROM audit_logs WHERE {base}"))
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get("n")?;
+            // Every event is a token event, so without a stream or type the count is the span
+            // of positions, and needs no scan of the log.
+            let total = if stream.is_none() && types.is_empty() {
+                let head = read_head(&mut *conn).await?.position;
+                head.saturating_sub(from.unwrap_or(1).saturating_sub(1))
+            } else {
+                let n: i64 = bind_base(format!("SELECT COUNT(*) AS n FROM events WHERE {base}"))
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get("n")?;
+                from_sql(n, "count")?
+            };
 
             // Read toward the cursor that was given: rows just after `after`, or just before
             // `before`; with both or neither, in the order asked for.
@@ -1144,8 +1066,7 @@ macro_rules! sql_event_log {
                 let _ = write!(page, " AND position < ${m}");
             }
             let sql = format!(
-                "SELECT {} FROM audit_logs WHERE {page} ORDER BY position {} LIMIT ${}",
-                $crate::store::sql::AUDIT_COLUMNS,
+                "SELECT {EVENT_COLUMNS} FROM events WHERE {page} ORDER BY position {} LIMIT ${}",
                 if scan_desc { "DESC" } else { "ASC" },
                 m + 1,
             );
@@ -1156,15 +1077,30 @@ macro_rules! sql_event_log {
             if let Some(before) = filter.before {
                 q = q.bind(to_sql(before));
             }
-            let mut rows = q
+            let mut events = q
                 .bind(to_sql((filter.limit as u64).saturating_add(1)))
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
-                .map(audit_from_row)
+                .map(event_from_row)
                 .collect::<Result<Vec<_>, _>>()?;
-            let more_in_scan = rows.len() > filter.limit;
-            rows.truncate(filter.limit);
+            let more_in_scan = events.len() > filter.limit;
+            events.truncate(filter.limit);
+            let mut ids: Vec<Uuid> = events.iter().filter_map(|e| e.stream_id.token_id()).collect();
+            ids.sort();
+            ids.dedup();
+            let tokens = load_tokens(&mut *conn, &ids).await?;
+            let mut rows = Vec::with_capacity(events.len());
+            for e in &events {
+                let decoded = e.decode().map_err(decode_err)?;
+                let scopes = e
+                    .stream_id
+                    .token_id()
+                    .and_then(|id| tokens.get(&id))
+                    .map(|t| t.scopes.as_slice())
+                    .unwrap_or(&[]);
+                rows.extend(tokenledger_projections::audit_row(e, &decoded, scopes));
+            }
 
             // Whether rows lie on the far side of the cursor the scan started from.
             let start = if scan_desc {
@@ -1176,7 +1112,7 @@ macro_rules! sql_event_log {
                 None => false,
                 Some((at, op)) => {
                     let sql = format!(
-                        "SELECT EXISTS (SELECT 1 FROM audit_logs WHERE {base} AND position {op} ${}) AS e",
+                        "SELECT EXISTS (SELECT 1 FROM events WHERE {base} AND position {op} ${}) AS e",
                         n + 1
                     );
                     let e: bool = bind_base(sql)
@@ -1197,38 +1133,50 @@ macro_rules! sql_event_log {
             };
             Ok($crate::store::AuditPage {
                 rows,
-                total: from_sql(total, "count")?,
+                total,
                 more_past_end: more_later,
                 more_before_start: more_earlier,
             })
         }
 
-        /// Per token, the addresses whose first recorded use is at or after `since`: the
-        /// monitoring list's "new IP", aggregated in the database rather than by reading
-        /// every use.
+        /// Per token, the addresses first used at or after `since`: the monitoring list's
+        /// "new IP", one row per (token, address) rather than one per use.
         pub(crate) async fn first_seen_ips(
             conn: &mut $conn,
             since: tokenledger_events::Timestamp,
         ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-            // The partial index on uses covers the query. SQLite's planner, without
-            // statistics, prefers the action index and then reads every use row: name the
-            // index there.
-            let indexed = match $params {
-                Params::Anonymous => "INDEXED BY audit_logs_uses_by_address",
-                Params::Numbered => "",
-            };
-            let sql = format!(
-                "SELECT token_id, ip FROM audit_logs {indexed} \
-                 WHERE action = 'API_TOKEN_USED' AND ip IS NOT NULL \
-                 GROUP BY token_id, ip HAVING MIN(occurred_at) >= $1 \
-                 ORDER BY token_id, MIN(occurred_at)"
-            );
-            sqlx::query(AssertSqlSafe(sql))
+            sqlx::query(
+                "SELECT token_id, ip FROM token_addresses WHERE first_seen >= $1 \
+                 ORDER BY token_id, first_seen",
+            )
             .bind(since.as_micros())
             .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|row| Ok((row.try_get("token_id")?, row.try_get("ip")?)))
+            .collect()
+        }
+
+        /// Every (token, address) row: for rebuild checks and tests.
+        pub(crate) async fn all_addresses(
+            conn: &mut $conn,
+        ) -> Result<Vec<tokenledger_projections::AddressUse>, sqlx::Error> {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {} FROM token_addresses ORDER BY token_id, ip",
+                $crate::store::sql::ADDRESS_COLUMNS
+            )))
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(tokenledger_projections::AddressUse {
+                    token_id: row.try_get("token_id")?,
+                    ip: row.try_get("ip")?,
+                    first_seen: Timestamp::from_micros(row.try_get("first_seen")?),
+                    last_seen: Timestamp::from_micros(row.try_get("last_seen")?),
+                    uses: from_sql(row.try_get("uses")?, "uses")?,
+                })
+            })
             .collect()
         }
 

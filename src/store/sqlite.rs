@@ -1,8 +1,7 @@
 //! The SQLite backend, the embedded default: WAL, `synchronous=FULL`, one writer connection
 //! owned by the group-commit task, and `BEGIN IMMEDIATE` as the append lock (it also excludes
-//! other processes, such as the CLI appending while a server runs). The audit view is folded
-//! in the append transaction while its checkpoint is at the head, and caught up between groups
-//! by the same task otherwise, so this process never contends with itself for the lock.
+//! other processes, such as the CLI appending while a server runs). The projections written
+//! inline (`api_tokens`, `token_addresses`) commit with their events.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use sqlx::sqlite::{
 use tokenledger_events::{EventLog, LogError, LogId};
 use tokio::sync::oneshot;
 
-use super::sql::{AUDIT_COLUMNS, WriterCache, plan_group};
+use super::sql::{WriterCache, plan_group};
 use super::writer::{GroupCommit, Writer};
 
 use super::{AuditFilter, StoreError, wait_for_head};
@@ -181,18 +180,6 @@ impl GroupCommit for SqliteCommitter {
         self.cache = cache;
         result
     }
-
-    async fn audit_step(&mut self, limit: usize) -> Result<(u64, usize), StoreError> {
-        let conn = self.conn().await.map_err(StoreError::db)?;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::db)?;
-        let step = audit_step(&mut tx, limit).await.map_err(StoreError::db)?;
-        tx.commit().await.map_err(StoreError::db)?;
-        self.cache.audit_reached(step.0);
-        Ok(step)
-    }
 }
 
 fn unavailable(e: sqlx::Error) -> AppendError {
@@ -255,8 +242,7 @@ async fn commit(
 }
 
 /// One transaction, in two trips to sqlx's worker thread when nothing needs reading beyond
-/// the head: `BEGIN IMMEDIATE` (the append lock) with the read of the head and the audit
-/// checkpoint, then every write with `COMMIT`. sqlx does not see this transaction, so every
+/// the head: `BEGIN IMMEDIATE` (the append lock) with the read of the head, then every write with `COMMIT`. sqlx does not see this transaction, so every
 /// way out but a commit rolls it back here. `Ok(None)`: rolled back because an insert hit a
 /// unique constraint while the stored event ids were not looked up (`with_stored` false):
 /// plan again with them.
@@ -270,9 +256,7 @@ async fn transaction(
 ) -> Result<Option<(Vec<AppendResult>, Head)>, AppendError> {
     let begun = sqlx::query(
         "BEGIN IMMEDIATE; \
-         SELECT position, hash, \
-         (SELECT position FROM projection_checkpoints WHERE name = 'audit_logs') AS audit \
-         FROM log_head",
+         SELECT position, hash FROM log_head",
     )
     .fetch_one(&mut *conn)
     .await;
@@ -314,11 +298,7 @@ async fn in_transaction(
     hold: &mut Option<oneshot::Receiver<()>>,
 ) -> Result<Option<(Vec<AppendResult>, Head)>, sqlx::Error> {
     let head = head_from_row(head_row)?;
-    let audit = head_row
-        .try_get::<Option<i64>, _>("audit")?
-        .map(|p| from_sql(p, "checkpoint"))
-        .transpose()?;
-    cache.validate(head, audit);
+    cache.validate(head);
     let mut stored = HashMap::new();
     let mut knows_stored = with_stored;
     load_state(
@@ -328,13 +308,11 @@ async fn in_transaction(
         knows_stored.then_some(&mut stored),
     )
     .await?;
-    let folds_audit = audit == Some(head.position);
     let mut plan = plan_group(
         &mut Sealer::new(log_id, head),
         batches,
         &stored,
         &cache.state,
-        folds_audit,
     );
     if !knows_stored && plan.refused_any() {
         // A refused batch may be a retry of a stored one; nothing is written yet.
@@ -345,7 +323,6 @@ async fn in_transaction(
             batches,
             &stored,
             &cache.state,
-            folds_audit,
         );
     }
     let results = answer(conn, &plan, &stored).await?;
@@ -381,7 +358,7 @@ fn push_events(b: &mut Batch, events: &[StoredEvent]) -> Result<(), sqlx::Error>
             b.bind(e.actor.as_str())?;
             b.bind(e.event_type.as_str())?;
             b.bind(e.schema_version as i32)?;
-            b.bind(e.bytes.as_slice())?;
+            b.bind(e.stored_body())?;
             b.bind(&e.hash.0[..])?;
         }
     }
@@ -414,7 +391,7 @@ fn push_head(b: &mut Batch, head: Head) -> Result<(), sqlx::Error> {
 }
 
 /// Add a plan's writes to `b`, one statement per table it touches: events and
-/// openings, token rows, audit rows and checkpoint (when folded inline), head. Tables
+/// openings, token rows, address uses, head. Tables
 /// it does not touch cost nothing; a plan that appends nothing writes nothing.
 fn append_plan(b: &mut Batch, plan: &Plan) -> Result<(), sqlx::Error> {
     if plan.head == plan.start {
@@ -423,38 +400,8 @@ fn append_plan(b: &mut Batch, plan: &Plan) -> Result<(), sqlx::Error> {
     push_events(b, &plan.events)?;
     let rows: Vec<&TokenRow> = plan.tokens.iter().collect();
     push_tokens(b, &rows)?;
-    if plan.folds_audit {
-        push_inline_audit(b, plan)?;
-    }
+    push_addresses(b, &plan.addresses)?;
     push_head(b, plan.head)
-}
-
-/// Insert the plan's audit rows and move the audit checkpoint from the plan's start to its
-/// head, both only while the checkpoint is at the start. A writer that remembers the view at
-/// the head must not move it past rows it lacks: a view set back behind its back (a repair by
-/// hand) stays behind, whole, for the catch-up to fill.
-fn push_inline_audit(b: &mut Batch, plan: &Plan) -> Result<(), sqlx::Error> {
-    let from = to_sql(plan.start.position);
-    for chunk in plan.audit.chunks(CHUNK) {
-        b.statement(&format!(
-            "INSERT INTO audit_logs ({AUDIT_COLUMNS}) SELECT * FROM (VALUES "
-        ));
-        b.values(chunk.len(), 10);
-        for r in chunk {
-            b.bind_audit_row(r)?;
-        }
-        b.sql.push_str(
-            ") WHERE (SELECT position FROM projection_checkpoints WHERE name = 'audit_logs') = ",
-        );
-        b.value();
-        b.bind(from)?;
-    }
-    b.statement("UPDATE projection_checkpoints SET position = ");
-    b.value();
-    b.bind(to_sql(plan.head.position))?;
-    b.sql.push_str(" WHERE name = 'audit_logs' AND position = ");
-    b.value();
-    b.bind(from)
 }
 
 /// The SQLite event log.

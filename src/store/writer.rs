@@ -2,18 +2,12 @@
 //! waiting at that moment into one transaction. Each caller is answered only after COMMIT, so
 //! every event is durable before anyone acts on it, and throughput grows with concurrency
 //! instead of each append paying its own fsync.
-//!
-//! The same task runs the audit view's catch-up steps between groups, on the same connection:
-//! a second writer connection would contend for the append lock (on SQLite, waiting in the
-//! busy handler with sleeps of up to 100 ms while appends queue behind it).
 
 use std::future::Future;
 
 use tokenledger_events::log::{Head, validate_batch};
 use tokenledger_events::{AppendError, StoredEvent, StreamAppend};
 use tokio::sync::{mpsc, oneshot, watch};
-
-use super::StoreError;
 
 /// How many append requests one transaction takes at most; bounds the time one commit holds
 /// the append lock.
@@ -31,24 +25,12 @@ pub(crate) trait GroupCommit: Send + 'static {
         &mut self,
         batches: &[Vec<StreamAppend>],
     ) -> impl Future<Output = Result<(Vec<AppendResult>, Head), AppendError>> + Send;
-
-    /// Fold up to `limit` events past the audit checkpoint into `audit_logs`, in a transaction
-    /// of its own holding the append lock. Returns the checkpoint reached and how many events
-    /// were read.
-    fn audit_step(
-        &mut self,
-        limit: usize,
-    ) -> impl Future<Output = Result<(u64, usize), StoreError>> + Send;
 }
 
 enum Job {
     Append {
         batch: Vec<StreamAppend>,
         reply: oneshot::Sender<AppendResult>,
-    },
-    AuditStep {
-        limit: usize,
-        reply: oneshot::Sender<Result<(u64, usize), StoreError>>,
     },
 }
 
@@ -68,16 +50,10 @@ impl Writer {
             let mut received = Vec::with_capacity(MAX_GROUP);
             let mut batches = Vec::with_capacity(MAX_GROUP);
             let mut replies = Vec::with_capacity(MAX_GROUP);
-            let mut steps = Vec::new();
             while rx.recv_many(&mut received, MAX_GROUP).await > 0 {
-                for job in received.drain(..) {
-                    match job {
-                        Job::Append { batch, reply } => {
-                            batches.push(batch);
-                            replies.push(reply);
-                        }
-                        Job::AuditStep { limit, reply } => steps.push((limit, reply)),
-                    }
+                for Job::Append { batch, reply } in received.drain(..) {
+                    batches.push(batch);
+                    replies.push(reply);
                 }
                 if !batches.is_empty() {
                     match committer.commit_group(&batches).await {
@@ -103,9 +79,6 @@ impl Writer {
                     }
                     batches.clear();
                 }
-                for (limit, reply) in steps.drain(..) {
-                    let _ = reply.send(committer.audit_step(limit).await);
-                }
             }
         });
         Writer {
@@ -121,17 +94,6 @@ impl Writer {
         let gone = || AppendError::Unavailable("the log writer has stopped".into());
         self.jobs
             .send(Job::Append { batch, reply })
-            .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
-    }
-
-    /// Run one audit catch-up step between groups (see [`GroupCommit::audit_step`]).
-    pub(crate) async fn audit_step(&self, limit: usize) -> Result<(u64, usize), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Db("the log writer has stopped".into());
-        self.jobs
-            .send(Job::AuditStep { limit, reply })
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?

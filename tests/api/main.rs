@@ -11,6 +11,7 @@ mod hardening;
 mod helpers;
 mod layering;
 mod log_contract;
+mod old_format;
 mod policy;
 mod properties;
 mod secrets;
