@@ -305,7 +305,7 @@ impl Model {
                     }
                 };
                 let id = self.tokens[t].id;
-                let row = ledger.token(id).context("read the token")?;
+                let row = ledger.entry(id).context("the token is in the cache")?;
                 let attempt = UseAttempt {
                     required_any: required,
                     server_environment: if *wrong_env {

@@ -100,9 +100,9 @@ async fn a_mixed_table(app: &TestApp) {
 }
 
 /// Counts by status at the service's now, from its own rows.
-fn expected_counts(app: &TestApp) -> BTreeMap<&'static str, u64> {
+async fn expected_counts(app: &TestApp) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
-    for row in app.ledger().tokens() {
+    for row in app.ledger().tokens().await.expect("tokens") {
         *counts.entry(row.status_at(app.now()).as_str()).or_insert(0) += 1;
     }
     counts
@@ -115,9 +115,16 @@ fn expected_counts(app: &TestApp) -> BTreeMap<&'static str, u64> {
 async fn every_token_appears_once_by_cursor_through_the_api_and_the_cli(db: TestDb) {
     let (app, session) = app_with_admin(&db).await;
     a_mixed_table(&app).await;
-    let all: BTreeSet<Uuid> = app.ledger().tokens().iter().map(|r| r.id).collect();
+    let all: BTreeSet<Uuid> = app
+        .ledger()
+        .tokens()
+        .await
+        .expect("tokens")
+        .iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(all.len(), 132);
-    let counts = expected_counts(&app);
+    let counts = expected_counts(&app).await;
     for status in ["active", "rotated_in_grace", "expired", "revoked"] {
         assert!(counts.get(status).copied().unwrap_or(0) > 0, "{counts:?}");
     }
@@ -203,7 +210,7 @@ async fn every_token_appears_once_by_cursor_through_the_api_and_the_cli(db: Test
     );
 
     // Filters, alone and together; each page holds only what matches, and the total says how many.
-    let rows = app.ledger().tokens();
+    let rows = app.ledger().tokens().await.expect("tokens");
     let now = app.now();
     let matching = |f: &dyn Fn(&tokenledger_projections::TokenRow) -> bool| {
         rows.iter().filter(|r| f(r)).count() as u64
