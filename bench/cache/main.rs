@@ -59,7 +59,7 @@ fn row(i: usize) -> TokenRow {
     }
     hash[..8].copy_from_slice(&n.to_le_bytes());
     let at = |offset: i64| Timestamp::from_micros(START + offset);
-    let revoked = i % 10 == 0;
+    let revoked = i.is_multiple_of(10);
     TokenRow {
         id: Uuid::from_u64_pair(0x0190_0000_0000_7000 | (n >> 32), n),
         name: format!("service-{i:07}-deploy"),
