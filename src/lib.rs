@@ -20,6 +20,7 @@
 //! - [`lifecycle`]: pure decisions; [`monitoring`]: the guide's monitoring list (pure).
 //! - [`store`]: every byte written to a database: the SQLite and PostgreSQL logs, the
 //!   group-commit writer, migrations.
+//! - [`token_entry`]: the compact token entry the in-memory cache holds (pure).
 //! - [`config`], [`clock`], [`token`] (the token format, and redaction of token-shaped
 //!   values), [`scope`] (the scopes, the only place their names are spelled), [`text`]
 //!   (caller text made safe to show: the one escaping function).
@@ -41,3 +42,4 @@ pub mod session;
 pub mod store;
 pub mod text;
 pub mod token;
+pub mod token_entry;

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::scope::{Scope, UnknownScope};
 use crate::text::is_unsafe;
+use crate::token_entry::TokenEntry;
 
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_REASON_CHARS: usize = 500;
@@ -207,8 +208,9 @@ pub enum UseDecision {
     Denied(TokenUseDenied),
 }
 
-/// Decide a use, with DESIGN's order of checks: environment, revoked, expired, scope.
-pub fn decide_use(token: &TokenRow, attempt: &UseAttempt, now: Timestamp) -> UseDecision {
+/// Decide a use, with DESIGN's order of checks: environment, revoked, expired, scope. Reads
+/// only the compact entry, as the authentication path holds it.
+pub fn decide_use(token: &TokenEntry, attempt: &UseAttempt, now: Timestamp) -> UseDecision {
     let deny = |reason| {
         UseDecision::Denied(TokenUseDenied {
             reason,
@@ -216,7 +218,7 @@ pub fn decide_use(token: &TokenRow, attempt: &UseAttempt, now: Timestamp) -> Use
             path: attempt.path.clone(),
         })
     };
-    if token.environment != attempt.server_environment {
+    if token.environment() != attempt.server_environment {
         return deny(DenyReason::EnvironmentMismatch);
     }
     match token.status_at(now) {
@@ -224,7 +226,7 @@ pub fn decide_use(token: &TokenRow, attempt: &UseAttempt, now: Timestamp) -> Use
         TokenStatus::Expired => return deny(DenyReason::Expired),
         TokenStatus::Active | TokenStatus::RotatedInGrace => {}
     }
-    if !Scope::any_held(&attempt.required_any, &token.scopes) {
+    if !token.scopes().any_of(&attempt.required_any) {
         return deny(DenyReason::InsufficientScope);
     }
     UseDecision::Allowed(TokenUsed {
@@ -239,13 +241,13 @@ pub fn decide_use(token: &TokenRow, attempt: &UseAttempt, now: Timestamp) -> Use
 /// Decide a revoke. Revoking a revoked token is refused and appends nothing; an expired or
 /// rotated token can still be revoked (it ends a grace period at once).
 pub fn decide_revoke(
-    token: &TokenRow,
+    token: &TokenEntry,
     actor: &str,
     reason: Option<String>,
 ) -> Result<TokenRevoked, DomainError> {
     let reason = parse_reason(reason.as_deref())?;
-    if token.revoked_at.is_some() {
-        return Err(DomainError::AlreadyRevoked(token.id));
+    if token.revoked_at().is_some() {
+        return Err(DomainError::AlreadyRevoked(token.id()));
     }
     Ok(TokenRevoked {
         actor: actor.to_owned(),

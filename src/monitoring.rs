@@ -1,6 +1,6 @@
-//! The seed guide's monitoring list: tokens worth a human's look. Pure: a row, whether an
-//! address was first seen in the window, and `now` in, its flags out ([`Monitor`]); the list
-//! is read a page at a time by `app`.
+//! The seed guide's monitoring list: tokens worth a human's look. Pure: a token's compact
+//! entry, whether an address was first seen in the window, and `now` in, its flags out
+//! ([`Monitor`]); the list is read a page at a time by `app`, with names from the stored rows.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::scope::Scope;
+use crate::token_entry::TokenEntry;
 
 /// Thresholds; the defaults are the seed guide's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -81,21 +82,21 @@ impl Monitor {
     /// Why `row` is on the list; empty (and unallocated) when it is not. Only usable tokens
     /// (active or in a rotation grace period) are flagged. `new_ip`: an address was first
     /// used at or after [`new_ip_window_start`].
-    pub fn flags(&self, row: &TokenRow, new_ip: bool) -> Vec<Flag> {
+    pub fn flags(&self, token: &TokenEntry, new_ip: bool) -> Vec<Flag> {
         let mut flags = Vec::new();
         if !matches!(
-            row.status_at(self.now),
+            token.status_at(self.now),
             TokenStatus::Active | TokenStatus::RotatedInGrace
         ) {
             return flags;
         }
-        if row.last_used_at.unwrap_or(row.created_at) <= self.unused_since {
+        if token.last_used_at().unwrap_or(token.created_at()) <= self.unused_since {
             flags.push(Flag::Unused);
         }
-        if row.expires_at <= self.expiring_by {
+        if token.expires_at() <= self.expiring_by {
             flags.push(Flag::ExpiringSoon);
         }
-        if Scope::Admin.held_by(&row.scopes) {
+        if token.holds(Scope::Admin) {
             flags.push(Flag::AdminScope);
         }
         if new_ip {

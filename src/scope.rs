@@ -68,6 +68,53 @@ impl Scope {
     }
 }
 
+/// A set of scopes as bits over [`Scope::ALL`]: what the in-memory token entry keeps instead
+/// of scope names, so checking a scope on the authentication path reads one byte.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ScopeSet(u8);
+
+impl ScopeSet {
+    const fn bit(scope: Scope) -> u8 {
+        1 << scope as u8
+    }
+
+    /// The known scopes among `names` (as stored), and the names this version does not know,
+    /// in their stored order: the log may hold a scope an older or newer version spelled.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> (ScopeSet, Vec<&'a str>) {
+        let mut set = ScopeSet::default();
+        let mut unknown = Vec::new();
+        for name in names {
+            match name.parse::<Scope>() {
+                Ok(scope) => set.0 |= Self::bit(scope),
+                Err(_) => unknown.push(name),
+            }
+        }
+        (set, unknown)
+    }
+
+    pub fn holds(self, scope: Scope) -> bool {
+        self.0 & Self::bit(scope) != 0
+    }
+
+    /// Whether this set holds at least one of `any`; an empty `any` asks for nothing.
+    pub fn any_of(self, any: &[Scope]) -> bool {
+        any.is_empty() || any.iter().any(|s| self.holds(*s))
+    }
+
+    /// The scopes held, in canonical order.
+    pub fn iter(self) -> impl Iterator<Item = Scope> {
+        Scope::ALL.into_iter().filter(move |s| self.holds(*s))
+    }
+}
+
+impl fmt::Debug for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.iter().map(Scope::as_str))
+            .finish()
+    }
+}
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -147,6 +194,24 @@ mod tests {
         assert!(!long.contains(pasted), "{long}");
         let control = "a\u{1b}[8m".parse::<Scope>().unwrap_err().to_string();
         assert!(!control.contains('\u{1b}'), "{control}");
+    }
+
+    #[test]
+    fn a_scope_set_holds_what_its_names_hold_and_keeps_unknown_names() {
+        let names = ["logs:read", "registry:admin", "admin", "logs:read"];
+        let (set, unknown) = ScopeSet::parse(names);
+        assert_eq!(unknown, ["registry:admin"]);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [Scope::Admin, Scope::LogsRead]
+        );
+        let owned: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        for scope in Scope::ALL {
+            assert_eq!(set.holds(scope), scope.held_by(&owned), "{scope}");
+        }
+        assert!(set.any_of(&[]) && set.any_of(&[Scope::TokensVerify, Scope::LogsRead]));
+        assert!(!set.any_of(&[Scope::TokensVerify]));
+        assert_eq!(format!("{set:?}"), r#"{"admin", "logs:read"}"#);
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::lifecycle::{
 use crate::scope::Scope;
 use crate::store::{Store, StoreError};
 use crate::token::{self, Environment, MintError, PlainToken};
+use crate::token_entry::TokenEntry;
 
 /// Why a presented token was refused: the exact answers of the authentication table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,7 +141,8 @@ const ATTEMPTS: usize = 5;
 
 pub struct Ledger {
     store: Arc<Store>,
-    /// Decisions read token state here; every append is folded in before its call returns.
+    /// Authentication reads compact token entries here; every append is folded in before its
+    /// call returns. Decisions that change a token read its stored row.
     cache: Arc<TokenCache>,
     settings: TokenSettings,
     clock: Arc<dyn Clock>,
@@ -181,57 +183,69 @@ impl Ledger {
         self.clock.now()
     }
 
-    /// A token by id, as this node knows it.
-    pub fn token(&self, id: Uuid) -> Result<TokenRow, LedgerError> {
-        self.cache.get(&id).ok_or(LedgerError::NotFound(id))
+    /// A token's stored row (the `api_tokens` table is written in every append's own
+    /// transaction, so it is never behind a commit).
+    pub async fn token(&self, id: Uuid) -> Result<TokenRow, LedgerError> {
+        self.stored(id).await
     }
 
-    /// Every token, oldest first.
-    pub fn tokens(&self) -> Vec<TokenRow> {
-        self.cache.rows()
+    /// Every token, oldest first, as stored: for small tables and tests; lists read pages.
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, LedgerError> {
+        Ok(self.store.tokens().await?)
+    }
+
+    /// A token's compact entry as this node knows it.
+    pub fn entry(&self, id: Uuid) -> Option<TokenEntry> {
+        self.cache.get(&id)
     }
 
     /// The other tokens of `id`'s rotation chain that still authenticate, as this node
-    /// knows them: what a revoke of `id` alone would leave working.
-    pub fn chain_still_valid(&self, id: Uuid) -> Vec<TokenRow> {
+    /// knows them (the chain is walked in memory, the rows read from the store): what a
+    /// revoke of `id` alone would leave working. Predecessors first, nearest first, then
+    /// successors.
+    pub async fn chain_still_valid(&self, id: Uuid) -> Result<Vec<TokenRow>, LedgerError> {
         let now = self.now();
-        let Some(row) = self.cache.get(&id) else {
-            return Vec::new();
+        let Some(entry) = self.cache.get(&id) else {
+            return Ok(Vec::new());
         };
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        let mut seen = 0;
         for forward in [false, true] {
             let mut link = if forward {
-                row.rotated_to
+                entry.rotated_to()
             } else {
-                row.rotated_from
+                entry.rotated_from()
             };
-            while let Some(r) = link
+            while let Some(e) = link
                 .and_then(|l| self.cache.get(&l))
-                .filter(|_| out.len() < 10_000)
+                .filter(|_| seen < 10_000)
             {
+                seen += 1;
                 link = if forward {
-                    r.rotated_to
+                    e.rotated_to()
                 } else {
-                    r.rotated_from
+                    e.rotated_from()
                 };
                 if matches!(
-                    r.status_at(now),
+                    e.status_at(now),
                     TokenStatus::Active | TokenStatus::RotatedInGrace
                 ) {
-                    out.push(r);
+                    ids.push(e.id());
                 }
             }
         }
-        out
+        let mut rows = self.store.tokens_by_id(&ids).await?;
+        rows.sort_by_key(|r| ids.iter().position(|id| *id == r.id));
+        Ok(rows)
     }
 
     /// What a presented string is: a known token (whatever its state), or a refusal that
     /// needs no recording. No database round trip.
-    pub fn identify(&self, raw: &str) -> Result<TokenRow, Refusal> {
+    pub fn identify(&self, raw: &str) -> Result<TokenEntry, Refusal> {
         let parsed =
             token::parse(raw.trim(), &self.settings.prefix).map_err(|_| Refusal::Malformed)?;
         match self.cache.by_hash(&parsed.hash) {
-            Some(row) => Ok(row),
+            Some(entry) => Ok(entry),
             None if parsed.environment != self.settings.environment => {
                 Err(Refusal::EnvironmentMismatch {
                     expected: self.settings.environment,
@@ -360,7 +374,7 @@ impl Ledger {
         for _ in 0..ATTEMPTS {
             let row = self.stored(id).await?;
             let now = self.now();
-            let revoked = decide_revoke(&row, actor, reason.clone())?;
+            let revoked = decide_revoke(&TokenEntry::of(&row), actor, reason.clone())?;
             let working: Vec<TokenRow> = self
                 .chain_of(&row)
                 .await?
@@ -380,7 +394,7 @@ impl Ledger {
             if whole_chain {
                 for other in &working {
                     let cause = format!("revoked with its rotation chain, from token {id}");
-                    let revoked = decide_revoke(other, actor, Some(cause))?;
+                    let revoked = decide_revoke(&TokenEntry::of(other), actor, Some(cause))?;
                     batch.push(StreamAppend {
                         stream_id: StreamId::for_token(other.id),
                         expected: ExpectedVersion::Exact(other.version),
@@ -503,16 +517,16 @@ impl Ledger {
     /// allowed, `TokenUseDenied` when not. The caller acts only on `Allowed`, and only after
     /// this returns: the event is durable by then (audit first).
     ///
-    /// `row` may be a moment old. A use is appended only to a token that is still unrevoked
+    /// `token` may be a moment old. A use is appended only to a token that is still unrevoked
     /// under the append lock; if a revocation got there first, the use is decided again on
     /// the stored row, and so recorded (and answered) as denied.
     pub async fn record_use(
         &self,
-        row: &TokenRow,
+        token: &TokenEntry,
         attempt: &UseAttempt,
     ) -> Result<UseDecision, LedgerError> {
-        let mut decisions = self.record_uses(&[(row, attempt)]).await?;
-        decisions.pop().ok_or(LedgerError::Busy(row.id))
+        let mut decisions = self.record_uses(&[(token, attempt)]).await?;
+        decisions.pop().ok_or(LedgerError::Busy(token.id()))
     }
 
     /// Decide and record several uses of one request (the verify caller's and the checked
@@ -522,13 +536,13 @@ impl Ledger {
     /// denial is recorded (and returned).
     pub async fn record_uses(
         &self,
-        uses: &[(&TokenRow, &UseAttempt)],
+        uses: &[(&TokenEntry, &UseAttempt)],
     ) -> Result<Vec<UseDecision>, LedgerError> {
-        let mut current: Vec<std::borrow::Cow<'_, TokenRow>> = uses
+        let mut current: Vec<std::borrow::Cow<'_, TokenEntry>> = uses
             .iter()
-            .map(|(row, _)| std::borrow::Cow::Borrowed(*row))
+            .map(|(token, _)| std::borrow::Cow::Borrowed(*token))
             .collect();
-        let busy = LedgerError::Busy(uses.first().map_or(Uuid::nil(), |(r, _)| r.id));
+        let busy = LedgerError::Busy(uses.first().map_or(Uuid::nil(), |(t, _)| t.id()));
         for _ in 0..ATTEMPTS {
             let now = self.now();
             let mut decisions: Vec<UseDecision> = Vec::with_capacity(uses.len());
@@ -548,17 +562,17 @@ impl Ledger {
                     UseDecision::Denied(d) => {
                         if self
                             .denials
-                            .absorb(row.id, d.reason, d.ip.as_deref(), &d.path, now)
+                            .absorb(row.id(), d.reason, d.ip.as_deref(), &d.path, now)
                         {
                             // A repeat inside its window: counted, summarised when it closes.
                             continue;
                         }
-                        opened.push((row.id, d.reason, d.ip.clone()));
+                        opened.push((row.id(), d.reason, d.ip.clone()));
                         TokenEvent::UseDenied(d.clone())
                     }
                 };
-                let event = self.event(now, &format!("token:{}", row.id), event, Vec::new());
-                let stream_id = StreamId::for_token(row.id);
+                let event = self.event(now, &format!("token:{}", row.id()), event, Vec::new());
+                let stream_id = StreamId::for_token(row.id());
                 match batch.iter_mut().find(|a| a.stream_id == stream_id) {
                     Some(same) => same.events.push(event),
                     None => batch.push(StreamAppend {
@@ -582,8 +596,9 @@ impl Ledger {
                 // A revocation got there first: decide that token's use again on its stored row.
                 Err(AppendError::Closed { stream }) => {
                     for row in current.iter_mut() {
-                        if StreamId::for_token(row.id) == stream {
-                            *row = std::borrow::Cow::Owned(self.stored(row.id).await?);
+                        if StreamId::for_token(row.id()) == stream {
+                            let stored = self.stored(row.id()).await?;
+                            *row = std::borrow::Cow::Owned(TokenEntry::of(&stored));
                         }
                     }
                 }
@@ -630,8 +645,8 @@ impl Ledger {
 
     /// Record a use and admit it: `Ok` once `TokenUsed` is durable, or the recorded denial
     /// as [`LedgerError::Denied`].
-    pub async fn admit(&self, row: &TokenRow, attempt: &UseAttempt) -> Result<(), LedgerError> {
-        match self.record_use(row, attempt).await? {
+    pub async fn admit(&self, token: &TokenEntry, attempt: &UseAttempt) -> Result<(), LedgerError> {
+        match self.record_use(token, attempt).await? {
             UseDecision::Allowed(_) => Ok(()),
             UseDecision::Denied(d) => {
                 Err(LedgerError::Denied(Refusal::of_denial(d.reason, attempt)))
@@ -642,10 +657,14 @@ impl Ledger {
     /// Decide a use without recording it when it would be allowed (the caller records the
     /// allowed use once it knows what the call does); a denial is recorded and returned as
     /// [`LedgerError::Denied`].
-    pub async fn screen(&self, row: &TokenRow, attempt: &UseAttempt) -> Result<(), LedgerError> {
-        match decide_use(row, attempt, self.now()) {
+    pub async fn screen(
+        &self,
+        token: &TokenEntry,
+        attempt: &UseAttempt,
+    ) -> Result<(), LedgerError> {
+        match decide_use(token, attempt, self.now()) {
             UseDecision::Allowed(_) => Ok(()),
-            UseDecision::Denied(_) => self.admit(row, attempt).await,
+            UseDecision::Denied(_) => self.admit(token, attempt).await,
         }
     }
 }

@@ -28,6 +28,7 @@ pub use queries::{
     AuditPage, AuditQuery, AuditView, ChainCheck, Cursor, DEFAULT_PAGE, DbHealth, MAX_PAGE,
     ProjectionStatus, Queries, QueryError, Readiness, TokenView,
 };
+pub use token_cache::Entries as TokenEntries;
 pub use tokens::{
     DEFAULT_TOKEN_PAGE, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, NotACursor, STATUSES, StalePage,
     StaleQuery, StatusCounts, TokenCursor, TokenPage, TokenQuery, parse_environment, parse_status,

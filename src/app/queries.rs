@@ -12,7 +12,9 @@ use tokenledger_projections::{AuditAction, AuditRow, TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::app::token_cache::TokenCache;
-use crate::app::tokens::{StalePage, StaleQuery, TokenPage, TokenQuery, stale_page, token_page};
+use crate::app::tokens::{
+    StalePage, StaleQuery, TokenPage, TokenQuery, count, stale_page, stale_selection, token_page,
+};
 use crate::clock::Clock;
 use crate::monitoring::{Flag, Monitor, StaleParams, new_ip_window_start};
 use crate::store::{Store, StoreError};
@@ -313,7 +315,12 @@ impl Queries {
         id: Uuid,
         query: &AuditQuery,
     ) -> Result<(TokenRow, AuditPage), QueryError> {
-        let row = self.cache.get(&id).ok_or(QueryError::NotFound(id))?;
+        let row = self
+            .store
+            .token(id)
+            .await
+            .map_err(unavailable("Token table"))?
+            .ok_or(QueryError::NotFound(id))?;
         let page = self
             .audit(&AuditQuery {
                 token_id: Some(id),
@@ -323,11 +330,29 @@ impl Queries {
         Ok((row, page))
     }
 
-    /// A page of the token list, read in place from this node's token table: status at
-    /// now, counts over every token, the page from its cursor in id order.
-    pub fn tokens(&self, query: &TokenQuery) -> TokenPage {
+    /// A page of the token list: status at now, counts over every token (from this node's
+    /// compact entries), the page's rows read from the stored table from its cursor in id
+    /// order.
+    pub async fn tokens(&self, query: &TokenQuery) -> Result<TokenPage, QueryError> {
         let now = self.clock.now();
-        self.cache.with_table(|table| token_page(table, query, now))
+        let filter = query.filter(now);
+        let (counts, total) = self
+            .cache
+            .with_entries(|entries| count(entries, query, now));
+        let total = match total {
+            Some(total) => total,
+            None => self
+                .store
+                .count_tokens(&filter)
+                .await
+                .map_err(unavailable("Token table"))?,
+        };
+        let rows = self
+            .store
+            .token_page(&filter)
+            .await
+            .map_err(unavailable("Token table"))?;
+        Ok(token_page(rows, query, counts, total, now))
     }
 
     /// Per token, the addresses first used in the "new IP" window at `now`. Aggregated by
@@ -353,9 +378,16 @@ impl Queries {
     pub async fn stale(&self, query: &StaleQuery) -> Result<StalePage, QueryError> {
         let now = self.clock.now();
         let new_ips = self.new_ips(now, query.params).await?;
-        Ok(self
+        let selection = self
             .cache
-            .with_table(|table| stale_page(table, &new_ips, query, now)))
+            .with_entries(|entries| stale_selection(entries, &new_ips, query, now));
+        let ids: Vec<Uuid> = selection.page.iter().map(|(id, _)| *id).collect();
+        let rows = self
+            .store
+            .tokens_by_id(&ids)
+            .await
+            .map_err(unavailable("Token table"))?;
+        Ok(stale_page(selection, &rows, &new_ips, query))
     }
 
     /// The monitoring flags of just these tokens (the ones a page shows); a token with none
@@ -368,12 +400,12 @@ impl Queries {
         let now = self.clock.now();
         let new_ips = self.new_ips(now, params).await?;
         let monitor = Monitor::new(now, params);
-        Ok(self.cache.with_table(|table| {
+        Ok(self.cache.with_entries(|entries| {
             ids.iter()
-                .filter_map(|id| table.get(id))
-                .map(|row| {
-                    let new_ip = new_ips.get(&row.id).is_some_and(|ips| !ips.is_empty());
-                    (row.id, monitor.flags(row, new_ip))
+                .filter_map(|id| entries.get(id))
+                .map(|token| {
+                    let new_ip = new_ips.get(&token.id()).is_some_and(|ips| !ips.is_empty());
+                    (token.id(), monitor.flags(token, new_ip))
                 })
                 .filter(|(_, flags)| !flags.is_empty())
                 .collect()

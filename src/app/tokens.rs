@@ -1,21 +1,26 @@
 //! Token lists a page at a time: the token list (the admin API, the page, `token list`) and
-//! the monitoring list, both read in place from the in-memory token table in id order
-//! (UUIDv7, so creation order) and resumed from an opaque cursor this module issues and
-//! checks. A page copies only its own rows; counting the rest reads them where they lie.
+//! the monitoring list, both in id order (UUIDv7, so creation order) and resumed from an
+//! opaque cursor this module issues and checks. The pure halves live here: the filter a page
+//! is read with, counts over the in-memory compact entries (read where they lie), choosing
+//! the monitoring list's page, and assembling the answer from the stored rows
+//! [`crate::app::Queries`] reads for it. A page costs its own rows, never a copy of the table.
 //! Nothing here touches the store or decides anything about a token.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use tokenledger_events::{Environment, Timestamp};
-use tokenledger_projections::{TokenRow, TokenStatus, TokenTable};
+use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::app::queries::TokenView;
-use crate::monitoring::{Flagged, Monitor, StaleParams};
+use crate::app::token_cache::Entries;
+use crate::monitoring::{Flag, Flagged, Monitor, StaleParams};
 use crate::scope::Scope;
+use crate::store::TokenFilter;
+use crate::token_entry::TokenEntry;
 
 /// The tokens a page holds when no limit is asked for, and at most.
 pub const DEFAULT_TOKEN_PAGE: usize = 50;
@@ -125,14 +130,25 @@ pub struct TokenQuery {
 }
 
 impl TokenQuery {
-    fn matches(&self, row: &TokenRow, status: TokenStatus) -> bool {
+    /// Whether `token` matches every filter but the name prefix (its entry has no name).
+    fn matches(&self, token: &TokenEntry, status: TokenStatus) -> bool {
         self.status.is_none_or(|s| s == status)
-            && self.scope.is_none_or(|s| s.held_by(&row.scopes))
-            && self.environment.is_none_or(|e| e == row.environment)
-            && self
-                .name_prefix
-                .as_deref()
-                .is_none_or(|p| row.name.starts_with(p))
+            && self.scope.is_none_or(|s| token.holds(s))
+            && self.environment.is_none_or(|e| e == token.environment())
+    }
+
+    /// The stored rows to read for this page at `now`: one more than the limit, which tells
+    /// whether another page follows.
+    pub(crate) fn filter(&self, now: Timestamp) -> TokenFilter<'_> {
+        TokenFilter {
+            after: self.after.map(|c| c.0),
+            status: self.status,
+            now,
+            scope: self.scope,
+            environment: self.environment,
+            name_prefix: self.name_prefix.as_deref(),
+            limit: clamp(self.limit).0 + 1,
+        }
     }
 
     /// Whether any filter is set (the cursor and limit aside).
@@ -193,29 +209,37 @@ pub struct TokenPage {
     pub complete: bool,
 }
 
-/// One page of `table` at `now`: one pass over every row to count (no copy), then the page
-/// itself from the cursor in id order, copying only what it shows.
-pub(crate) fn token_page(table: &TokenTable, query: &TokenQuery, now: Timestamp) -> TokenPage {
-    let (limit, limit_clamped) = clamp(query.limit);
+/// Counts by status over every entry at `now`, and how many match `query`; the total is
+/// `None` when a name prefix is asked for, which only the stored rows can answer. One pass,
+/// nothing copied.
+pub(crate) fn count(
+    entries: &Entries,
+    query: &TokenQuery,
+    now: Timestamp,
+) -> (StatusCounts, Option<u64>) {
     let mut counts = StatusCounts::default();
     let mut total = 0u64;
-    for row in table.iter() {
-        let status = row.status_at(now);
+    for token in entries.iter() {
+        let status = token.status_at(now);
         counts.count(status);
-        total += u64::from(query.matches(row, status));
+        total += u64::from(query.matches(token, status));
     }
-    let mut tokens = Vec::with_capacity(limit.min(usize::try_from(total).unwrap_or(limit)));
-    let mut more = false;
-    for row in table.after(query.after.map(|c| c.0)) {
-        if !query.matches(row, row.status_at(now)) {
-            continue;
-        }
-        if tokens.len() == limit {
-            more = true;
-            break;
-        }
-        tokens.push(TokenView::new(row, now));
-    }
+    (counts, query.name_prefix.is_none().then_some(total))
+}
+
+/// The page answering `query`, from `rows` as read with [`TokenQuery::filter`] (up to one
+/// more than the limit, in id order).
+pub(crate) fn token_page(
+    mut rows: Vec<TokenRow>,
+    query: &TokenQuery,
+    counts: StatusCounts,
+    total: u64,
+    now: Timestamp,
+) -> TokenPage {
+    let (limit, limit_clamped) = clamp(query.limit);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let tokens: Vec<TokenView> = rows.iter().map(|row| TokenView::new(row, now)).collect();
     let next = tokens
         .last()
         .filter(|_| more)
@@ -253,45 +277,86 @@ pub struct StalePage {
     pub complete: bool,
 }
 
-/// One page of the monitoring list over `table` at `now`. `new_ips` holds, per token, the
-/// addresses first used in the window.
-pub(crate) fn stale_page(
-    table: &TokenTable,
+/// The monitoring list's page chosen from the entries: the flagged tokens after the cursor,
+/// in id order, with their flags.
+pub(crate) struct StaleSelection {
+    /// Flagged tokens, on every page.
+    pub(crate) total: u64,
+    pub(crate) page: Vec<(Uuid, Vec<Flag>)>,
+    pub(crate) more: bool,
+}
+
+/// Choose a page of the monitoring list over `entries` at `now`. `new_ips` holds, per token,
+/// the addresses first used in the window. One pass: the page's ids are kept in a heap of
+/// at most limit + 1, so nothing grows with the table.
+pub(crate) fn stale_selection(
+    entries: &Entries,
     new_ips: &HashMap<Uuid, Vec<String>>,
     query: &StaleQuery,
     now: Timestamp,
-) -> StalePage {
-    let (limit, limit_clamped) = clamp(query.limit);
+) -> StaleSelection {
+    let (limit, _) = clamp(query.limit);
     let monitor = Monitor::new(now, query.params);
-    let flags = |row: &TokenRow| {
-        let ips = new_ips.get(&row.id).filter(|ips| !ips.is_empty());
-        (monitor.flags(row, ips.is_some()), ips)
-    };
-    let total = table
-        .iter()
-        .map(|row| u64::from(!flags(row).0.is_empty()))
-        .sum::<u64>();
-    let mut tokens = Vec::new();
-    let mut more = false;
-    for row in table.after(query.after.map(|c| c.0)) {
-        let (flags, ips) = flags(row);
-        if flags.is_empty() {
+    let after = query.after.map(|c| c.0);
+    let mut total = 0u64;
+    // The smallest ids seen so far, largest on top.
+    let mut page: BinaryHeap<Uuid> = BinaryHeap::with_capacity(limit + 1);
+    for token in entries.iter() {
+        let new_ip = new_ips.get(&token.id()).is_some_and(|ips| !ips.is_empty());
+        if monitor.flags(token, new_ip).is_empty() {
             continue;
         }
-        if tokens.len() == limit {
-            more = true;
-            break;
+        total += 1;
+        if after.is_some_and(|a| token.id() <= a) {
+            continue;
         }
-        tokens.push(Flagged::new(row, flags, ips.cloned().unwrap_or_default()));
+        if page.len() <= limit {
+            page.push(token.id());
+        } else if page.peek().is_some_and(|top| token.id() < *top) {
+            page.pop();
+            page.push(token.id());
+        }
     }
+    let more = page.len() > limit;
+    let mut ids = page.into_sorted_vec();
+    ids.truncate(limit);
+    let page = ids
+        .into_iter()
+        .filter_map(|id| {
+            let token = entries.get(&id)?;
+            let new_ip = new_ips.get(&id).is_some_and(|ips| !ips.is_empty());
+            Some((id, monitor.flags(token, new_ip)))
+        })
+        .collect();
+    StaleSelection { total, page, more }
+}
+
+/// The page of the monitoring list: `selection` with the stored rows of its tokens (for
+/// their names), in id order.
+pub(crate) fn stale_page(
+    selection: StaleSelection,
+    rows: &[TokenRow],
+    new_ips: &HashMap<Uuid, Vec<String>>,
+    query: &StaleQuery,
+) -> StalePage {
+    let (limit, limit_clamped) = clamp(query.limit);
+    let rows: HashMap<Uuid, &TokenRow> = rows.iter().map(|r| (r.id, r)).collect();
+    let tokens: Vec<Flagged> = selection
+        .page
+        .into_iter()
+        .filter_map(|(id, flags)| {
+            let ips = new_ips.get(&id).cloned().unwrap_or_default();
+            rows.get(&id).map(|row| Flagged::new(row, flags, ips))
+        })
+        .collect();
     let next = tokens
         .last()
-        .filter(|_| more)
+        .filter(|_| selection.more)
         .map(|f| TokenCursor(f.token_id).encode());
     StalePage {
-        complete: tokens.len() as u64 == total,
+        complete: tokens.len() as u64 == selection.total,
         tokens,
-        total,
+        total: selection.total,
         next,
         limit,
         limit_clamped,

@@ -297,7 +297,7 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                 after: cursor,
                 limit,
             };
-            let page = services.queries().tokens(&query);
+            let page = services.queries().tokens(&query).await?;
             if json {
                 say!("{}", output::json(&page));
                 return Ok(());
@@ -350,7 +350,7 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             }
         }
         TokenCommand::Show { id, json } => {
-            let view = TokenView::new(&ledger.token(id)?, ledger.now());
+            let view = TokenView::new(&ledger.token(id).await?, ledger.now());
             if json {
                 say!("{}", output::json(&view));
             } else {
@@ -415,7 +415,7 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                 )
                 .await?;
             if !json {
-                let old = ledger.token(id)?;
+                let old = ledger.token(id).await?;
                 match old.revoked_at {
                     Some(at) => say!("old token {id} was revoked at {}", at.to_rfc3339()),
                     None => say!(

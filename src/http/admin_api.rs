@@ -50,8 +50,8 @@ async fn list(
     State(state): State<AppState>,
     _: AdminSession,
     TokenListParams(query): TokenListParams,
-) -> Json<Value> {
-    Json(json!(state.queries.tokens(&query)))
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(state.queries.tokens(&query).await?)))
 }
 
 #[derive(Deserialize)]

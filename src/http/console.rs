@@ -3,12 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::token_entry::TokenEntry;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokenledger_projections::TokenRow;
 
 use super::error::ApiError;
 use super::extract::{ApiCaller, AppJson, from_value, parse_json};
@@ -161,10 +161,10 @@ async fn console(
 }
 
 /// Run a command whose use is already recorded.
-async fn run(state: &AppState, token: &TokenRow, command: Command) -> Result<Value, ApiError> {
+async fn run(state: &AppState, token: &TokenEntry, command: Command) -> Result<Value, ApiError> {
     let q = &state.queries;
     Ok(match command {
-        Command::Ping => json!({"pong": true, "token_id": token.id}),
+        Command::Ping => json!({"pong": true, "token_id": token.id()}),
         Command::DbHealth => json!(q.db_health().await),
         Command::EventsVerify => json!(q.verify_chain().await?),
         Command::ProjectionsStatus => json!(q.projection_status().await?),

@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use tokenledger_projections::TokenRow;
 
 use super::admin_page;
 use super::error::ApiError;
@@ -34,6 +33,7 @@ use crate::lifecycle::UseAttempt;
 use crate::scope::Scope;
 use crate::session::{Session, looks_like_jwt};
 use crate::text::shown;
+use crate::token_entry::TokenEntry;
 
 // ----- JSON bodies -----
 
@@ -593,7 +593,7 @@ impl CallContext {
 /// the call does.
 #[derive(Clone, Debug)]
 pub struct ApiCaller {
-    pub token: TokenRow,
+    pub token: TokenEntry,
     pub call: CallContext,
 }
 

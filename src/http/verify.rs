@@ -3,13 +3,13 @@
 
 use std::net::IpAddr;
 
+use crate::token_entry::TokenEntry;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokenledger_events::DenyReason;
-use tokenledger_projections::TokenRow;
 
 use super::error::ApiError;
 use super::extract::{ApiCaller, AppJson, parse_json};
@@ -71,13 +71,13 @@ pub fn decode_body(bytes: &[u8]) -> Result<(), ApiError> {
     body.where_used().map(|_| ())
 }
 
-fn answer(code: &str, row: Option<&TokenRow>) -> Json<Value> {
+fn answer(code: &str, token: Option<&TokenEntry>) -> Json<Value> {
     Json(json!({
         "valid": code == "VALID",
         "code": code,
-        "token_id": row.map(|r| r.id),
-        "scopes": row.map(|r| r.scopes.clone()),
-        "expires_at": row.map(|r| r.expires_at.to_rfc3339()),
+        "token_id": token.map(TokenEntry::id),
+        "scopes": token.map(TokenEntry::scope_names),
+        "expires_at": token.map(|t| t.expires_at().to_rfc3339()),
     }))
 }
 
@@ -108,14 +108,14 @@ async fn verify(
         .scopes
         .unwrap_or_default()
         .into_iter()
-        .find(|s| !s.held_by(&row.scopes));
+        .find(|s| !row.holds(*s));
     let checked = UseAttempt {
         required_any: missing.into_iter().collect(),
         server_environment: state.ledger.settings().environment,
         ip,
         method: "VERIFY".into(),
         path: path.unwrap_or_else(|| path::VERIFY.into()),
-        command: Some(format!("verify by {}", caller.token.id)),
+        command: Some(format!("verify by {}", caller.token.id())),
         user_agent: caller.call.user_agent.clone(),
     };
     // Both uses in one append (DESIGN invariant 5): the caller's first.

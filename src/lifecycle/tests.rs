@@ -118,6 +118,27 @@ impl Given {
         }
         row
     }
+
+    /// Fold the stream the way the token cache does; it must agree with [`Given::row`].
+    fn entry(&self) -> TokenEntry {
+        let (first, rest) = self
+            .events
+            .split_first()
+            .expect("a stream starts with its create");
+        let TokenEvent::Created(created) = first.decode().expect("create decodes") else {
+            panic!("a stream starts with TokenCreated");
+        };
+        let mut entry = TokenEntry::created(first, &created);
+        for event in rest {
+            entry.apply(event, &event.decode().expect("event decodes"));
+        }
+        assert_eq!(
+            entry,
+            TokenEntry::of(&self.row()),
+            "the entry folds as the row does"
+        );
+        entry
+    }
 }
 
 /// A token `OLD` named "ci-deploy", created ten days before `NOW`.
@@ -536,7 +557,7 @@ fn create_reports_the_name_first_when_several_things_are_wrong() {
 #[test]
 fn use_of_an_active_token_with_the_scope_is_allowed_and_carries_the_request() {
     assert_eq!(
-        decide_use(&given_active().row(), &console_use(), NOW),
+        decide_use(&given_active().entry(), &console_use(), NOW),
         allowed()
     );
 }
@@ -552,7 +573,7 @@ fn use_without_ip_command_or_user_agent_records_them_as_absent() {
         ..console_use()
     };
     assert_eq!(
-        decide_use(&given_active().row(), &attempt, NOW),
+        decide_use(&given_active().entry(), &attempt, NOW),
         UseDecision::Allowed(TokenUsed {
             ip: None,
             method: "GET".into(),
@@ -566,7 +587,7 @@ fn use_without_ip_command_or_user_agent_records_them_as_absent() {
 #[test]
 fn use_is_allowed_when_the_token_holds_any_one_of_the_required_scopes() {
     let given = given_token(Environment::Test, &["admin"], NOW.plus(days(80)));
-    assert_eq!(decide_use(&given.row(), &console_use(), NOW), allowed());
+    assert_eq!(decide_use(&given.entry(), &console_use(), NOW), allowed());
 }
 
 #[test]
@@ -577,7 +598,7 @@ fn use_with_no_required_scope_is_allowed_for_any_scope() {
         ..console_use()
     };
     assert!(matches!(
-        decide_use(&given.row(), &attempt, NOW),
+        decide_use(&given.entry(), &attempt, NOW),
         UseDecision::Allowed(_)
     ));
 }
@@ -586,7 +607,10 @@ fn use_with_no_required_scope_is_allowed_for_any_scope() {
 fn use_of_a_token_in_its_rotation_grace_period_is_allowed() {
     let row = given_rotated().row();
     assert_eq!(row.status_at(NOW), TokenStatus::RotatedInGrace);
-    assert_eq!(decide_use(&row, &console_use(), NOW), allowed());
+    assert_eq!(
+        decide_use(&TokenEntry::of(&row), &console_use(), NOW),
+        allowed()
+    );
 }
 
 #[test]
@@ -594,7 +618,11 @@ fn use_one_microsecond_before_expiry_is_allowed() {
     let expires_at = NOW.plus(hours(1));
     let row = given_token(Environment::Test, &["console:exec"], expires_at).row();
     assert_eq!(
-        decide_use(&row, &console_use(), expires_at.plus_micros(-1)),
+        decide_use(
+            &TokenEntry::of(&row),
+            &console_use(),
+            expires_at.plus_micros(-1)
+        ),
         allowed()
     );
 }
@@ -607,7 +635,7 @@ fn use_one_microsecond_before_expiry_is_allowed() {
 fn use_of_a_token_from_the_other_environment_is_denied() {
     let given = given_token(Environment::Live, &["console:exec"], NOW.plus(days(80)));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::EnvironmentMismatch)
     );
 }
@@ -615,7 +643,7 @@ fn use_of_a_token_from_the_other_environment_is_denied() {
 #[test]
 fn use_of_a_revoked_token_is_denied() {
     assert_eq!(
-        decide_use(&given_revoked().row(), &console_use(), NOW),
+        decide_use(&given_revoked().entry(), &console_use(), NOW),
         denied(DenyReason::Revoked)
     );
 }
@@ -624,7 +652,7 @@ fn use_of_a_revoked_token_is_denied() {
 fn use_of_an_expired_token_is_denied() {
     let given = given_token(Environment::Test, &["console:exec"], NOW.minus(days(1)));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::Expired)
     );
 }
@@ -635,11 +663,15 @@ fn use_at_the_exact_expiry_instant_is_denied_as_expired() {
     let expires_at = NOW.plus(hours(1));
     let row = given_token(Environment::Test, &["console:exec"], expires_at).row();
     assert_eq!(
-        decide_use(&row, &console_use(), expires_at),
+        decide_use(&TokenEntry::of(&row), &console_use(), expires_at),
         denied(DenyReason::Expired)
     );
     assert_eq!(
-        decide_use(&row, &console_use(), expires_at.plus_micros(1)),
+        decide_use(
+            &TokenEntry::of(&row),
+            &console_use(),
+            expires_at.plus_micros(1)
+        ),
         denied(DenyReason::Expired)
     );
 }
@@ -652,7 +684,7 @@ fn use_without_any_required_scope_is_denied_as_insufficient_scope() {
         NOW.plus(days(80)),
     );
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::InsufficientScope)
     );
 }
@@ -664,7 +696,7 @@ fn use_denial_without_a_known_ip_records_no_ip() {
         ..console_use()
     };
     assert_eq!(
-        decide_use(&given_revoked().row(), &attempt, NOW),
+        decide_use(&given_revoked().entry(), &attempt, NOW),
         UseDecision::Denied(TokenUseDenied {
             reason: DenyReason::Revoked,
             ip: None,
@@ -678,11 +710,15 @@ fn use_after_the_rotation_grace_period_ends_is_denied_as_expired() {
     let row = given_rotated().row();
     let grace_end = NOW.plus(hours(23));
     assert_eq!(
-        decide_use(&row, &console_use(), grace_end),
+        decide_use(&TokenEntry::of(&row), &console_use(), grace_end),
         denied(DenyReason::Expired)
     );
     assert_eq!(
-        decide_use(&row, &console_use(), grace_end.plus(secs(1))),
+        decide_use(
+            &TokenEntry::of(&row),
+            &console_use(),
+            grace_end.plus(secs(1))
+        ),
         denied(DenyReason::Expired)
     );
 }
@@ -696,7 +732,7 @@ fn use_of_a_revoked_and_expired_token_is_denied_as_revoked() {
     let given = given_token(Environment::Test, &["console:exec"], NOW.minus(days(1)))
         .then_revoked(NOW.minus(days(2)));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::Revoked)
     );
 }
@@ -706,7 +742,7 @@ fn use_of_a_revoked_token_from_the_other_environment_is_denied_as_environment_mi
     let given = given_token(Environment::Live, &["console:exec"], NOW.plus(days(80)))
         .then_revoked(NOW.minus(hours(1)));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::EnvironmentMismatch)
     );
 }
@@ -715,7 +751,7 @@ fn use_of_a_revoked_token_from_the_other_environment_is_denied_as_environment_mi
 fn use_of_an_expired_token_from_the_other_environment_is_denied_as_environment_mismatch() {
     let given = given_token(Environment::Live, &["console:exec"], NOW.minus(days(1)));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::EnvironmentMismatch)
     );
 }
@@ -725,7 +761,7 @@ fn use_of_a_revoked_token_lacking_the_scope_is_denied_as_revoked() {
     let given = given_token(Environment::Test, &["logs:read"], NOW.plus(days(80)))
         .then_revoked(NOW.minus(hours(1)));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::Revoked)
     );
 }
@@ -734,7 +770,7 @@ fn use_of_a_revoked_token_lacking_the_scope_is_denied_as_revoked() {
 fn use_of_an_expired_token_lacking_the_scope_is_denied_as_expired() {
     let given = given_token(Environment::Test, &["logs:read"], NOW.minus(days(1)));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::Expired)
     );
 }
@@ -743,7 +779,7 @@ fn use_of_an_expired_token_lacking_the_scope_is_denied_as_expired() {
 fn use_of_a_token_lacking_the_scope_from_the_other_environment_is_denied_as_environment_mismatch() {
     let given = given_token(Environment::Live, &["logs:read"], NOW.plus(days(80)));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::EnvironmentMismatch)
     );
 }
@@ -756,7 +792,7 @@ fn use_of_a_token_lacking_the_scope_from_the_other_environment_is_denied_as_envi
 fn revoke_of_an_active_token_records_the_actor_and_reason() {
     assert_eq!(
         decide_revoke(
-            &given_active().row(),
+            &given_active().entry(),
             "bob@example.com",
             Some("leaked in CI log".into())
         ),
@@ -770,7 +806,7 @@ fn revoke_of_an_active_token_records_the_actor_and_reason() {
 #[test]
 fn revoke_without_a_reason_records_none() {
     assert_eq!(
-        decide_revoke(&given_active().row(), "bob@example.com", None),
+        decide_revoke(&given_active().entry(), "bob@example.com", None),
         Ok(TokenRevoked {
             actor: "bob@example.com".into(),
             reason: None,
@@ -783,7 +819,7 @@ fn a_revoke_reason_is_at_most_500_plain_characters() {
     let row = given_active().row();
     let long = "x".repeat(MAX_REASON_CHARS + 1);
     assert_eq!(
-        decide_revoke(&row, "bob", Some(long)),
+        decide_revoke(&TokenEntry::of(&row), "bob", Some(long)),
         Err(DomainError::ReasonTooLong(MAX_REASON_CHARS + 1))
     );
     for forged in [
@@ -792,14 +828,15 @@ fn a_revoke_reason_is_at_most_500_plain_characters() {
         "a\u{202e}b",
         "a\u{200b}",
     ] {
-        let err = decide_revoke(&row, "bob", Some(forged.into())).expect_err(forged);
+        let err =
+            decide_revoke(&TokenEntry::of(&row), "bob", Some(forged.into())).expect_err(forged);
         assert_eq!(err, DomainError::ReasonHasControl);
         assert!(err.to_string().contains("control or invisible characters"));
     }
     let exact = "y".repeat(MAX_REASON_CHARS);
-    assert!(decide_revoke(&row, "bob", Some(exact)).is_ok());
+    assert!(decide_revoke(&TokenEntry::of(&row), "bob", Some(exact)).is_ok());
     assert_eq!(
-        decide_revoke(&row, "bob", Some("   ".into())).map(|r| r.reason),
+        decide_revoke(&TokenEntry::of(&row), "bob", Some("   ".into())).map(|r| r.reason),
         Ok(None),
         "a blank reason is none"
     );
@@ -807,7 +844,8 @@ fn a_revoke_reason_is_at_most_500_plain_characters() {
 
 #[test]
 fn revoke_of_a_revoked_token_is_refused_naming_the_token() {
-    let err = decide_revoke(&given_revoked().row(), "bob@example.com", None).expect_err("refused");
+    let err =
+        decide_revoke(&given_revoked().entry(), "bob@example.com", None).expect_err("refused");
     assert_eq!(err, DomainError::AlreadyRevoked(OLD));
     assert_eq!(err.to_string(), format!("token {OLD} is already revoked"));
 }
@@ -817,7 +855,7 @@ fn revoke_of_an_expired_token_is_allowed() {
     let row = given_token(Environment::Test, &["console:exec"], NOW.minus(days(1))).row();
     assert_eq!(row.status_at(NOW), TokenStatus::Expired);
     assert_eq!(
-        decide_revoke(&row, "bob@example.com", None),
+        decide_revoke(&TokenEntry::of(&row), "bob@example.com", None),
         Ok(TokenRevoked {
             actor: "bob@example.com".into(),
             reason: None,
@@ -830,7 +868,11 @@ fn revoke_of_a_token_in_its_rotation_grace_period_is_allowed() {
     let row = given_rotated().row();
     assert_eq!(row.status_at(NOW), TokenStatus::RotatedInGrace);
     assert_eq!(
-        decide_revoke(&row, "bob@example.com", Some("end grace early".into())),
+        decide_revoke(
+            &TokenEntry::of(&row),
+            "bob@example.com",
+            Some("end grace early".into())
+        ),
         Ok(TokenRevoked {
             actor: "bob@example.com".into(),
             reason: Some("end grace early".into()),
@@ -841,10 +883,10 @@ fn revoke_of_a_token_in_its_rotation_grace_period_is_allowed() {
 #[test]
 fn revoke_folded_into_the_stream_denies_the_next_use() {
     let given = given_active();
-    let revoked = decide_revoke(&given.row(), ADMIN, None).expect("accepted");
+    let revoked = decide_revoke(&given.entry(), ADMIN, None).expect("accepted");
     let given = given.then(NOW, TokenEvent::Revoked(revoked));
     assert_eq!(
-        decide_use(&given.row(), &console_use(), NOW),
+        decide_use(&given.entry(), &console_use(), NOW),
         denied(DenyReason::Revoked)
     );
 }
@@ -1038,11 +1080,11 @@ fn rotation_folded_into_the_old_stream_keeps_it_working_until_the_grace_ends() {
     assert_eq!(row.rotated_to, Some(SUCCESSOR));
     assert_eq!(row.expires_at, NOW.plus(hours(24)));
     assert_eq!(
-        decide_use(&row, &console_use(), NOW.plus(hours(23))),
+        decide_use(&TokenEntry::of(&row), &console_use(), NOW.plus(hours(23))),
         allowed()
     );
     assert_eq!(
-        decide_use(&row, &console_use(), NOW.plus(hours(24))),
+        decide_use(&TokenEntry::of(&row), &console_use(), NOW.plus(hours(24))),
         denied(DenyReason::Expired)
     );
 }
@@ -1061,7 +1103,7 @@ fn rotation_with_zero_grace_folded_into_the_old_stream_denies_it_as_revoked() {
         .then(NOW, TokenEvent::Revoked(revoked))
         .row();
     assert_eq!(
-        decide_use(&row, &console_use(), NOW),
+        decide_use(&TokenEntry::of(&row), &console_use(), NOW),
         denied(DenyReason::Revoked)
     );
 }

@@ -250,6 +250,35 @@ impl AuditFilter {
     }
 }
 
+/// Which stored tokens to read: every filter given must match (see `sql::token_filter`).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenFilter<'a> {
+    /// Only tokens with ids greater than this.
+    pub after: Option<uuid::Uuid>,
+    /// The status at `now`.
+    pub status: Option<tokenledger_projections::TokenStatus>,
+    pub now: Timestamp,
+    /// Tokens holding this very scope.
+    pub scope: Option<crate::scope::Scope>,
+    pub environment: Option<tokenledger_events::Environment>,
+    pub name_prefix: Option<&'a str>,
+    pub limit: usize,
+}
+
+impl Default for TokenFilter<'_> {
+    fn default() -> Self {
+        TokenFilter {
+            after: None,
+            status: None,
+            now: Timestamp::from_micros(0),
+            scope: None,
+            environment: None,
+            name_prefix: None,
+            limit: 50,
+        }
+    }
+}
+
 /// A page of audit rows, in the order asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditPage {
@@ -275,6 +304,35 @@ impl Store {
     /// Every token, oldest first.
     pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
         delegate!(self, l => l.tokens().await)
+    }
+
+    /// How many tokens are stored.
+    pub async fn token_count(&self) -> Result<u64, StoreError> {
+        delegate!(self, l => l.token_count().await)
+    }
+
+    /// Every stored token as a compact entry, handed to `add` as its row arrives (a
+    /// streaming read: the rows are never collected). Returns how many were read.
+    pub async fn stream_token_entries(
+        &self,
+        add: &mut dyn FnMut(crate::token_entry::TokenEntry),
+    ) -> Result<u64, StoreError> {
+        delegate!(self, l => l.stream_token_entries(add).await)
+    }
+
+    /// A page of stored rows matching `filter`, in id order after its cursor.
+    pub async fn token_page(&self, filter: &TokenFilter<'_>) -> Result<Vec<TokenRow>, StoreError> {
+        delegate!(self, l => l.token_page(filter).await)
+    }
+
+    /// How many stored tokens match `filter` (cursor and limit aside).
+    pub async fn count_tokens(&self, filter: &TokenFilter<'_>) -> Result<u64, StoreError> {
+        delegate!(self, l => l.count_tokens(filter).await)
+    }
+
+    /// The stored rows of these tokens, in id order.
+    pub async fn tokens_by_id(&self, ids: &[uuid::Uuid]) -> Result<Vec<TokenRow>, StoreError> {
+        delegate!(self, l => l.tokens_by_id(ids).await)
     }
 
     /// A page of audit rows.

@@ -97,6 +97,83 @@ pub(crate) const TOKEN_COLUMNS: &str = "id, name, hash, environment, scopes, cre
 
 pub(crate) const ADDRESS_COLUMNS: &str = "token_id, ip, first_seen, last_seen, uses";
 
+/// What the start-up load reads of each `api_tokens` row: the compact entry's columns.
+pub(crate) const ENTRY_COLUMNS: &str = "id, hash, environment, scopes, created_at, expires_at, revoked_at, rotated_from, rotated_to, last_used_at, stream_version, position";
+
+/// An argument of a generated token filter, bound in order.
+pub(crate) enum Arg {
+    Id(Uuid),
+    Int(i64),
+    Small(i32),
+    Text(String),
+}
+
+/// ` WHERE ...` for a token filter (empty when nothing is filtered), with its arguments.
+/// Every condition is written the same on both dialects. The status is the status at the
+/// filter's `now`, as `TokenRow::status_at` decides it; a scope is matched as a whole word of
+/// the space-separated `scopes` column, case-sensitively (a `LIKE` would ignore case on
+/// SQLite); a name prefix is compared by characters, case-sensitively.
+pub(crate) fn token_filter(
+    f: &super::TokenFilter<'_>,
+    cursor: bool,
+    params: Params,
+) -> (String, Vec<Arg>) {
+    use tokenledger_projections::TokenStatus;
+    let mut conds: Vec<String> = Vec::new();
+    let mut args = Vec::new();
+    let mut sql = String::new();
+    let next = |arg: Arg, args: &mut Vec<Arg>| -> String {
+        args.push(arg);
+        let mut p = String::new();
+        params.push(&mut p, args.len());
+        p
+    };
+    if let (true, Some(after)) = (cursor, f.after) {
+        conds.push(format!("id > {}", next(Arg::Id(after), &mut args)));
+    }
+    if let Some(status) = f.status {
+        let now = f.now.as_micros();
+        conds.push(match status {
+            TokenStatus::Revoked => "revoked_at IS NOT NULL".to_owned(),
+            TokenStatus::Expired => format!(
+                "revoked_at IS NULL AND expires_at <= {}",
+                next(Arg::Int(now), &mut args)
+            ),
+            TokenStatus::RotatedInGrace => format!(
+                "revoked_at IS NULL AND expires_at > {} AND rotated_to IS NOT NULL",
+                next(Arg::Int(now), &mut args)
+            ),
+            TokenStatus::Active => format!(
+                "revoked_at IS NULL AND expires_at > {} AND rotated_to IS NULL",
+                next(Arg::Int(now), &mut args)
+            ),
+        });
+    }
+    if let Some(scope) = f.scope {
+        let word = next(Arg::Text(format!(" {} ", scope.as_str())), &mut args);
+        conds.push(format!(
+            "replace(' ' || scopes || ' ', {word}, '') <> ' ' || scopes || ' '"
+        ));
+    }
+    if let Some(environment) = f.environment {
+        conds.push(format!(
+            "environment = {}",
+            next(Arg::Text(environment.as_str().to_owned()), &mut args)
+        ));
+    }
+    if let Some(prefix) = f.name_prefix {
+        let chars = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+        let n = next(Arg::Small(chars), &mut args);
+        let p = next(Arg::Text(prefix.to_owned()), &mut args);
+        conds.push(format!("substr(name, 1, {n}) = {p}"));
+    }
+    if !conds.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conds.join(" AND "));
+    }
+    (sql, args)
+}
+
 /// What the append lock's holder knows of the streams a group touches: each stream's version
 /// (0 for a stream with no events) and each token stream's row (`None`: no row, e.g. a stream
 /// whose `TokenCreated` was never appended).
@@ -572,6 +649,45 @@ macro_rules! sql_event_log {
                         .map_err(StoreError::db)
                 }
 
+                pub(crate) async fn token_count(&self) -> Result<u64, StoreError> {
+                    count_tokens(&mut *self.reader().await?, &$crate::store::TokenFilter::default())
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn stream_token_entries(
+                    &self,
+                    add: &mut dyn FnMut($crate::token_entry::TokenEntry),
+                ) -> Result<u64, StoreError> {
+                    stream_token_entries(&mut *self.reader().await?, add)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn token_page(
+                    &self,
+                    filter: &$crate::store::TokenFilter<'_>,
+                ) -> Result<Vec<TokenRow>, StoreError> {
+                    token_page(&mut *self.reader().await?, filter)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn count_tokens(
+                    &self,
+                    filter: &$crate::store::TokenFilter<'_>,
+                ) -> Result<u64, StoreError> {
+                    count_tokens(&mut *self.reader().await?, filter)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn tokens_by_id(&self, ids: &[Uuid]) -> Result<Vec<TokenRow>, StoreError> {
+                    tokens_by_id(&mut *self.reader().await?, ids)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
                 pub(crate) async fn audit(
                     &self,
                     filter: &AuditFilter,
@@ -837,6 +953,116 @@ macro_rules! sql_event_log {
                 .iter()
                 .map(token_from_row)
                 .collect()
+        }
+
+        fn entry_from_row(
+            row: &$row,
+            add: &mut dyn FnMut($crate::token_entry::TokenEntry),
+        ) -> Result<(), sqlx::Error> {
+            let hash: Option<&[u8]> = row.try_get(1)?;
+            let environment: &str = row.try_get(2)?;
+            let micros = |i: usize| -> Result<Option<Timestamp>, sqlx::Error> {
+                Ok(row.try_get::<Option<i64>, _>(i)?.map(Timestamp::from_micros))
+            };
+            let fields = $crate::token_entry::EntryFields {
+                id: row.try_get(0)?,
+                hash: hash
+                    .map(|h| TokenHash::from_slice(h).ok_or_else(|| decode_err("token hash is not 32 bytes")))
+                    .transpose()?,
+                environment: match environment {
+                    "live" => Environment::Live,
+                    "test" => Environment::Test,
+                    other => return Err(decode_err(format!("unknown environment {other:?}"))),
+                },
+                scopes: row.try_get(3)?,
+                created_at: Timestamp::from_micros(row.try_get(4)?),
+                expires_at: Timestamp::from_micros(row.try_get(5)?),
+                revoked_at: micros(6)?,
+                rotated_from: row.try_get(7)?,
+                rotated_to: row.try_get(8)?,
+                last_used_at: micros(9)?,
+                version: from_sql(row.try_get(10)?, "stream_version")?,
+                position: from_sql(row.try_get(11)?, "position")?,
+            };
+            add($crate::token_entry::TokenEntry::from_fields(&fields));
+            Ok(())
+        }
+
+        /// Every stored token as a compact entry, handed to `add` row by row as the rows
+        /// arrive: no row, and no list of rows, is kept.
+        pub(crate) async fn stream_token_entries(
+            conn: &mut $conn,
+            add: &mut dyn FnMut($crate::token_entry::TokenEntry),
+        ) -> Result<u64, sqlx::Error> {
+            use futures_util::TryStreamExt as _;
+            let sql = format!("SELECT {} FROM api_tokens", $crate::store::sql::ENTRY_COLUMNS);
+            let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
+            let mut read = 0;
+            while let Some(row) = rows.try_next().await? {
+                entry_from_row(&row, add)?;
+                read += 1;
+            }
+            Ok(read)
+        }
+
+        fn bind_filter<'q>(
+            mut q: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
+            args: Vec<$crate::store::sql::Arg>,
+        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+            use $crate::store::sql::Arg;
+            for arg in args {
+                q = match arg {
+                    Arg::Id(id) => q.bind(id),
+                    Arg::Int(v) => q.bind(v),
+                    Arg::Small(v) => q.bind(v),
+                    Arg::Text(t) => q.bind(t),
+                };
+            }
+            q
+        }
+
+        /// A page of stored token rows: those matching `filter` after its cursor, in id
+        /// order, at most `filter.limit`. Read along the primary key, so a page costs what it
+        /// scans, never a sort of the table.
+        pub(crate) async fn token_page(
+            conn: &mut $conn,
+            filter: &$crate::store::TokenFilter<'_>,
+        ) -> Result<Vec<TokenRow>, sqlx::Error> {
+            let (cond, args) = $crate::store::sql::token_filter(filter, true, PARAMS);
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens{cond} ORDER BY id LIMIT {}",
+                filter.limit
+            );
+            bind_filter(sqlx::query(AssertSqlSafe(sql)), args)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(token_from_row)
+                .collect()
+        }
+
+        /// How many stored tokens match `filter` (its cursor and limit aside).
+        pub(crate) async fn count_tokens(
+            conn: &mut $conn,
+            filter: &$crate::store::TokenFilter<'_>,
+        ) -> Result<u64, sqlx::Error> {
+            let (cond, args) = $crate::store::sql::token_filter(filter, false, PARAMS);
+            let sql = format!("SELECT COUNT(*) FROM api_tokens{cond}");
+            let n: i64 = bind_filter(sqlx::query(AssertSqlSafe(sql)), args)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get(0)?;
+            from_sql(n, "count")
+        }
+
+        /// The stored rows of these tokens, in id order; unknown ids are left out.
+        pub(crate) async fn tokens_by_id(
+            conn: &mut $conn,
+            ids: &[Uuid],
+        ) -> Result<Vec<TokenRow>, sqlx::Error> {
+            let mut rows: Vec<TokenRow> = load_tokens(conn, ids).await?.into_values().collect();
+            rows.sort_by_key(|r| r.id);
+            Ok(rows)
         }
 
         /// Write token rows, replacing any stored row of the same id.

@@ -501,7 +501,7 @@ async fn repeated_denials_are_coalesced_and_counted_exactly(db: TestDb) {
     assert_eq!(denials[0].details["reason"], "revoked");
     assert_eq!(denials[1].details["repeats"], SENT - 1);
     assert_eq!(denials[1].actor, "system:denial-window");
-    assert_eq!(app.token(token.row.id).denied_count, SENT);
+    assert_eq!(app.token(token.row.id).await.denied_count, SENT);
     eprintln!(
         "denials: after the window closed, {} events in all, summary count {}",
         app.head().await - before,
@@ -517,7 +517,7 @@ async fn repeated_denials_are_coalesced_and_counted_exactly(db: TestDb) {
     let trail = app.audit_of(Some(token.row.id)).await;
     let last = trail.last().expect("rows");
     assert_eq!(last.details["repeats"], 9, "{last:?}");
-    assert_eq!(app.token(token.row.id).denied_count, SENT + 10);
+    assert_eq!(app.token(token.row.id).await.denied_count, SENT + 10);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -171,9 +171,9 @@ async fn admin_round(
     // The service knows the plaintext as this token, active, with the scope ticked.
     let row = identify(app, &plaintext)?;
     ensure!(
-        row.id == id,
+        row.id() == id,
         "the plaintext is token {}, the table row is {id}",
-        row.id
+        row.id()
     );
     ensure!(
         row.status_at(app.now()) == TokenStatus::Active,
@@ -181,9 +181,9 @@ async fn admin_round(
         row.status_at(app.now())
     );
     ensure!(
-        row.scopes == ["console:exec"],
+        row.scope_names() == ["console:exec"],
         "the new token has scopes {:?}, expected the one ticked",
-        row.scopes
+        row.scope_names()
     );
 
     // Shown once: a fresh load of the page no longer has it anywhere.
@@ -293,9 +293,9 @@ async fn admin_round(
     );
     let listed = rows(client).await?.len();
     ensure!(
-        listed == 1 && app.ledger().tokens().len() == 1,
+        listed == 1 && app.ledger().tokens().await.expect("tokens").len() == 1,
         "a refused create changed the tokens: {listed} listed, {} known",
-        app.ledger().tokens().len()
+        app.ledger().tokens().await.expect("tokens").len()
     );
 
     // A phone-sized screen: the list is still there, and the page does not scroll sideways.
@@ -424,7 +424,10 @@ async fn expect_row_status(client: &Client, id: Uuid, expected: &str) -> anyhow:
 }
 
 /// The token the service's bearer check finds for `plaintext`.
-fn identify(app: &TestApp, plaintext: &str) -> anyhow::Result<tokenledger_projections::TokenRow> {
+fn identify(
+    app: &TestApp,
+    plaintext: &str,
+) -> anyhow::Result<tokenledger::token_entry::TokenEntry> {
     app.ledger()
         .identify(plaintext)
         .map_err(|refusal| anyhow!("the service does not know the shown token: {refusal:?}"))

@@ -294,7 +294,7 @@ async fn connections_and_client_addresses_still_work_across_requests() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     assert_eq!(svc.runs(), 3);
-    let row = svc.token(token.row.id);
+    let row = svc.token(token.row.id).await;
     assert_eq!(row.last_used_ip.as_deref(), Some("127.0.0.1"));
 }
 
@@ -451,7 +451,10 @@ async fn recorded_ip(hops: u8, forwarded: &[&str]) -> String {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    svc.token(token.row.id).last_used_ip.expect("recorded ip")
+    svc.token(token.row.id)
+        .await
+        .last_used_ip
+        .expect("recorded ip")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -510,8 +510,8 @@ impl TestApp {
     }
 
     /// A token's current row.
-    pub fn token(&self, id: Uuid) -> TokenRow {
-        self.ledger().token(id).expect("token")
+    pub async fn token(&self, id: Uuid) -> TokenRow {
+        self.ledger().token(id).await.expect("token")
     }
 
     /// The whole audit view, in log order, read a page at a time by cursor as a client would.

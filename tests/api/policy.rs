@@ -132,7 +132,7 @@ async fn every_route_refuses_what_its_access_column_refuses() {
     // no token changed.
     assert_eq!(app.runs(), 0, "no console command ran");
     assert_eq!(
-        app.token(target.row.id).use_count,
+        app.token(target.row.id).await.use_count,
         0,
         "no refused call was recorded as a use"
     );

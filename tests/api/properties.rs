@@ -18,6 +18,7 @@ use tokenledger::config::TokenSettings;
 use tokenledger::lifecycle::{DomainError, UseAttempt, UseDecision};
 use tokenledger::scope::Scope;
 use tokenledger::store::{AuditFilter, Store};
+use tokenledger::token_entry::TokenEntry;
 use tokenledger_events::{DenyReason, Environment, EventLog, Timestamp, TokenHash};
 use tokenledger_projections::{
     AddressUse, AddressUses, AuditAction, AuditRow, TokenRow, TokenStatus, TokenTable, audit_row,
@@ -305,7 +306,7 @@ impl Model {
                     }
                 };
                 let id = self.tokens[t].id;
-                let row = ledger.token(id).context("read the token")?;
+                let row = ledger.entry(id).context("the token is in the cache")?;
                 let attempt = UseAttempt {
                     required_any: required,
                     server_environment: if *wrong_env {
@@ -586,7 +587,7 @@ async fn run_case(backend: &Backend, ops: &[Op]) -> anyhow::Result<()> {
         denial_window: Duration::ZERO,
         ..TokenSettings::default()
     };
-    let services = Services::open(&url, settings, Arc::new(clock.clone()))
+    let services = Services::open(&url, settings.clone(), Arc::new(clock.clone()))
         .await
         .context("open services")?;
     let ledger = services.ledger();
@@ -624,6 +625,26 @@ async fn run_case(backend: &Backend, ops: &[Op]) -> anyhow::Result<()> {
     let actions: Vec<(AuditAction, Uuid)> =
         live.audit.iter().map(|r| (r.action, r.token_id)).collect();
     same_rows("audit actions against the model", &actions, &model.actions)?;
+
+    // The cache's compact entries, folded live and streamed by a fresh start, are the
+    // entries of the stored rows: the entry folds as the row does.
+    let restarted = Services::open(&url, settings.clone(), Arc::new(clock.clone()))
+        .await
+        .context("open a second node")?;
+    for row in &live.tokens {
+        let stored = TokenEntry::of(row);
+        ensure!(
+            ledger.entry(row.id).as_ref() == Some(&stored),
+            "the live cache's entry of {} differs from its stored row's: {:?} vs {stored:?}",
+            row.id,
+            ledger.entry(row.id)
+        );
+        ensure!(
+            restarted.ledger().entry(row.id).as_ref() == Some(&stored),
+            "the entry streamed at start-up for {} differs from its stored row's",
+            row.id
+        );
+    }
 
     // An independent fold of the whole log.
     let (folded_tokens, folded_audit, folded_addresses) = fold_log(&store, head).await?;

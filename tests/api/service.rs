@@ -68,7 +68,7 @@ async fn the_guides_scope_check_refuses_logs_read_and_admits_console_exec(db: Te
         "Missing required scope: console:exec or admin"
     );
     assert_eq!(svc.runs(), 0);
-    let denied = svc.token(token.row.id);
+    let denied = svc.token(token.row.id).await;
     assert_eq!((denied.use_count, denied.denied_count), (0, 1));
 
     // console:exec alone runs every command the guide names...
@@ -96,7 +96,7 @@ async fn the_guides_scope_check_refuses_logs_read_and_admits_console_exec(db: Te
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(error_of(&body), "Missing required scope: admin");
     assert_eq!(svc.runs(), 1);
-    let row = svc.token(exec.row.id);
+    let row = svc.token(exec.row.id).await;
     assert_eq!((row.use_count, row.denied_count), (1, 2));
     let (status, body) = svc.console(Some(exec.token.expose()), "ping").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -114,7 +114,7 @@ async fn a_working_token_is_refused_once_revoked(db: TestDb) {
     assert!(body["result"]["head_position"].as_u64().expect("head") >= 2);
     assert_eq!(svc.runs(), 1);
 
-    let row = svc.token(token.row.id);
+    let row = svc.token(token.row.id).await;
     assert_eq!(row.use_count, 1);
     assert_eq!(row.last_used_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(row.last_used_path.as_deref(), Some("/api/admin/console"));
@@ -444,7 +444,7 @@ async fn the_verify_api_answers_every_code_and_records_the_use(db: TestDb) {
         body["expires_at"],
         json!(target.row.expires_at.to_rfc3339())
     );
-    let row = svc.token(target.row.id);
+    let row = svc.token(target.row.id).await;
     assert_eq!(row.last_used_ip.as_deref(), Some("203.0.113.7"));
     assert_eq!(row.last_used_path.as_deref(), Some("/registry/pull"));
 
@@ -469,9 +469,9 @@ async fn the_verify_api_answers_every_code_and_records_the_use(db: TestDb) {
     let (_, body) = verify(short.token.expose().into(), json!([])).await;
     assert_eq!(body["code"], "EXPIRED", "{body}");
 
-    let denied = svc.token(target.row.id);
+    let denied = svc.token(target.row.id).await;
     assert_eq!((denied.use_count, denied.denied_count), (1, 1));
-    let caller_row = svc.token(caller.row.id);
+    let caller_row = svc.token(caller.row.id).await;
     assert_eq!(
         caller_row.use_count, 7,
         "every verify call is a recorded use of the caller"
@@ -536,7 +536,7 @@ async fn the_client_ip_comes_from_the_socket_unless_the_proxy_is_trusted(db: Tes
             .await;
         assert_eq!(status, StatusCode::OK);
         assert!(answer_headers.contains_key("x-request-id"));
-        let row = svc.token(token.row.id);
+        let row = svc.token(token.row.id).await;
         assert_eq!(
             row.last_used_ip.as_deref(),
             Some(expected),
@@ -670,7 +670,7 @@ async fn a_use_decided_before_a_revocation_is_recorded_as_denied(db: TestDb) {
     let svc = start(&db, console_on()).await;
     let token = svc.create("raced", &["console:exec"], None).await;
     // The view a request took just before another writer revoked the token.
-    let stale = svc.token(token.row.id);
+    let stale = svc.ledger().entry(token.row.id).expect("cached");
     svc.revoke(token.row.id).await;
     let attempt = tokenledger::lifecycle::UseAttempt {
         required_any: vec![Scope::ConsoleExec],

@@ -8,7 +8,14 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
+use std::sync::Arc;
+
+use tokenledger::app::{STATUSES, Services, TokenCursor, TokenQuery};
+use tokenledger::config::TokenSettings;
+use tokenledger::scope::Scope;
 use tokenledger::session::DevKey;
+use tokenledger::token_entry::TokenEntry;
+use tokenledger_events::Environment;
 use tokenledger_projections::TokenStatus;
 use uuid::Uuid;
 
@@ -100,9 +107,9 @@ async fn a_mixed_table(app: &TestApp) {
 }
 
 /// Counts by status at the service's now, from its own rows.
-fn expected_counts(app: &TestApp) -> BTreeMap<&'static str, u64> {
+async fn expected_counts(app: &TestApp) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
-    for row in app.ledger().tokens() {
+    for row in app.ledger().tokens().await.expect("tokens") {
         *counts.entry(row.status_at(app.now()).as_str()).or_insert(0) += 1;
     }
     counts
@@ -115,9 +122,16 @@ fn expected_counts(app: &TestApp) -> BTreeMap<&'static str, u64> {
 async fn every_token_appears_once_by_cursor_through_the_api_and_the_cli(db: TestDb) {
     let (app, session) = app_with_admin(&db).await;
     a_mixed_table(&app).await;
-    let all: BTreeSet<Uuid> = app.ledger().tokens().iter().map(|r| r.id).collect();
+    let all: BTreeSet<Uuid> = app
+        .ledger()
+        .tokens()
+        .await
+        .expect("tokens")
+        .iter()
+        .map(|r| r.id)
+        .collect();
     assert_eq!(all.len(), 132);
-    let counts = expected_counts(&app);
+    let counts = expected_counts(&app).await;
     for status in ["active", "rotated_in_grace", "expired", "revoked"] {
         assert!(counts.get(status).copied().unwrap_or(0) > 0, "{counts:?}");
     }
@@ -203,7 +217,7 @@ async fn every_token_appears_once_by_cursor_through_the_api_and_the_cli(db: Test
     );
 
     // Filters, alone and together; each page holds only what matches, and the total says how many.
-    let rows = app.ledger().tokens();
+    let rows = app.ledger().tokens().await.expect("tokens");
     let now = app.now();
     let matching = |f: &dyn Fn(&tokenledger_projections::TokenRow) -> bool| {
         rows.iter().filter(|r| f(r)).count() as u64
@@ -614,7 +628,124 @@ async fn the_monitoring_list_is_paged_by_cursor(db: TestDb) {
     );
 }
 
+/// Every filter alone and several together, read a page of seven at a time: each page's rows
+/// come from the stored table in id order, and together they are exactly the stored rows that
+/// match, with the total and the counts by status the stored rows give.
+async fn each_filter_pages_through_exactly_the_stored_rows_that_match(db: TestDb) {
+    let app = spawn_app_with(&db, |c| c.switches = console_on()).await;
+    a_mixed_table(&app).await;
+    let rows = app.ledger().tokens().await.expect("tokens");
+    let now = app.now();
+    let counts = expected_counts(&app).await;
+    let queries: Vec<TokenQuery> = {
+        let mut q = Vec::new();
+        for status in STATUSES {
+            q.push(TokenQuery {
+                status: Some(status),
+                ..TokenQuery::default()
+            });
+        }
+        for scope in Scope::ALL {
+            q.push(TokenQuery {
+                scope: Some(scope),
+                ..TokenQuery::default()
+            });
+        }
+        for environment in [Environment::Live, Environment::Test] {
+            q.push(TokenQuery {
+                environment: Some(environment),
+                ..TokenQuery::default()
+            });
+        }
+        for prefix in ["alpha-", "beta-01", "", "zeta", "ALPHA"] {
+            q.push(TokenQuery {
+                name_prefix: Some(prefix.to_owned()),
+                ..TokenQuery::default()
+            });
+        }
+        q.push(TokenQuery {
+            status: Some(TokenStatus::Active),
+            scope: Some(Scope::Admin),
+            environment: Some(Environment::Test),
+            name_prefix: Some("beta-".into()),
+            ..TokenQuery::default()
+        });
+        q.push(TokenQuery::default());
+        q
+    };
+    for query in queries {
+        let expected: Vec<Uuid> = {
+            let mut ids: Vec<Uuid> = rows
+                .iter()
+                .filter(|r| {
+                    query.status.is_none_or(|s| r.status_at(now) == s)
+                        && query.scope.is_none_or(|s| s.held_by(&r.scopes))
+                        && query.environment.is_none_or(|e| r.environment == e)
+                        && query
+                            .name_prefix
+                            .as_deref()
+                            .is_none_or(|p| r.name.starts_with(p))
+                })
+                .map(|r| r.id)
+                .collect();
+            ids.sort();
+            ids
+        };
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = app
+                .queries()
+                .tokens(&TokenQuery {
+                    after,
+                    limit: Some(7),
+                    ..query.clone()
+                })
+                .await
+                .expect("a page");
+            assert_eq!(page.total, expected.len() as u64, "{query:?}");
+            for status in STATUSES {
+                assert_eq!(page.counts.of(status), counts[status.as_str()], "{query:?}");
+            }
+            assert!(page.tokens.len() <= 7);
+            seen.extend(page.tokens.iter().map(|t| t.id));
+            match page.next {
+                Some(next) => after = Some(TokenCursor::parse(&next).expect("our cursor")),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "{query:?}");
+    }
+}
+
+/// A node started on a table folded elsewhere streams it into the same compact entries the
+/// writing node folded live, and both equal the entries of the stored rows.
+async fn a_restart_streams_the_same_entries_the_live_cache_folded(db: TestDb) {
+    let app = spawn_app_with(&db, |c| c.switches = console_on()).await;
+    a_mixed_table(&app).await;
+    let restarted = Services::open(
+        &db.url(),
+        TokenSettings::default(),
+        Arc::new(app.clock.clone()),
+    )
+    .await
+    .expect("a second node");
+    let rows = app.ledger().tokens().await.expect("tokens");
+    assert_eq!(rows.len(), 132);
+    for row in &rows {
+        let stored = TokenEntry::of(row);
+        assert_eq!(app.ledger().entry(row.id).as_ref(), Some(&stored), "live");
+        assert_eq!(
+            restarted.ledger().entry(row.id).as_ref(),
+            Some(&stored),
+            "streamed at start-up"
+        );
+    }
+}
+
 crate::on_both_backends!(
+    each_filter_pages_through_exactly_the_stored_rows_that_match,
+    a_restart_streams_the_same_entries_the_live_cache_folded,
     every_token_appears_once_by_cursor_through_the_api_and_the_cli,
     the_page_shows_counts_and_pages_of_fifty_with_a_next_link,
     the_monitoring_list_is_paged_by_cursor,

@@ -59,7 +59,10 @@ async fn list_page(
     shown: Option<Shown<'_>>,
     notice: Option<String>,
 ) -> Response {
-    let tokens = state.queries.tokens(query);
+    let tokens = match state.queries.tokens(query).await {
+        Ok(tokens) => tokens,
+        Err(e) => return refusal(e.into()),
+    };
     let ids: Vec<_> = tokens.tokens.iter().map(|t| t.id).collect();
     let flags = match state.queries.flags_of(&ids, StaleParams::default()).await {
         Ok(flags) => flags,
@@ -253,8 +256,8 @@ async fn confirm_revoke(
     AdminSession(session): AdminSession,
     TokenId(id): TokenId,
 ) -> Result<Response, ApiError> {
-    let row = state.ledger.token(id)?;
-    let chain = state.ledger.chain_still_valid(row.id);
+    let row = state.ledger.token(id).await?;
+    let chain = state.ledger.chain_still_valid(row.id).await?;
     let body = views::confirm_revoke(&row, &chain);
     Ok(page(
         StatusCode::OK,
@@ -309,7 +312,7 @@ async fn confirm_rotate(
     AdminSession(session): AdminSession,
     TokenId(id): TokenId,
 ) -> Result<Response, ApiError> {
-    let row = state.ledger.token(id)?;
+    let row = state.ledger.token(id).await?;
     Ok(page(
         StatusCode::OK,
         layout("Rotate token", Some(&session), views::confirm_rotate(&row)),
