@@ -1180,11 +1180,19 @@ macro_rules! sql_event_log {
                 after = last;
                 report(after);
             }
+            // Written a few thousand rows per trip: one batch of every row would hold all
+            // their arguments in memory at once.
             let rows: Vec<&TokenRow> = tokens.values().collect();
-            let mut b = Batch::new();
-            push_tokens(&mut b, &rows)?;
-            push_addresses(&mut b, &addresses.into_vec())?;
-            b.execute(conn).await?;
+            for chunk in rows.chunks(PAGE) {
+                let mut b = Batch::new();
+                push_tokens(&mut b, chunk)?;
+                b.execute(&mut *conn).await?;
+            }
+            for chunk in addresses.into_vec().chunks(PAGE) {
+                let mut b = Batch::new();
+                push_addresses(&mut b, chunk)?;
+                b.execute(&mut *conn).await?;
+            }
             Ok((head.position, tokens.len()))
         }
 
