@@ -21,6 +21,9 @@
 //! - [`log`]: the [`EventLog`] trait, the append planning every backend shares, and
 //!   [`MemoryLog`] for pure tests.
 //! - [`verify`]: full and head-only verification of any [`EventLog`] against its recorded head.
+//! - [`merkle`]: the RFC 6962 tree over the canonical bytes, kept as stored hashes in Go's
+//!   sumdb `tlog` layout: roots and inclusion and consistency proofs for any size, and their
+//!   RFC 9162 checks. Uses only `primitives`.
 //!
 //! Older paths stay: `chain` re-exports the chain values (`chain::Hash`, `chain::field_commitment`),
 //! `envelope` re-exports `Timestamp` and `StreamId`, and `log` re-exports `Head`.
@@ -29,6 +32,7 @@ pub mod chain;
 pub mod codec;
 pub mod envelope;
 pub mod log;
+pub mod merkle;
 pub mod primitives;
 pub mod verify;
 pub mod vocabulary;
@@ -39,6 +43,7 @@ pub use envelope::{Opening, StoredEvent};
 pub use log::{
     AppendError, EventLog, ExpectedVersion, LogError, MemoryLog, NewEvent, StreamAppend,
 };
+pub use merkle::{HashReader, MerkleError, RightEdge, StoredHashes, TreeError};
 pub use primitives::{Commitment, Hash, Head, LogId, StreamId, Timestamp};
 pub use verify::{
     Progress, VerifyError, VerifyReport, verify_chain, verify_chain_with, verify_head,
