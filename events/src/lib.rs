@@ -24,6 +24,9 @@
 //! - [`merkle`]: the RFC 6962 tree over the canonical bytes, kept as stored hashes in Go's
 //!   sumdb `tlog` layout: roots and inclusion and consistency proofs for any size, and their
 //!   RFC 9162 checks. Uses only `primitives`.
+//! - [`note`]: C2SP signed notes with Ed25519: `NoteSigner` (redacted `Debug`), `VerifierKey`
+//!   (the `name+id+key` vkey), signing, and verification that ignores unknown keys. Imports
+//!   nothing from this crate.
 //!
 //! Older paths stay: `chain` re-exports the chain values (`chain::Hash`, `chain::field_commitment`),
 //! `envelope` re-exports `Timestamp` and `StreamId`, and `log` re-exports `Head`.
@@ -33,6 +36,7 @@ pub mod codec;
 pub mod envelope;
 pub mod log;
 pub mod merkle;
+pub mod note;
 pub mod primitives;
 pub mod verify;
 pub mod vocabulary;
@@ -44,6 +48,7 @@ pub use log::{
     AppendError, EventLog, ExpectedVersion, LogError, MemoryLog, NewEvent, StreamAppend,
 };
 pub use merkle::{HashReader, MerkleError, RightEdge, StoredHashes, TreeError};
+pub use note::{KeyError, Note, NoteError, NoteSigner, VerifierKey};
 pub use primitives::{Commitment, Hash, Head, LogId, StreamId, Timestamp};
 pub use verify::{
     Progress, VerifyError, VerifyReport, verify_chain, verify_chain_with, verify_head,
