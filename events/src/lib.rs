@@ -27,11 +27,15 @@
 //! - [`note`]: C2SP signed notes with Ed25519: `NoteSigner` (redacted `Debug`), `VerifierKey`
 //!   (the `name+id+key` vkey), signing, and verification that ignores unknown keys. Imports
 //!   nothing from this crate.
+//! - [`checkpoint`]: C2SP tlog checkpoints (`<origin>\n<size>\n<base64 root>\n`, no extension
+//!   lines), strictly parsed, signed by the origin's key as a note ([`SignedCheckpoint`]), and
+//!   checked against inclusion and consistency proofs.
 //!
 //! Older paths stay: `chain` re-exports the chain values (`chain::Hash`, `chain::field_commitment`),
 //! `envelope` re-exports `Timestamp` and `StreamId`, and `log` re-exports `Head`.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod codec;
 pub mod envelope;
 pub mod log;
@@ -42,6 +46,7 @@ pub mod verify;
 pub mod vocabulary;
 
 pub use chain::{ChainError, ChainVerifier};
+pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 pub use codec::CodecError;
 pub use envelope::{Opening, StoredEvent};
 pub use log::{
