@@ -21,24 +21,39 @@
 //! - [`log`]: the [`EventLog`] trait, the append planning every backend shares, and
 //!   [`MemoryLog`] for pure tests.
 //! - [`verify`]: full and head-only verification of any [`EventLog`] against its recorded head.
+//! - [`merkle`]: the RFC 6962 tree over the canonical bytes, kept as stored hashes in Go's
+//!   sumdb `tlog` layout: roots and inclusion and consistency proofs for any size, and their
+//!   RFC 9162 checks. Uses only `primitives`.
+//! - [`note`]: C2SP signed notes with Ed25519: `NoteSigner` (redacted `Debug`), `VerifierKey`
+//!   (the `name+id+key` vkey), signing, and verification that ignores unknown keys. Imports
+//!   nothing from this crate.
+//! - [`checkpoint`]: C2SP tlog checkpoints (`<origin>\n<size>\n<base64 root>\n`, no extension
+//!   lines), strictly parsed, signed by the origin's key as a note ([`SignedCheckpoint`]), and
+//!   checked against inclusion and consistency proofs.
 //!
 //! Older paths stay: `chain` re-exports the chain values (`chain::Hash`, `chain::field_commitment`),
 //! `envelope` re-exports `Timestamp` and `StreamId`, and `log` re-exports `Head`.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod codec;
 pub mod envelope;
 pub mod log;
+pub mod merkle;
+pub mod note;
 pub mod primitives;
 pub mod verify;
 pub mod vocabulary;
 
 pub use chain::{ChainError, ChainVerifier};
+pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 pub use codec::CodecError;
 pub use envelope::{Opening, StoredEvent};
 pub use log::{
     AppendError, EventLog, ExpectedVersion, LogError, MemoryLog, NewEvent, StreamAppend,
 };
+pub use merkle::{HashReader, MerkleError, RightEdge, StoredHashes, TreeError};
+pub use note::{KeyError, Note, NoteError, NoteSigner, VerifierKey};
 pub use primitives::{Commitment, Hash, Head, LogId, StreamId, Timestamp};
 pub use verify::{
     Progress, VerifyError, VerifyReport, verify_chain, verify_chain_with, verify_head,
