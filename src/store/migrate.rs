@@ -29,12 +29,14 @@ pub(crate) const SQLITE: &[MigrationFile] = &[
     migration!("sqlite", 2, "0002_projections"),
     migration!("sqlite", 3, "0003_audit_use_addresses"),
     migration!("sqlite", 4, "0004_compact_audit"),
+    migration!("sqlite", 5, "0005_tree_hashes"),
 ];
 pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 1, "0001_event_log"),
     migration!("postgres", 2, "0002_projections"),
     migration!("postgres", 3, "0003_audit_use_addresses"),
     migration!("postgres", 4, "0004_compact_audit"),
+    migration!("postgres", 5, "0005_tree_hashes"),
 ];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {

@@ -16,6 +16,7 @@ mod tests;
 
 use std::time::Duration;
 
+use tokenledger_events::merkle;
 use tokenledger_events::{
     AppendError, ChainError, EventLog, Head, LogError, LogId, StoredEvent, StreamAppend, StreamId,
     Timestamp, TokenHash,
@@ -47,6 +48,8 @@ pub enum StoreError {
     Log(#[from] LogError),
     #[error("the event log does not verify: {0}")]
     Chain(#[from] ChainError),
+    #[error("the Merkle tree: {0}")]
+    Tree(String),
 }
 
 impl From<tokenledger_events::VerifyError> for StoreError {
@@ -59,6 +62,12 @@ impl From<tokenledger_events::VerifyError> for StoreError {
 }
 
 impl StoreError {
+    /// A tree question that cannot be answered: a size or index out of range, or a stored
+    /// hash missing.
+    pub(crate) fn tree(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Tree(e.to_string())
+    }
+
     pub(crate) fn db(e: sqlx::Error) -> StoreError {
         StoreError::Db(e.to_string())
     }
@@ -351,6 +360,46 @@ impl Store {
     /// Each projection's checkpoint (the last position folded in).
     pub async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
         delegate!(self, l => l.checkpoints().await)
+    }
+
+    /// The stored Merkle tree hashes at `indexes` (those present).
+    pub async fn tree_hashes(
+        &self,
+        indexes: &[u64],
+    ) -> Result<std::collections::HashMap<u64, tokenledger_events::Hash>, StoreError> {
+        delegate!(self, l => l.tree_hashes(indexes).await)
+    }
+
+    /// The root of the Merkle tree of the first `size` events, from stored hashes only.
+    pub async fn tree_root(&self, size: u64) -> Result<tokenledger_events::Hash, StoreError> {
+        let indexes = merkle::tree_root_indexes(size).map_err(StoreError::tree)?;
+        let hashes = self.tree_hashes(&indexes).await?;
+        merkle::tree_root(size, &hashes).map_err(StoreError::tree)
+    }
+
+    /// The inclusion proof of the event at `position` in the tree of the first `size` events.
+    pub async fn inclusion_proof(
+        &self,
+        position: u64,
+        size: u64,
+    ) -> Result<Vec<tokenledger_events::Hash>, StoreError> {
+        let index = position.checked_sub(1).ok_or_else(|| {
+            StoreError::Db("positions start at 1; there is no position 0 to prove".into())
+        })?;
+        let indexes = merkle::inclusion_proof_indexes(index, size).map_err(StoreError::tree)?;
+        let hashes = self.tree_hashes(&indexes).await?;
+        merkle::inclusion_proof(index, size, &hashes).map_err(StoreError::tree)
+    }
+
+    /// The proof that the tree of `new` events extends the tree of `old` events.
+    pub async fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<tokenledger_events::Hash>, StoreError> {
+        let indexes = merkle::consistency_proof_indexes(old, new).map_err(StoreError::tree)?;
+        let hashes = self.tree_hashes(&indexes).await?;
+        merkle::consistency_proof(old, new, &hashes).map_err(StoreError::tree)
     }
 
     /// Every (token, address) row of `token_addresses`, in token then address order.

@@ -68,6 +68,17 @@ impl PgDb {
             .fetch_one(&mut *conn)
             .await
             .map_err(StoreError::not_migrated)?;
+        // A log written before the tree was kept gets its tree hashes now, under the lock.
+        let mut tx = conn.begin().await.map_err(StoreError::db)?;
+        lock_head(&mut tx).await.map_err(StoreError::db)?;
+        let filled = fill_tree(&mut tx).await.map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)?;
+        if filled > 0 {
+            tracing::info!(
+                leaves = filled,
+                "stored the Merkle tree of events written before it was kept"
+            );
+        }
         let head = read_head(&mut conn).await.map_err(StoreError::db)?;
         drop(conn);
         let log_id = LogId(log_id);
@@ -190,7 +201,7 @@ async fn lock_head(conn: &mut PgConnection) -> Result<Head, sqlx::Error> {
 /// lock it always answers 1.
 ///
 /// Parameters: events `$1..$10`, openings `$11..$14`, token rows `$15..$35`, address uses
-/// `$36..$40`, new head `$41, $42`, old head position `$43`. (The foreign key of openings is checked at the end of the statement, after the events
+/// `$36..$40`, tree hashes `$41, $42`, new head `$43, $44`, old head position `$45`. (The foreign key of openings is checked at the end of the statement, after the events
 /// CTE; the dense-positions trigger sees the rows in position order.)
 static WRITE_PLAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let updates = TOKEN_COLUMNS
@@ -202,7 +213,7 @@ static WRITE_PLAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let moved = "EXISTS (SELECT 1 FROM h)";
     format!(
         "WITH h AS (\
-           UPDATE log_head SET position = $41, hash = $42 WHERE position = $43 RETURNING 1), \
+           UPDATE log_head SET position = $43, hash = $44 WHERE position = $45 RETURNING 1), \
          ev AS (\
            INSERT INTO events ({EVENT_COLUMNS}) \
            SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::bigint[], \
@@ -220,6 +231,9 @@ static WRITE_PLAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
              $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[]) \
            WHERE {moved} \
            ON CONFLICT (id) DO UPDATE SET {updates}), \
+         th AS (\
+           INSERT INTO tree_hashes (idx, hash) \
+           SELECT * FROM UNNEST($41::bigint[], $42::bytea[]) WHERE {moved}), \
          ad AS (\
            INSERT INTO token_addresses ({ADDRESS_COLUMNS}) \
            SELECT * FROM UNNEST($36::uuid[], $37::text[], $38::bigint[], $39::bigint[], \
@@ -290,6 +304,8 @@ async fn write_plan_at_once(conn: &mut PgConnection, plan: &Plan) -> Result<bool
         .bind(col(addresses, |a| a.first_seen.as_micros()))
         .bind(col(addresses, |a| a.last_seen.as_micros()))
         .bind(col(addresses, |a| to_sql(a.uses)))
+        .bind(col(&plan.tree, |(i, _)| to_sql(*i)))
+        .bind(col(&plan.tree, |(_, h)| &h.0[..]))
         .bind(to_sql(plan.head.position))
         .bind(&plan.head.hash.0[..])
         .bind(to_sql(plan.start.position))
@@ -362,6 +378,14 @@ async fn transaction(
     let mut tx = conn.begin().await.map_err(unavailable)?;
     let head = lock_head(&mut tx).await.map_err(unavailable)?;
     cache.validate(head);
+    if cache.edge.as_ref().map(|e| e.size()) != Some(head.position) {
+        cache.edge = Some(
+            load_edge(&mut tx, head.position)
+                .await
+                .map_err(unavailable)?,
+        );
+    }
+    let edge = cache.edge.clone().unwrap_or_default();
     let mut stored = HashMap::new();
     let mut knows_stored = with_stored;
     load_state(
@@ -377,6 +401,7 @@ async fn transaction(
         batches,
         &stored,
         &cache.state,
+        &edge,
     );
     if !knows_stored && plan.refused_any() {
         // A refused batch may be a retry of a stored one; nothing is written yet.
@@ -389,6 +414,7 @@ async fn transaction(
             batches,
             &stored,
             &cache.state,
+            &edge,
         );
     }
     // The log_head_notify trigger tells the other nodes.

@@ -19,7 +19,8 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use tokenledger_events::log::{Sealer, batch_event_ids, check_open, classify_retry, closes};
-use tokenledger_events::{AppendError, Head, StoredEvent, StreamAppend, StreamId};
+use tokenledger_events::merkle::{RightEdge, leaf_hash};
+use tokenledger_events::{AppendError, Hash, Head, StoredEvent, StreamAppend, StreamId};
 use tokenledger_projections::{AddressUse, AddressUses, TokenRow};
 use uuid::Uuid;
 
@@ -216,6 +217,8 @@ impl StreamState {
 #[derive(Debug, Default)]
 pub(crate) struct WriterCache {
     at: Option<Head>,
+    /// The tree's right edge at `at`: a group's tree hashes are computed from it with no read.
+    pub edge: Option<RightEdge>,
     pub state: StreamState,
 }
 
@@ -234,6 +237,7 @@ impl WriterCache {
 
     pub(crate) fn forget(&mut self) {
         self.at = None;
+        self.edge = None;
         self.state.versions.clear();
         self.state.tokens.clear();
     }
@@ -241,6 +245,7 @@ impl WriterCache {
     /// After the plan's COMMIT: the state is the plan's, at its head.
     pub(crate) fn committed(&mut self, plan: &Plan) {
         self.at = Some(plan.head);
+        self.edge = Some(plan.edge.clone());
         self.state.versions.extend(plan.versions.iter().cloned());
         for row in &plan.tokens {
             self.state.tokens.insert(row.id, Some(row.clone()));
@@ -255,6 +260,7 @@ impl WriterCache {
         batches: &[Vec<StreamAppend>],
     ) -> Option<Plan> {
         let head = self.at?;
+        let edge = self.edge.as_ref().filter(|e| e.size() == head.position)?;
         let (streams, ids) = self.state.missing(batches);
         if !streams.is_empty() || !ids.is_empty() {
             return None;
@@ -264,6 +270,7 @@ impl WriterCache {
             batches,
             &HashMap::new(),
             &self.state,
+            edge,
         );
         (!plan.refused_any() && plan.head != plan.start).then_some(plan)
     }
@@ -289,6 +296,10 @@ pub(crate) struct Plan {
     pub tokens: Vec<TokenRow>,
     /// Per (token, address), the uses the new events add: upserted onto `token_addresses`.
     pub addresses: Vec<AddressUse>,
+    /// The tree hashes the new events make final, by stored-hash index.
+    pub tree: Vec<(u64, Hash)>,
+    /// The tree's right edge after the group.
+    pub edge: RightEdge,
     /// The version of every stream the group appended to, after the group.
     versions: Vec<(StreamId, u64)>,
     /// Where each new event is in `events`, by id.
@@ -350,12 +361,14 @@ impl Plan {
 /// (append, retry or refusal) in order, seal the appended events, fold them into the token rows
 /// and the address uses. `stored` holds the event ids of the group already in the
 /// log (may be empty: a retry then shows up as a refusal or as a unique violation at insert,
-/// and the caller plans again with them); `state` must know every stream of the group.
+/// and the caller plans again with them); `state` must know every stream of the group, and
+/// `edge` is the tree's right edge at the sealer's head.
 pub(crate) fn plan_group(
     sealer: &mut Sealer,
     batches: &[Vec<StreamAppend>],
     stored: &HashMap<Uuid, u64>,
     state: &StreamState,
+    edge: &RightEdge,
 ) -> Plan {
     let start = sealer.head();
     let mut versions: HashMap<&StreamId, u64> = HashMap::new();
@@ -376,6 +389,8 @@ pub(crate) fn plan_group(
         events: Vec::new(),
         tokens: Vec::new(),
         addresses: Vec::new(),
+        tree: Vec::new(),
+        edge: edge.clone(),
         versions: Vec::new(),
         sealed: HashMap::new(),
         start,
@@ -424,12 +439,29 @@ pub(crate) fn plan_group(
                         }
                     }
                 }
+                let mut grown = plan.edge.clone();
+                let mut tree = Vec::new();
+                if refusal.is_none() {
+                    for e in &plan.events[first..] {
+                        match grown.append(&leaf_hash(&e.bytes)) {
+                            Ok(s) => tree.extend((s.first_index..).zip(s.hashes)),
+                            Err(e) => {
+                                refusal = Some(AppendError::Invalid(format!(
+                                    "the tree cannot grow: {e}"
+                                )));
+                                break;
+                            }
+                        }
+                    }
+                }
                 if let Some(e) = refusal {
                     sealer.reset(before);
                     plan.events.truncate(first);
                     plan.outcomes.push(Outcome::Refused(e));
                     continue;
                 }
+                plan.edge = grown;
+                plan.tree.extend(tree);
                 for (s, v) in moved {
                     versions.insert(s, v);
                     touched.insert(s);
@@ -716,6 +748,15 @@ macro_rules! sql_event_log {
 
                 pub(crate) async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
                     checkpoints(&mut *self.reader().await?)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn tree_hashes(
+                    &self,
+                    indexes: &[u64],
+                ) -> Result<HashMap<u64, Hash>, StoreError> {
+                    read_tree_hashes(&mut *self.reader().await?, indexes)
                         .await
                         .map_err(StoreError::db)
                 }
@@ -1144,6 +1185,112 @@ macro_rules! sql_event_log {
                 ));
             }
             Ok(())
+        }
+
+        /// Insert tree hashes by stored-hash index.
+        pub(crate) fn push_tree(b: &mut Batch, hashes: &[(u64, Hash)]) -> Result<(), sqlx::Error> {
+            for chunk in hashes.chunks(CHUNK) {
+                b.statement("INSERT INTO tree_hashes (idx, hash) VALUES ");
+                b.values(chunk.len(), 2);
+                for (index, hash) in chunk {
+                    b.bind(to_sql(*index))?;
+                    b.bind(&hash.0[..])?;
+                }
+            }
+            Ok(())
+        }
+
+        /// The stored tree hashes at `indexes` (those present; a missing one is the caller's
+        /// [`tokenledger_events::merkle::TreeError`] to report).
+        pub(crate) async fn read_tree_hashes(
+            conn: &mut $conn,
+            indexes: &[u64],
+        ) -> Result<HashMap<u64, Hash>, sqlx::Error> {
+            let mut found = HashMap::with_capacity(indexes.len());
+            for chunk in indexes.chunks(CHUNK) {
+                let sql = format!(
+                    "SELECT idx, hash FROM tree_hashes WHERE idx IN ({})",
+                    in_list(chunk.len())
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for index in chunk {
+                    q = q.bind(to_sql(*index));
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    let hash: Vec<u8> = row.try_get("hash")?;
+                    found.insert(
+                        from_sql(row.try_get("idx")?, "idx")?,
+                        Hash::from_slice(&hash).ok_or_else(|| decode_err("tree hash is not 32 bytes"))?,
+                    );
+                }
+            }
+            Ok(found)
+        }
+
+        /// The tree's right edge at `size` leaves, from its stored hashes.
+        pub(crate) async fn load_edge(
+            conn: &mut $conn,
+            size: u64,
+        ) -> Result<tokenledger_events::merkle::RightEdge, sqlx::Error> {
+            let indexes = tokenledger_events::merkle::tree_root_indexes(size).map_err(decode_err)?;
+            let hashes = read_tree_hashes(&mut *conn, &indexes).await?;
+            tokenledger_events::merkle::RightEdge::load(size, &hashes).map_err(decode_err)
+        }
+
+        /// How many leaves the stored tree holds, at most `head`: a log written before the tree
+        /// was kept holds fewer until [`fill_tree`] runs. Leaves are stored in order, so this is
+        /// a binary search over "leaf n - 1 is stored".
+        pub(crate) async fn tree_size(conn: &mut $conn, head: u64) -> Result<u64, sqlx::Error> {
+            async fn has_leaf(conn: &mut $conn, n: u64) -> Result<bool, sqlx::Error> {
+                let Some(index) = tokenledger_events::merkle::stored_hash_index(0, n - 1) else {
+                    return Ok(false);
+                };
+                let found: Option<i64> = sqlx::query_scalar("SELECT idx FROM tree_hashes WHERE idx = $1")
+                    .bind(to_sql(index))
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok(found.is_some())
+            }
+            if head == 0 || has_leaf(&mut *conn, head).await? {
+                return Ok(head);
+            }
+            // Invariant: leaf `lo` is stored (or lo = 0), leaf `hi` is not.
+            let (mut lo, mut hi) = (0, head);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if has_leaf(&mut *conn, mid).await? {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            Ok(lo)
+        }
+
+        /// Store the tree hashes of every event the stored tree lacks, inside the caller's
+        /// transaction, which holds the append lock. Returns how many leaves were added.
+        pub(crate) async fn fill_tree(conn: &mut $conn) -> Result<u64, sqlx::Error> {
+            const PAGE: usize = 10 * CHUNK;
+            let head = read_head(&mut *conn).await?.position;
+            let size = tree_size(&mut *conn, head).await?;
+            let mut edge = load_edge(&mut *conn, size).await?;
+            let mut after = size;
+            while after < head {
+                let events = read_from(&mut *conn, after, PAGE).await?;
+                let Some(last) = events.last().map(|e| e.position) else { break };
+                let mut hashes = Vec::new();
+                for e in events.iter().take_while(|e| e.position <= head) {
+                    let stored = edge
+                        .append(&tokenledger_events::merkle::leaf_hash(&e.bytes))
+                        .map_err(decode_err)?;
+                    hashes.extend((stored.first_index..).zip(stored.hashes));
+                }
+                let mut b = Batch::new();
+                push_tree(&mut b, &hashes)?;
+                b.execute(&mut *conn).await?;
+                after = last;
+            }
+            Ok(head - size)
         }
 
         /// Rebuild the projections (`api_tokens`, `token_addresses`) from position 0 inside the

@@ -80,6 +80,19 @@ impl SqliteDb {
                 .map_err(|_| StoreError::Db("log_head.log_id is not 16 bytes".into()))?,
         );
         let head = read_head(&mut conn).await.map_err(StoreError::db)?;
+        // A log written before the tree was kept gets its tree hashes now, under the lock.
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::db)?;
+        let filled = fill_tree(&mut tx).await.map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)?;
+        if filled > 0 {
+            tracing::info!(
+                leaves = filled,
+                "stored the Merkle tree of events written before it was kept"
+            );
+        }
         drop(conn);
         let read = SqlitePoolOptions::new()
             .max_connections(4)
@@ -299,6 +312,10 @@ async fn in_transaction(
 ) -> Result<Option<(Vec<AppendResult>, Head)>, sqlx::Error> {
     let head = head_from_row(head_row)?;
     cache.validate(head);
+    if cache.edge.as_ref().map(|e| e.size()) != Some(head.position) {
+        cache.edge = Some(load_edge(conn, head.position).await?);
+    }
+    let edge = cache.edge.clone().unwrap_or_default();
     let mut stored = HashMap::new();
     let mut knows_stored = with_stored;
     load_state(
@@ -313,6 +330,7 @@ async fn in_transaction(
         batches,
         &stored,
         &cache.state,
+        &edge,
     );
     if !knows_stored && plan.refused_any() {
         // A refused batch may be a retry of a stored one; nothing is written yet.
@@ -323,6 +341,7 @@ async fn in_transaction(
             batches,
             &stored,
             &cache.state,
+            &edge,
         );
     }
     let results = answer(conn, &plan, &stored).await?;
@@ -391,13 +410,14 @@ fn push_head(b: &mut Batch, head: Head) -> Result<(), sqlx::Error> {
 }
 
 /// Add a plan's writes to `b`, one statement per table it touches: events and
-/// openings, token rows, address uses, head. Tables
+/// openings, tree hashes, token rows, address uses, head. Tables
 /// it does not touch cost nothing; a plan that appends nothing writes nothing.
 fn append_plan(b: &mut Batch, plan: &Plan) -> Result<(), sqlx::Error> {
     if plan.head == plan.start {
         return Ok(());
     }
     push_events(b, &plan.events)?;
+    push_tree(b, &plan.tree)?;
     let rows: Vec<&TokenRow> = plan.tokens.iter().collect();
     push_tokens(b, &rows)?;
     push_addresses(b, &plan.addresses)?;

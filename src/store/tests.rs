@@ -250,6 +250,69 @@ async fn address_uses_written_by_two_writers_equal_a_rebuild(db: Scratch) {
     assert_eq!(a.addresses().await.expect("addresses"), live);
 }
 
+async fn the_stored_tree_matches_the_events_and_proves_them(db: Scratch) {
+    use tokenledger_events::merkle;
+    let (a, b) = db.nodes().await;
+    for n in 0..5 {
+        let id = Uuid::now_v7();
+        let s = StreamId::for_token(id);
+        let writer = if n % 2 == 0 { &a } else { &b };
+        append(
+            writer,
+            one(&s, ExpectedVersion::NoStream, vec![created(id), used()]),
+        )
+        .await;
+        append(
+            writer,
+            one(&s, ExpectedVersion::Any, vec![used(), used(), used()]),
+        )
+        .await;
+    }
+    let events = a.read_from(0, 1000).await.expect("events");
+    let head = events.len() as u64;
+    assert_eq!(head, 25);
+    // The roots of every size, computed from the event bytes alone.
+    let mut edge = merkle::RightEdge::new();
+    let mut roots = vec![merkle::EMPTY_ROOT];
+    for e in &events {
+        edge.append(&merkle::leaf_hash(&e.bytes)).expect("append");
+        roots.push(edge.root());
+    }
+    for size in 1..=head {
+        assert_eq!(
+            a.tree_root(size).await.expect("root"),
+            roots[size as usize],
+            "size {size}"
+        );
+    }
+    for (i, e) in events.iter().enumerate() {
+        let proof = a.inclusion_proof(e.position, head).await.expect("proof");
+        merkle::verify_inclusion(
+            &merkle::leaf_hash(&e.bytes),
+            i as u64,
+            head,
+            &roots[head as usize],
+            &proof,
+        )
+        .expect("inclusion verifies");
+    }
+    for old in 1..head {
+        let proof = a.consistency_proof(old, head).await.expect("consistency");
+        merkle::verify_consistency(
+            old,
+            &roots[old as usize],
+            head,
+            &roots[head as usize],
+            &proof,
+        )
+        .expect("consistency verifies");
+    }
+    assert!(
+        a.tree_root(head + 1).await.is_err(),
+        "no root past the head"
+    );
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -278,4 +341,5 @@ on_both!(
     a_retry_is_answered_with_the_stored_events,
     a_revocation_by_another_writer_closes_the_stream,
     address_uses_written_by_two_writers_equal_a_rebuild,
+    the_stored_tree_matches_the_events_and_proves_them,
 );

@@ -89,6 +89,20 @@ async fn a_database_of_the_old_event_format_opens_verifies_and_serves() {
         "{}",
         stdout(&out)
     );
+    // The tree of the old events was filled in at start-up, and the new ones were added to it.
+    let store = tokenledger::store::Store::open(&db.url())
+        .await
+        .expect("open");
+    let events = tokenledger_events::EventLog::read_from(&store, 0, 100)
+        .await
+        .expect("events");
+    let mut edge = tokenledger_events::merkle::RightEdge::new();
+    for e in &events {
+        edge.append(&tokenledger_events::merkle::leaf_hash(&e.bytes))
+            .expect("append");
+    }
+    assert_eq!(store.tree_root(16).await.expect("root"), edge.root());
+    drop(store);
     let mut conn = sqlx::SqliteConnection::connect(&url)
         .await
         .expect("connect");
