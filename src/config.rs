@@ -297,6 +297,50 @@ pub struct ServeConfig {
     /// `AUTH_FAILURES_PER_MINUTE`: failed authentications one client IP may make per minute
     /// (as a burst, refilling evenly) before it is answered 429; 0 turns the limit off.
     pub auth_failures_per_minute: u32,
+    /// The log's signing keys and how often checkpoints are signed.
+    pub signing: SigningConfig,
+}
+
+/// Where the log's signing keys are, the name they sign for, and how often.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SigningConfig {
+    /// The file holding the log's signing keys (0600); by default beside the SQLite file, or
+    /// tokenledger-<log id>.signing-key in the working directory for PostgreSQL.
+    #[arg(
+        long = "signing-key-file",
+        env = "LOG_SIGNING_KEY_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub key_file: Option<std::path::PathBuf>,
+    /// The log's name in its checkpoints, a schema-less URL like tokens.example.com/log; by
+    /// default derived from the log id.
+    #[arg(long = "log-origin", env = "LOG_ORIGIN", value_name = "ORIGIN",
+          value_parser = crate::signing::parse_origin, global = true)]
+    pub origin: Option<String>,
+    /// Sign a checkpoint every N events, every duration, or both (whichever comes first).
+    #[arg(long = "checkpoint-every", env = "CHECKPOINT_EVERY", value_name = "N|D|N,D",
+          default_value = "10000,60s", value_parser = crate::app::checkpoints::parse_checkpoint_every,
+          global = true)]
+    pub every: crate::app::checkpoints::CheckpointEvery,
+}
+
+impl SigningConfig {
+    /// The origin of the log with id `log_id`.
+    pub fn origin(&self, log_id: tokenledger_events::LogId) -> String {
+        self.origin
+            .clone()
+            .unwrap_or_else(|| crate::signing::default_origin(log_id))
+    }
+
+    /// The key file for the log `log_id` at `url`.
+    pub fn key_path(
+        &self,
+        url: &DatabaseUrl,
+        log_id: tokenledger_events::LogId,
+    ) -> std::path::PathBuf {
+        crate::signing::key_path(url, self.key_file.as_deref(), log_id)
+    }
 }
 
 /// The default `AUTH_FAILURES_PER_MINUTE`.
@@ -359,6 +403,7 @@ impl ServeConfig {
             production: false,
             limits: Limits::default(),
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
+            signing: SigningConfig::default(),
         }
     }
 }

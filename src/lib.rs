@@ -17,6 +17,8 @@
 //!   cache), [`app::Queries`] (the reads both edges share) and [`app::Application`] (with
 //!   the connection loop that bounds how long and how many clients are served).
 //! - [`session`]: Clerk session verification, the JWKS cache and the development key.
+//! - [`signing`]: the log's Ed25519 signing keys (key file, origin); `app::checkpoints` signs
+//!   and stores checkpoints of the Merkle tree with them.
 //! - [`lifecycle`]: pure decisions; [`monitoring`]: the guide's monitoring list (pure).
 //! - [`store`]: every byte written to a database: the SQLite and PostgreSQL logs, the
 //!   group-commit writer, migrations.
@@ -39,6 +41,7 @@ pub mod monitoring;
 pub mod scope;
 pub mod server;
 pub mod session;
+pub mod signing;
 pub mod store;
 pub mod text;
 pub mod token;

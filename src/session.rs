@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 use tokenledger_events::Timestamp;
 
 pub use dev::DevKey;
+pub(crate) use dev::write_private;
 
 use crate::store::DatabaseUrl;
 
@@ -568,6 +569,16 @@ fn rsa_decoding_key(key: &RsaPublicKey) -> DecodingKey {
 
 /// Where the development key lives for a database (see [`DevKey::path_for`]).
 fn dev_key_path(url: &DatabaseUrl) -> PathBuf {
+    beside_database(
+        url,
+        ".dev-session-key.pem",
+        "tokenledger-dev-session-key.pem",
+    )
+}
+
+/// A file kept beside the database: `<PATH><suffix>` beside a SQLite file, `postgres_name`
+/// in the working directory for PostgreSQL (which has no file to sit beside).
+pub(crate) fn beside_database(url: &DatabaseUrl, suffix: &str, postgres_name: &str) -> PathBuf {
     use std::str::FromStr as _;
     match url {
         DatabaseUrl::Sqlite(raw) => {
@@ -579,9 +590,9 @@ fn dev_key_path(url: &DatabaseUrl) -> PathBuf {
                     PathBuf::from(path.split('?').next().unwrap_or(path))
                 });
             let mut name = db.into_os_string();
-            name.push(".dev-session-key.pem");
+            name.push(suffix);
             PathBuf::from(name)
         }
-        DatabaseUrl::Postgres(_) => PathBuf::from("tokenledger-dev-session-key.pem"),
+        DatabaseUrl::Postgres(_) => PathBuf::from(postgres_name),
     }
 }

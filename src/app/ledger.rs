@@ -179,6 +179,11 @@ impl Ledger {
         &self.settings
     }
 
+    /// The clock every decision reads.
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }

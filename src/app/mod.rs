@@ -6,6 +6,7 @@
 //! module never imports the HTTP edge: the composition root (`crate::server`) hands it the
 //! router.
 
+pub mod checkpoints;
 mod denials;
 mod ledger;
 mod listen;
@@ -36,9 +37,11 @@ pub use tokens::{
 };
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{DatabaseUrl, Limits, ServeConfig, Switches, TokenSettings};
+use crate::config::{DatabaseUrl, Limits, ServeConfig, SigningConfig, Switches, TokenSettings};
 use crate::session::{DevKey, SessionVerifier};
+use crate::signing::SigningKeys;
 use crate::store::{self, Database, Store, StoreError};
+use checkpoints::{Checkpointer, checkpoint_signer};
 use token_cache::TokenCache;
 
 /// Counters of what this node did.
@@ -99,6 +102,9 @@ pub struct Services {
     pub(crate) production: bool,
     /// `REQUEST_TIMEOUT`: the longest a request may take, reading its body included.
     pub(crate) request_timeout: Duration,
+    /// Signs checkpoints with the log's keys; `None` where no key was loaded (most CLI
+    /// commands).
+    pub(crate) checkpointer: Option<Arc<Checkpointer>>,
 }
 
 impl Services {
@@ -139,7 +145,39 @@ impl Services {
             auth_failures_per_minute: 0,
             production: false,
             request_timeout: Limits::default().request_timeout,
+            checkpointer: None,
         })
+    }
+
+    /// Load the log's signing keys (made first where `create` allows) and sign with them.
+    pub fn with_signing_keys(
+        &mut self,
+        url: &DatabaseUrl,
+        signing: &SigningConfig,
+        create: bool,
+    ) -> Result<&Arc<Checkpointer>, crate::signing::KeyFileError> {
+        use tokenledger_events::EventLog as _;
+        let origin = signing.origin(self.store.log_id());
+        let path = signing.key_path(url, self.store.log_id());
+        let keys = if create {
+            SigningKeys::load_or_init(&path, &origin)?
+        } else {
+            SigningKeys::require(&path, &origin)?
+        };
+        let clock = self.ledger.clock().clone();
+        Ok(self
+            .checkpointer
+            .insert(Arc::new(Checkpointer::new(self.store.clone(), keys, clock))))
+    }
+
+    /// The log itself.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The checkpointer, when keys were loaded.
+    pub fn checkpointer(&self) -> Option<&Arc<Checkpointer>> {
+        self.checkpointer.as_ref()
     }
 
     /// Every token change goes through here.
@@ -172,6 +210,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("admin sign-in: {0}")]
     Sessions(String),
+    #[error("log signing key: {0}")]
+    Signing(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -214,8 +254,26 @@ impl Application {
         services.auth_failures_per_minute = config.auth_failures_per_minute;
         services.production = config.production;
         services.request_timeout = config.limits.request_timeout;
+        // Production signs with a key made on purpose (`tokenledger keys init`); development
+        // makes one beside the database.
+        let checkpointer = services
+            .with_signing_keys(&config.database_url, &config.signing, !config.production)
+            .map_err(|e| {
+                StartError::Signing(if config.production {
+                    format!("{e}; APP_ENV=production needs LOG_SIGNING_KEY_FILE to name a key made with `tokenledger keys init`")
+                } else {
+                    e.to_string()
+                })
+            })?
+            .clone();
+        tracing::info!(
+            origin = checkpointer.keys().origin(),
+            keys = ?checkpointer.keys().verifier_keys().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "checkpoints are signed by"
+        );
         let mut workers = JoinSet::new();
         workers.spawn(services.cache.tail(&services.store));
+        workers.spawn(checkpoint_signer(&checkpointer, config.signing.every));
         workers.spawn(denial_flusher(&services.ledger));
         let listener = TcpListener::bind(config.bind_addr)
             .await
@@ -274,6 +332,12 @@ impl Application {
             Ok(0) => {}
             Ok(n) => tracing::info!(summaries = n, "open denial windows recorded"),
             Err(e) => tracing::error!(error = %e, "open denial windows could not be recorded"),
+        }
+        // The last checkpoint covers everything this node appended.
+        if let Some(c) = &services.checkpointer
+            && let Err(e) = c.sign_head().await
+        {
+            tracing::error!(error = %e, "no checkpoint signed at shutdown");
         }
         served
     }

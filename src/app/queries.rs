@@ -235,6 +235,17 @@ impl Queries {
         }
     }
 
+    /// Signed checkpoints, newest first, at most `limit`.
+    pub async fn checkpoints(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::store::StoredCheckpoint>, QueryError> {
+        self.store
+            .signed_checkpoints(limit)
+            .await
+            .map_err(unavailable("Checkpoints"))
+    }
+
     pub fn backend(&self) -> &'static str {
         self.store.backend()
     }

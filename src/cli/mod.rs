@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod audit;
+mod keys;
 pub mod output;
 mod progress;
 mod token;
@@ -20,9 +21,9 @@ use uuid::Uuid;
 use crate::app::{self, Application, LedgerError, QueryError, Services};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
-    DEFAULT_DATABASE_URL, DatabaseUrl, Limits, ServeConfig, Switches, TokenArgs, TokenSettings,
-    parse_bind_addr, parse_database_url, parse_max_connections, parse_trust_proxy_hops, switch,
-    timeout, trust_proxy_removed,
+    DEFAULT_DATABASE_URL, DatabaseUrl, Limits, ServeConfig, SigningConfig, Switches, TokenArgs,
+    TokenSettings, parse_bind_addr, parse_database_url, parse_max_connections,
+    parse_trust_proxy_hops, switch, timeout, trust_proxy_removed,
 };
 use crate::session::{ClerkArgs, DevKey};
 use crate::store::StoreError;
@@ -47,6 +48,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub tokens: TokenArgs,
+
+    #[command(flatten)]
+    pub signing: SigningConfig,
 
     /// What to do; with none, `serve`.
     #[command(subcommand)]
@@ -178,6 +182,20 @@ pub enum Command {
     /// Print the route policy: every route, whether it accepts API tokens, and with which
     /// scopes.
     Routes,
+    /// The log's signing keys: make one, show the verifier keys to publish, or rotate.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// List the signed checkpoints of the log's Merkle tree, newest first.
+    Checkpoints {
+        /// How many to list.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Sign the tree at the head first (needs the signing key).
+        #[arg(long)]
+        sign: bool,
+    },
     /// Maintain the projections built from the log.
     Projections {
         #[command(subcommand)]
@@ -297,6 +315,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     max_connections: args.max_connections,
                 },
                 auth_failures_per_minute: args.auth_failures_per_minute,
+                signing: cli.signing.clone(),
             })
             .await
             .map_err(Failure)
@@ -305,6 +324,17 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Verify { quiet } => verify(&cli.database_url, quiet).await.map_err(Failure),
         Command::Token { command } => match open(&cli.database_url, settings).await {
             Ok(services) => token::run(&services, command).await,
+            Err(e) => Err(e),
+        },
+        Command::Keys { command } => match open(&cli.database_url, settings).await {
+            Ok(services) => keys::run_keys(&services, &cli.database_url, &cli.signing, command),
+            Err(e) => Err(e),
+        },
+        Command::Checkpoints { limit, sign } => match open(&cli.database_url, settings).await {
+            Ok(mut services) => {
+                keys::run_checkpoints(&mut services, &cli.database_url, &cli.signing, limit, sign)
+                    .await
+            }
             Err(e) => Err(e),
         },
         Command::Audit(args) => match open(&cli.database_url, settings).await {

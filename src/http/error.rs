@@ -19,6 +19,9 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub enum ApiError {
     #[error("Not found")]
     NotFound,
+    /// Nothing to answer with yet at a path that exists.
+    #[error("{0}")]
+    NothingYet(&'static str),
     #[error("Method not allowed on this path; see `tokenledger routes`")]
     MethodNotAllowed,
     /// Bad input; the text says what was wrong and what is accepted, never echoing secrets.
@@ -78,7 +81,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError as E;
         match self {
-            E::NotFound | E::UnknownToken(_) => StatusCode::NOT_FOUND,
+            E::NotFound | E::NothingYet(_) | E::UnknownToken(_) => StatusCode::NOT_FOUND,
             E::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             E::BadRequest(_) | E::DuplicateAuthorization => StatusCode::BAD_REQUEST,
             E::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

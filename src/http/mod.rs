@@ -14,6 +14,7 @@
 
 mod admin_api;
 mod admin_page;
+mod checkpoint;
 pub mod console;
 pub mod error;
 pub mod extract;
@@ -48,6 +49,7 @@ pub fn router(services: &Services) -> Router {
     let state = AppState::new(services);
     Router::new()
         .merge(health::router())
+        .merge(checkpoint::router())
         .merge(console::router())
         .merge(verify::router())
         .merge(admin_api::router())

@@ -73,6 +73,7 @@ pub mod path {
     pub const READYZ: &str = "/readyz";
     pub const CONSOLE: &str = "/api/admin/console";
     pub const VERIFY: &str = "/v1/verify";
+    pub const CHECKPOINT: &str = "/v1/checkpoint";
     pub const PAGE_TOKENS: &str = "/admin/tokens";
     pub const PAGE_TOKEN: &str = "/admin/tokens/{id}";
     pub const PAGE_REVOKE: &str = "/admin/tokens/{id}/revoke";
@@ -123,6 +124,11 @@ pub static ROUTES: &[Route] = &[
         "GET",
         path::READYZ,
         "database reachable and projections caught up (503 otherwise)",
+    ),
+    public(
+        "GET",
+        path::CHECKPOINT,
+        "the latest signed checkpoint of the log's Merkle tree (a C2SP signed note, text/plain)",
     ),
     Route {
         methods: "POST",

@@ -219,6 +219,16 @@ macro_rules! delegate {
     };
 }
 
+/// A checkpoint the log signed: the tree's size and root, and the signed note's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: tokenledger_events::Hash,
+    /// The C2SP signed note: the checkpoint body, a blank line, the signatures.
+    pub note: String,
+    pub signed_at: Timestamp,
+}
+
 /// Which audit rows to read: a page of at most `limit` rows by position, after the cursor
 /// `after` and/or before `before`, oldest first unless `newest_first`.
 #[derive(Debug, Clone)]
@@ -360,6 +370,19 @@ impl Store {
     /// Each projection's checkpoint (the last position folded in).
     pub async fn checkpoints(&self) -> Result<Vec<(String, u64)>, StoreError> {
         delegate!(self, l => l.checkpoints().await)
+    }
+
+    /// Signed checkpoints, newest (largest) first.
+    pub async fn signed_checkpoints(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, StoreError> {
+        delegate!(self, l => l.signed_checkpoints(limit).await)
+    }
+
+    /// Store a signed checkpoint (a size already stored keeps the note it has).
+    pub async fn save_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError> {
+        delegate!(self, l => l.save_checkpoint(checkpoint).await)
     }
 
     /// The stored Merkle tree hashes at `indexes` (those present).

@@ -476,6 +476,16 @@ impl PgLog {
 
     projection_reads!();
 
+    pub(crate) async fn save_checkpoint(
+        &self,
+        c: &super::StoredCheckpoint,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.read.acquire().await.map_err(StoreError::db)?;
+        insert_checkpoint(&mut conn, c)
+            .await
+            .map_err(StoreError::db)
+    }
+
     pub(crate) async fn rebuild(
         &self,
         progress: &(dyn Fn(tokenledger_events::Progress) + Sync),

@@ -752,6 +752,33 @@ macro_rules! sql_event_log {
                         .map_err(StoreError::db)
                 }
 
+                /// Signed checkpoints, newest (largest) first.
+                pub(crate) async fn signed_checkpoints(
+                    &self,
+                    limit: usize,
+                ) -> Result<Vec<$crate::store::StoredCheckpoint>, StoreError> {
+                    let rows = sqlx::query(
+                        "SELECT size, root, note, signed_at FROM checkpoints ORDER BY size DESC LIMIT $1",
+                    )
+                    .bind(to_sql(limit as u64))
+                    .fetch_all(&mut *self.reader().await?)
+                    .await
+                    .map_err(StoreError::db)?;
+                    rows.iter()
+                        .map(|row| {
+                            let root: Vec<u8> = row.try_get("root")?;
+                            Ok($crate::store::StoredCheckpoint {
+                                size: from_sql(row.try_get("size")?, "size")?,
+                                root: Hash::from_slice(&root)
+                                    .ok_or_else(|| decode_err("checkpoint root is not 32 bytes"))?,
+                                note: row.try_get("note")?,
+                                signed_at: Timestamp::from_micros(row.try_get("signed_at")?),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()
+                        .map_err(StoreError::db)
+                }
+
                 pub(crate) async fn tree_hashes(
                     &self,
                     indexes: &[u64],
@@ -1185,6 +1212,24 @@ macro_rules! sql_event_log {
                 ));
             }
             Ok(())
+        }
+
+        /// Store a signed checkpoint; a size signed before (by another node) keeps its note.
+        pub(crate) async fn insert_checkpoint(
+            conn: &mut $conn,
+            c: &$crate::store::StoredCheckpoint,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "INSERT INTO checkpoints (size, root, note, signed_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (size) DO NOTHING",
+            )
+            .bind(to_sql(c.size))
+            .bind(&c.root.0[..])
+            .bind(c.note.as_str())
+            .bind(c.signed_at.as_micros())
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
         }
 
         /// Insert tree hashes by stored-hash index.

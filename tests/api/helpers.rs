@@ -359,6 +359,9 @@ macro_rules! on_both_backends {
     };
 }
 
+/// The origin every spawned service signs its checkpoints for.
+pub const TEST_ORIGIN: &str = "test.tokenledger.invalid/log";
+
 /// 2026-09-21T13:46:40Z: where every spawned service's clock starts.
 pub const START: i64 = 1_790_000_000_000_000;
 
@@ -387,6 +390,8 @@ pub struct TestApp {
     services: Services,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Holds the signing key file for as long as the service runs.
+    _keys: tempfile::TempDir,
 }
 
 /// A service on `db` with every default (switches off, no sign-in).
@@ -398,6 +403,13 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
     init_test_log();
     let mut config = ServeConfig::local(db.url());
+    // Each service signs with a key of its own: a PostgreSQL log has no file to keep one
+    // beside, and tests run side by side.
+    let keys = tempfile::tempdir().expect("key dir");
+    let key_file = keys.path().join("log.signing-key");
+    tokenledger::signing::SigningKeys::init(&key_file, TEST_ORIGIN).expect("signing key");
+    config.signing.key_file = Some(key_file);
+    config.signing.origin = Some(TEST_ORIGIN.to_owned());
     configure(&mut config);
     let clock = ManualClock::new(Timestamp::from_micros(START));
     let app = Application::build_with_clock(&config, Arc::new(clock.clone()))
@@ -420,6 +432,7 @@ pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig
         services,
         stop,
         served,
+        _keys: keys,
     }
 }
 
@@ -453,6 +466,13 @@ impl TestApp {
             .await
             .expect("the server task")
             .expect("the server stopped cleanly");
+    }
+
+    /// Signs checkpoints with this service's key.
+    pub fn checkpointer(&self) -> &std::sync::Arc<tokenledger::app::checkpoints::Checkpointer> {
+        self.services
+            .checkpointer()
+            .expect("a serving node has signing keys")
     }
 
     pub fn metrics(&self) -> &tokenledger::app::Metrics {

@@ -4,6 +4,7 @@
 mod abuse;
 mod admin;
 mod browser;
+mod checkpoints;
 mod cli;
 mod cli_database_url;
 mod decoders;
