@@ -313,6 +313,74 @@ async fn the_stored_tree_matches_the_events_and_proves_them(db: Scratch) {
     );
 }
 
+async fn audit_pages_filtered_by_action_count_and_list_the_same_rows(db: Scratch) {
+    use tokenledger_projections::AuditAction;
+    let (a, _) = db.nodes().await;
+    for n in 0..4 {
+        let id = Uuid::now_v7();
+        let s = StreamId::for_token(id);
+        append(
+            &a,
+            one(
+                &s,
+                ExpectedVersion::NoStream,
+                vec![created(id), used(), used()],
+            ),
+        )
+        .await;
+        if n % 2 == 0 {
+            append(&a, one(&s, ExpectedVersion::Any, vec![revoked()])).await;
+        }
+    }
+    let every = a
+        .audit(&AuditFilter::everything())
+        .await
+        .expect("audit")
+        .rows;
+    for action in AuditAction::ALL {
+        let page = a
+            .audit(&AuditFilter {
+                action: Some(action),
+                limit: 1000,
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("audit");
+        let expected: Vec<u64> = every
+            .iter()
+            .filter(|r| r.action == action)
+            .map(|r| r.position)
+            .collect();
+        assert_eq!(
+            page.rows.iter().map(|r| r.position).collect::<Vec<_>>(),
+            expected,
+            "{action:?}"
+        );
+        assert_eq!(page.total, expected.len() as u64, "{action:?} total");
+    }
+    // A page of uses from a position on.
+    let since = every[5].occurred_at;
+    let uses = a
+        .audit(&AuditFilter {
+            action: Some(AuditAction::Used),
+            since: Some(since),
+            limit: 2,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let expected: Vec<u64> = every
+        .iter()
+        .filter(|r| r.action == AuditAction::Used && r.occurred_at >= since)
+        .map(|r| r.position)
+        .collect();
+    assert_eq!(uses.total, expected.len() as u64);
+    assert_eq!(
+        uses.rows.iter().map(|r| r.position).collect::<Vec<_>>(),
+        expected[..2]
+    );
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -342,4 +410,5 @@ on_both!(
     a_revocation_by_another_writer_closes_the_stream,
     address_uses_written_by_two_writers_equal_a_rebuild,
     the_stored_tree_matches_the_events_and_proves_them,
+    audit_pages_filtered_by_action_count_and_list_the_same_rows,
 );
