@@ -887,6 +887,8 @@ pub enum Problem {
     Manifest(#[from] ManifestError),
     #[error("signature: {0}")]
     Signature(NoteError),
+    #[error("a signature line is repeated")]
+    RepeatedSignature,
     #[error("no trusted signature is by the key of the origin {0:?}")]
     NotSignedByOrigin(String),
     #[error("{0}")]
@@ -1192,6 +1194,16 @@ pub fn verify_bundle(files: Vec<BundleFile<'_>>, keys: &[VerifierKey]) -> Bundle
         }
     };
     report.range = Some((manifest.first, manifest.last));
+    // One signature line per key: a repeated line changes the file but not what is signed, and
+    // a bundle has one form.
+    let signatures = note.signatures();
+    if signatures
+        .iter()
+        .enumerate()
+        .any(|(i, s)| signatures[..i].contains(s))
+    {
+        report.fail(MANIFEST, None, None, Problem::RepeatedSignature);
+    }
     let mut manifest_signer = None;
     match note.verify(keys) {
         Ok(verified) => match verified.iter().find(|s| s.name == manifest.origin) {
@@ -1295,7 +1307,8 @@ pub fn verify_bundle(files: Vec<BundleFile<'_>>, keys: &[VerifierKey]) -> Bundle
 
     // The openings, against the commitments the events made.
     commitments.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    if let Some(mut file) = take(&mut files, OPENINGS) {
+    let listed = manifest.file(OPENINGS).is_some();
+    if let Some(mut file) = take(&mut files, OPENINGS).filter(|_| listed) {
         let digest = verify_openings(&mut report, &mut file, &commitments);
         check_digest(&mut report, &manifest, &digest);
     }
@@ -1422,11 +1435,11 @@ fn verify_events(
                 }
                 // Continue from the stated hash, so one altered event is one failure.
                 prev = hash.unwrap_or(computed);
-                if let Some(e) = edge.as_mut() {
-                    if let Err(error) = e.append(&merkle::leaf_hash(&bytes)) {
-                        fail(report, at, Problem::BadLeftEdge(e.size(), error));
-                        edge = None;
-                    }
+                if let Some(e) = edge.as_mut()
+                    && let Err(error) = e.append(&merkle::leaf_hash(&bytes))
+                {
+                    fail(report, at, Problem::BadLeftEdge(e.size(), error));
+                    edge = None;
                 }
                 check_columns(&line, &bytes, &mut uuid_buf, |problem| {
                     fail(report, at, problem)
@@ -1458,10 +1471,8 @@ fn verify_events(
             },
         );
     }
-    if let Some(edge) = edge {
-        if edge.root() != *root {
-            report.fail(EVENTS, None, None, Problem::RootMismatch);
-        }
+    if edge.is_some_and(|edge| edge.root() != *root) {
+        report.fail(EVENTS, None, None, Problem::RootMismatch);
     }
     lines.digest(EVENTS)
 }
