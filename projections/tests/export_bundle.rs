@@ -942,3 +942,82 @@ fn a_consistency_file_shows_a_newer_checkpoint_extends_an_older_one() {
         );
     }
 }
+
+/// Throughput of the writer and the verifier, in release:
+/// `cargo test --release -p tokenledger-projections --test export_bundle -- --ignored --nocapture`.
+#[test]
+#[ignore = "a timing run, for release builds"]
+fn writing_and_verifying_200k_events_is_fast_enough() {
+    const N: u64 = 200_000;
+    let stream = StreamId::for_token(OLD);
+    let mut sealer = Sealer::new(LOG, Head::GENESIS);
+    let mut events = Vec::with_capacity(N as usize);
+    for i in 0..N {
+        let append = StreamAppend {
+            stream_id: stream.clone(),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent {
+                event_id: Uuid::from_u128(u128::from(i) + 1),
+                recorded_at: Timestamp::from_micros(1_700_000_000_000_000 + i as i64),
+                actor: "token:01900000-0000-7000-8000-0000000000aa".to_owned(),
+                event: TokenEvent::Used(TokenUsed {
+                    ip: Some("203.0.113.7".to_owned()),
+                    method: "POST".to_owned(),
+                    path: "/v1/verify".to_owned(),
+                    command: Some("tokens.verify".to_owned()),
+                    user_agent: Some("ci-runner/2.3 (linux; x86_64)".to_owned()),
+                }),
+                openings: Vec::new(),
+            }],
+        };
+        events.extend(sealer.seal(&append, i).expect("seal"));
+    }
+    let started = std::time::Instant::now();
+    let start = ExportStart {
+        log_id: LOG,
+        first: 1,
+        last: N,
+        prev_hash: Hash::ZERO,
+        left_edge: RightEdge::new(),
+    };
+    let mut writer = EventsWriter::new(Vec::new(), start).expect("writer");
+    for event in &events {
+        writer.write_event(event).expect("write");
+    }
+    let (events_bytes, summary) = writer.finish().expect("finish");
+    let written = started.elapsed();
+    let checkpoint = SignedCheckpoint::sign(
+        Checkpoint::new(ORIGIN, N, summary.root).expect("checkpoint"),
+        &signer(),
+    )
+    .expect("sign");
+    let (checkpoint_bytes, checkpoint_digest) = checkpoint_file(&checkpoint);
+    let manifest = Manifest::new(
+        &summary,
+        &checkpoint,
+        Timestamp::from_micros(0),
+        None,
+        None,
+        vec![checkpoint_digest],
+    )
+    .expect("manifest")
+    .sign(&signer())
+    .expect("sign");
+    let started = std::time::Instant::now();
+    let report = verify_bundle(
+        vec![
+            BundleFile::new(MANIFEST, manifest.as_bytes()),
+            BundleFile::new(CHECKPOINT, checkpoint_bytes.as_slice()),
+            BundleFile::new(EVENTS, events_bytes.as_slice()),
+        ],
+        &keys(),
+    );
+    let verified = started.elapsed();
+    assert!(report.is_valid(), "{:#?}", problems(&report));
+    println!(
+        "{N} events, {} bytes: written in {written:?} ({:.0}/s), verified in {verified:?} ({:.0}/s)",
+        events_bytes.len(),
+        N as f64 / written.as_secs_f64(),
+        N as f64 / verified.as_secs_f64()
+    );
+}
