@@ -48,7 +48,7 @@ pub struct Decoded {
     pub event: TokenEvent,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error("event bytes are not a canonical event: {0}")]
     Malformed(String),

@@ -30,6 +30,11 @@
 //! - [`checkpoint`]: C2SP tlog checkpoints (`<origin>\n<size>\n<base64 root>\n`, no extension
 //!   lines), strictly parsed, signed by the origin's key as a note ([`SignedCheckpoint`]), and
 //!   checked against inclusion and consistency proofs.
+//! - [`export`]: signed export bundles (`tokenledger-export/v1`): streamed writers that hash
+//!   each file as it is written, the strict signed manifest, and the offline verifier that
+//!   reports every problem with its file and position.
+//! - [`proof`]: single-event inclusion proofs and consistency proofs between two signed
+//!   checkpoints, as self-contained JSON files, and their offline checks.
 //!
 //! Older paths stay: `chain` re-exports the chain values (`chain::Hash`, `chain::field_commitment`),
 //! `envelope` re-exports `Timestamp` and `StreamId`, and `log` re-exports `Head`.
@@ -38,10 +43,12 @@ pub mod chain;
 pub mod checkpoint;
 pub mod codec;
 pub mod envelope;
+pub mod export;
 pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod primitives;
+pub mod proof;
 pub mod verify;
 pub mod vocabulary;
 
@@ -49,12 +56,19 @@ pub use chain::{ChainError, ChainVerifier};
 pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 pub use codec::CodecError;
 pub use envelope::{Opening, StoredEvent};
+pub use export::{
+    BundleFile, BundleReport, EventsWriter, ExportError, ExportStart, Failure, FileDigest,
+    HashingWriter, Manifest, ManifestError, OpeningsWriter, verify_bundle,
+};
 pub use log::{
     AppendError, EventLog, ExpectedVersion, LogError, MemoryLog, NewEvent, StreamAppend,
 };
 pub use merkle::{HashReader, MerkleError, RightEdge, StoredHashes, TreeError};
 pub use note::{KeyError, Note, NoteError, NoteSigner, VerifierKey};
 pub use primitives::{Commitment, Hash, Head, LogId, StreamId, Timestamp};
+pub use proof::{
+    ProofError, ProvenConsistency, ProvenEvent, verify_consistency_file, verify_proof,
+};
 pub use verify::{
     Progress, VerifyError, VerifyReport, verify_chain, verify_chain_with, verify_head,
 };

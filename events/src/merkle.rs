@@ -262,6 +262,32 @@ impl RightEdge {
         Ok(RightEdge { size, subtrees })
     }
 
+    /// The edge of the tree of `size` leaves from its perfect subtree roots (largest first), as
+    /// an export's left edge carries them: one per set bit of `size`. Refuses any other count
+    /// or a size above [`MAX_TREE_SIZE`], since the peaks come from a file.
+    pub fn from_peaks(size: u64, peaks: Vec<Hash>) -> Result<RightEdge, MerkleError> {
+        if size > MAX_TREE_SIZE {
+            return Err(MerkleError::TooLarge { size });
+        }
+        let expected = size.count_ones() as usize;
+        if peaks.len() != expected {
+            return Err(MerkleError::WrongProofLength {
+                expected,
+                got: peaks.len(),
+            });
+        }
+        Ok(RightEdge {
+            size,
+            subtrees: peaks,
+        })
+    }
+
+    /// The roots of the perfect subtrees, largest first: with the size, all an offline verifier
+    /// needs to recompute the root of a larger tree from the leaves after this one.
+    pub fn peaks(&self) -> &[Hash] {
+        &self.subtrees
+    }
+
     /// How many leaves the tree has.
     pub fn size(&self) -> u64 {
         self.size
@@ -1118,6 +1144,34 @@ mod tests {
             assert_eq!(continued, stored, "from size {size}");
             assert_eq!(edge, full);
         }
+    }
+
+    #[test]
+    fn an_edge_rebuilt_from_its_peaks_continues_like_the_original() {
+        let leaves: Vec<Vec<u8>> = (0..40).map(|i| format!("event {i}").into_bytes()).collect();
+        let (_, full) = store(&leaves);
+        for size in 0..=30usize {
+            let (_, edge) = store(&leaves[..size]);
+            assert_eq!(edge.peaks().len(), size.count_ones() as usize);
+            let mut rebuilt =
+                RightEdge::from_peaks(size as u64, edge.peaks().to_vec()).expect("peaks");
+            assert_eq!(rebuilt, edge);
+            for leaf in &leaves[size..] {
+                rebuilt.append(&leaf_hash(leaf)).expect("append");
+            }
+            assert_eq!(rebuilt, full, "from size {size}");
+        }
+        assert_eq!(
+            RightEdge::from_peaks(3, vec![EMPTY_ROOT]),
+            Err(MerkleError::WrongProofLength {
+                expected: 2,
+                got: 1
+            })
+        );
+        assert!(matches!(
+            RightEdge::from_peaks(u64::MAX, Vec::new()),
+            Err(MerkleError::TooLarge { .. })
+        ));
     }
 
     #[test]

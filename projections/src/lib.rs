@@ -9,11 +9,18 @@
 //! - [`tokens`]: the token table (status at time t, scopes, expiry, last use, rotation links).
 //! - [`audit`]: one `audit_logs` row per event; never a hash, a commitment or a salt.
 //! - [`addresses`]: per token and client address, the first and last use and a count.
+//! - [`ocsf`]: one OCSF 1.8.0 record per event (Authentication, API Activity, Entity
+//!   Management), with the schema's required attributes as data; never a secret.
+//! - [`csv`]: audit rows as RFC 4180 CSV with a formula-injection guard and escaped controls.
 
 pub mod addresses;
 pub mod audit;
+pub mod csv;
+pub mod ocsf;
 pub mod tokens;
 
 pub use addresses::{AddressUse, AddressUses};
 pub use audit::{AuditAction, AuditRow, audit_row};
+pub use csv::{csv_header, csv_row, write_csv_header, write_csv_row};
+pub use ocsf::{OcsfOptions, missing_required, ocsf_record, write_ocsf_line};
 pub use tokens::{TokenRow, TokenStatus, TokenTable};
