@@ -8,6 +8,7 @@
 
 pub mod checkpoints;
 mod denials;
+pub mod export;
 mod ledger;
 mod listen;
 mod queries;

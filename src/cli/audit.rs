@@ -72,7 +72,7 @@ pub enum Since {
     Ago(Duration),
 }
 
-fn since_arg(raw: &str) -> Result<Since, String> {
+pub(super) fn since_arg(raw: &str) -> Result<Since, String> {
     if let Ok(d) = parse_duration(raw) {
         return Ok(Since::Ago(d));
     }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 mod audit;
+mod export;
 mod keys;
 pub mod output;
 mod progress;
@@ -196,6 +197,40 @@ pub enum Command {
         #[arg(long)]
         sign: bool,
     },
+    /// Write a signed bundle of the log (or a range of it) that an auditor verifies offline
+    /// with `verify-export` and the published verifier key.
+    Export(export::ExportArgs),
+    /// Check a bundle offline: every file's hash, the chain, the tree root against the
+    /// checkpoint, the signatures and any openings. Needs no database. Exits 1 on any failure.
+    VerifyExport {
+        /// The bundle directory.
+        dir: std::path::PathBuf,
+        /// A verifier key to trust (repeat for a rotation overlap).
+        #[arg(long = "key", value_name = "VKEY", required = true)]
+        keys: Vec<String>,
+    },
+    /// Write the proof that the event at POSITION is in the signed tree (about 2 KB).
+    Prove {
+        position: u64,
+        /// Write it here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Check a proof file (of one event, or of consistency) offline. Exits 1 when invalid.
+    VerifyProof {
+        file: std::path::PathBuf,
+        /// A verifier key to trust.
+        #[arg(long = "key", value_name = "VKEY", required = true)]
+        keys: Vec<String>,
+    },
+    /// Prove that the signed checkpoint in NEW extends the one in OLD.
+    Consistency {
+        old: std::path::PathBuf,
+        new: std::path::PathBuf,
+        /// Write it here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
     /// Maintain the projections built from the log.
     Projections {
         #[command(subcommand)]
@@ -337,6 +372,49 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => Err(e),
         },
+        Command::Export(args) => {
+            match signing_services(&cli.database_url, &cli.signing, settings).await {
+                Ok(services) => export::run_export(&services, args).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::VerifyExport { dir, keys } => {
+            // Offline: no database is opened.
+            return match export::parse_keys(&keys).and_then(|k| export::run_verify_export(&dir, &k))
+            {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(Failure(message)) => {
+                    eprintln!("{}", output::escape(&message));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::VerifyProof { file, keys } => {
+            return match export::parse_keys(&keys).and_then(|k| export::run_verify_proof(&file, &k))
+            {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(Failure(message)) => {
+                    eprintln!("{}", output::escape(&message));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Prove { position, ref out } => {
+            match signing_services(&cli.database_url, &cli.signing, settings).await {
+                Ok(services) => export::run_prove(&services, position, out.as_deref()).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Consistency {
+            ref old,
+            ref new,
+            ref out,
+        } => match signing_services(&cli.database_url, &cli.signing, settings).await {
+            Ok(services) => export::run_consistency(&services, old, new, out.as_deref()).await,
+            Err(e) => Err(e),
+        },
         Command::Audit(args) => match open(&cli.database_url, settings).await {
             Ok(services) => audit::run(&services, args).await,
             Err(e) => Err(e),
@@ -401,6 +479,19 @@ async fn verify(url: &DatabaseUrl, quiet: bool) -> Result<(), String> {
     let report = report.map_err(|e| e.to_string())?;
     say!("ok: {} events, head {}", report.events, report.head.hash);
     Ok(())
+}
+
+/// [`open`], with the log's signing keys loaded (never made here).
+async fn signing_services(
+    url: &DatabaseUrl,
+    signing: &SigningConfig,
+    settings: TokenSettings,
+) -> Result<Services, Failure> {
+    let mut services = open(url, settings).await?;
+    services
+        .with_signing_keys(url, signing, false)
+        .map_err(|e| Failure(e.to_string()))?;
+    Ok(services)
 }
 
 /// Open the log and check its head: every token and audit command starts here.

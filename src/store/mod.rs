@@ -372,6 +372,11 @@ impl Store {
         delegate!(self, l => l.checkpoints().await)
     }
 
+    /// The first position recorded at or after `at` (one past the head when none is).
+    pub async fn position_at(&self, at: Timestamp) -> Result<u64, StoreError> {
+        delegate!(self, l => l.position_at(at).await)
+    }
+
     /// Signed checkpoints, newest (largest) first.
     pub async fn signed_checkpoints(
         &self,

@@ -752,6 +752,15 @@ macro_rules! sql_event_log {
                         .map_err(StoreError::db)
                 }
 
+                pub(crate) async fn position_at(
+                    &self,
+                    at: Timestamp,
+                ) -> Result<u64, StoreError> {
+                    first_position_at(&mut *self.reader().await?, at)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
                 /// Signed checkpoints, newest (largest) first.
                 pub(crate) async fn signed_checkpoints(
                     &self,

@@ -468,6 +468,11 @@ impl TestApp {
             .expect("the server stopped cleanly");
     }
 
+    /// The application layer as the handlers see it.
+    pub fn services(&self) -> &tokenledger::app::Services {
+        &self.services
+    }
+
     /// Signs checkpoints with this service's key.
     pub fn checkpointer(&self) -> &std::sync::Arc<tokenledger::app::checkpoints::Checkpointer> {
         self.services

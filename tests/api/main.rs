@@ -8,6 +8,7 @@ mod checkpoints;
 mod cli;
 mod cli_database_url;
 mod decoders;
+mod export;
 mod hardening;
 mod helpers;
 mod layering;
