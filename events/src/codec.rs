@@ -227,14 +227,25 @@ fn read_envelope(r: &mut Reader<'_>) -> Result<Header, CodecError> {
 fn decode_v2(bytes: &[u8]) -> Result<Decoded, CodecError> {
     let mut r = Reader { bytes, at: 0 };
     let header = read_envelope(&mut r)?;
-    let event = upcast_v2(&header.event_type, &bytes[r.at..])?;
+    let event = upcast(
+        &header.event_type,
+        u32::from(V2),
+        Payload::Bytes(&bytes[r.at..]),
+    )?;
     Ok(Decoded { header, event })
 }
 
 fn decode_v1(bytes: &[u8]) -> Result<Decoded, CodecError> {
     let raw: CanonicalV1 =
         serde_json::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    let event = upcast_v1(&raw.event_type, raw.schema_version, raw.data)?;
+    // A JSON body is version 1; one that claims another version is not ours to read.
+    if raw.schema_version != 1 {
+        return Err(CodecError::UnknownType {
+            event_type: raw.event_type,
+            schema_version: raw.schema_version,
+        });
+    }
+    let event = upcast(&raw.event_type, 1, Payload::Value(raw.data))?;
     Ok(Decoded {
         header: Header {
             event_id: raw.event_id,
@@ -257,53 +268,39 @@ fn bad_payload(event_type: &str, schema_version: u32, e: serde_json::Error) -> C
     }
 }
 
-/// The current payloads, read straight from their bytes.
-fn upcast_v2(event_type: &str, data: &[u8]) -> Result<TokenEvent, CodecError> {
-    fn payload<T: DeserializeOwned>(event_type: &str, data: &[u8]) -> Result<T, CodecError> {
-        serde_json::from_slice(data).map_err(|e| bad_payload(event_type, 2, e))
-    }
-    Ok(match event_type {
-        "TokenCreated" => TokenEvent::Created(payload(event_type, data)?),
-        "TokenUsed" => TokenEvent::Used(payload(event_type, data)?),
-        "TokenUseDenied" => TokenEvent::UseDenied(payload(event_type, data)?),
-        "TokenUseDeniedSummary" => TokenEvent::UseDeniedSummary(payload(event_type, data)?),
-        "TokenRevoked" => TokenEvent::Revoked(payload(event_type, data)?),
-        "TokenRotated" => TokenEvent::Rotated(payload(event_type, data)?),
-        _ => {
-            return Err(CodecError::UnknownType {
-                event_type: event_type.to_owned(),
-                schema_version: 2,
-            });
-        }
-    })
+/// A payload as stored: the bytes of a version 2 event, or the `data` of a version 1 event
+/// (whose fields are those of version 2; only the envelope around them changed).
+enum Payload<'a> {
+    Bytes(&'a [u8]),
+    Value(serde_json::Value),
 }
 
-/// The one place where version 1 payloads meet the current vocabulary. Version 1 payloads have
-/// the fields of version 2; only the envelope around them changed.
-fn upcast_v1(
+impl Payload<'_> {
+    fn parse<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        match self {
+            Payload::Bytes(bytes) => serde_json::from_slice(bytes),
+            Payload::Value(value) => serde_json::from_value(value),
+        }
+    }
+}
+
+/// The one place where stored payloads meet the current vocabulary: a new schema version
+/// of an event adds an arm that converts its payload; nothing else changes.
+fn upcast(
     event_type: &str,
     schema_version: u32,
-    data: serde_json::Value,
+    payload: Payload<'_>,
 ) -> Result<TokenEvent, CodecError> {
-    fn payload<T: DeserializeOwned>(
-        event_type: &str,
-        data: serde_json::Value,
-    ) -> Result<T, CodecError> {
-        serde_json::from_value(data).map_err(|e| bad_payload(event_type, 1, e))
-    }
-    if schema_version != 1 {
-        return Err(CodecError::UnknownType {
-            event_type: event_type.to_owned(),
-            schema_version,
-        });
-    }
-    Ok(match event_type {
-        "TokenCreated" => TokenEvent::Created(payload(event_type, data)?),
-        "TokenUsed" => TokenEvent::Used(payload(event_type, data)?),
-        "TokenUseDenied" => TokenEvent::UseDenied(payload(event_type, data)?),
-        "TokenUseDeniedSummary" => TokenEvent::UseDeniedSummary(payload(event_type, data)?),
-        "TokenRevoked" => TokenEvent::Revoked(payload(event_type, data)?),
-        "TokenRotated" => TokenEvent::Rotated(payload(event_type, data)?),
+    let bad = |e| bad_payload(event_type, schema_version, e);
+    Ok(match (event_type, schema_version) {
+        ("TokenCreated", 1 | 2) => TokenEvent::Created(payload.parse().map_err(bad)?),
+        ("TokenUsed", 1 | 2) => TokenEvent::Used(payload.parse().map_err(bad)?),
+        ("TokenUseDenied", 1 | 2) => TokenEvent::UseDenied(payload.parse().map_err(bad)?),
+        ("TokenUseDeniedSummary", 1 | 2) => {
+            TokenEvent::UseDeniedSummary(payload.parse().map_err(bad)?)
+        }
+        ("TokenRevoked", 1 | 2) => TokenEvent::Revoked(payload.parse().map_err(bad)?),
+        ("TokenRotated", 1 | 2) => TokenEvent::Rotated(payload.parse().map_err(bad)?),
         _ => {
             return Err(CodecError::UnknownType {
                 event_type: event_type.to_owned(),
