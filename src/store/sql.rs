@@ -1509,26 +1509,46 @@ macro_rules! sql_event_log {
                 (Some(_), None) => false,
                 _ => filter.newest_first,
             };
+            // Within one stream, versions run in position order: a token's page is read along
+            // the (stream_id, stream_version) key, its position cursors turned into versions,
+            // so a busy token's page costs the page, not a sort of all its events.
+            let (col, after, before) = match &stream {
+                Some(s) => {
+                    let a = match filter.after {
+                        Some(p) => version_at(&mut *conn, s, p).await?.map(Some),
+                        None => Some(None),
+                    };
+                    let b = match filter.before {
+                        Some(p) => version_at(&mut *conn, s, p).await?.map(Some),
+                        None => Some(None),
+                    };
+                    match (a, b) {
+                        (Some(a), Some(b)) => ("stream_version", a, b),
+                        _ => ("position", filter.after, filter.before),
+                    }
+                }
+                None => ("position", filter.after, filter.before),
+            };
             let mut page = base.clone();
             let mut m = n;
-            if filter.after.is_some() {
+            if after.is_some() {
                 m += 1;
-                let _ = write!(page, " AND position > ${m}");
+                let _ = write!(page, " AND {col} > ${m}");
             }
-            if filter.before.is_some() {
+            if before.is_some() {
                 m += 1;
-                let _ = write!(page, " AND position < ${m}");
+                let _ = write!(page, " AND {col} < ${m}");
             }
             let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE {page} ORDER BY position {} LIMIT ${}",
+                "SELECT {EVENT_COLUMNS} FROM events WHERE {page} ORDER BY {col} {} LIMIT ${}",
                 if scan_desc { "DESC" } else { "ASC" },
                 m + 1,
             );
             let mut q = bind_base(sql);
-            if let Some(after) = filter.after {
+            if let Some(after) = after {
                 q = q.bind(to_sql(after));
             }
-            if let Some(before) = filter.before {
+            if let Some(before) = before {
                 q = q.bind(to_sql(before));
             }
             let mut events = q
@@ -1558,15 +1578,15 @@ macro_rules! sql_event_log {
 
             // Whether rows lie on the far side of the cursor the scan started from.
             let start = if scan_desc {
-                filter.before.map(|b| (b, ">="))
+                before.map(|b| (b, ">="))
             } else {
-                filter.after.map(|a| (a, "<="))
+                after.map(|a| (a, "<="))
             };
             let behind_start = match start {
                 None => false,
                 Some((at, op)) => {
                     let sql = format!(
-                        "SELECT EXISTS (SELECT 1 FROM events WHERE {base} AND position {op} ${}) AS e",
+                        "SELECT EXISTS (SELECT 1 FROM events WHERE {base} AND {col} {op} ${}) AS e",
                         n + 1
                     );
                     let e: bool = bind_base(sql)
@@ -1591,6 +1611,22 @@ macro_rules! sql_event_log {
                 more_past_end: more_later,
                 more_before_start: more_earlier,
             })
+        }
+
+        /// The version of `stream`'s event at `position`, if the event there is of that stream.
+        async fn version_at(
+            conn: &mut $conn,
+            stream: &StreamId,
+            position: u64,
+        ) -> Result<Option<u64>, sqlx::Error> {
+            let v: Option<i64> = sqlx::query_scalar(
+                "SELECT stream_version FROM events WHERE position = $1 AND stream_id = $2",
+            )
+            .bind(to_sql(position))
+            .bind(stream.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+            v.map(|v| from_sql(v, "stream_version")).transpose()
         }
 
         /// Per token, the addresses first used at or after `since`: the monitoring list's
