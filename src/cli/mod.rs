@@ -240,7 +240,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
-    /// Rebuild api_tokens and audit_logs from position 0 (holds the append lock meanwhile).
+    /// Rebuild api_tokens and token_addresses from position 0 (holds the append lock meanwhile).
     Rebuild {
         /// Draw no progress bar (none is drawn anyway when standard error is not a terminal).
         #[arg(long)]
@@ -533,6 +533,6 @@ async fn rebuild(url: &DatabaseUrl, quiet: bool) -> Result<(), Failure> {
     let rebuilt = app::rebuild(url, &|p| bar.report(p)).await;
     drop(bar);
     let (position, tokens) = rebuilt?;
-    say!("rebuilt api_tokens and audit_logs from position 0 to {position}: {tokens} tokens");
+    say!("rebuilt api_tokens and token_addresses from position 0 to {position}: {tokens} tokens");
     Ok(())
 }
