@@ -1057,7 +1057,7 @@ impl<'r, 'a> LineReader<'r, 'a> {
                 }));
             }
             any = true;
-            let newline = available.iter().position(|b| *b == b'\n');
+            let newline = memchr::memchr(b'\n', available);
             let taken = newline.map_or(available.len(), |i| i + 1);
             let chunk = &available[..taken];
             self.hasher.update(chunk);
