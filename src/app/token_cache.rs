@@ -22,6 +22,10 @@ use crate::store::{Store, StoreError};
 use crate::token::TokenHash;
 use crate::token_entry::TokenEntry;
 
+/// How long a caller waits for its own group's other callers to fill a gap before it reads
+/// the store.
+const GAP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How many events one catch-up read asks for.
 const PAGE: usize = 1000;
 
@@ -178,6 +182,10 @@ struct Inner {
 /// The token projection in memory, as compact entries.
 pub(crate) struct TokenCache {
     inner: RwLock<Inner>,
+    /// Woken whenever events are folded in: a caller waiting for a gap below its own commit
+    /// (usually the rest of its own group, folded that moment by their callers) waits here
+    /// before it reads the store.
+    folded: tokio::sync::Notify,
 }
 
 impl TokenCache {
@@ -197,6 +205,7 @@ impl TokenCache {
                 entries,
                 ahead: BTreeMap::new(),
             }),
+            folded: tokio::sync::Notify::new(),
         };
         cache.catch_up(store).await?;
         Ok(cache)
@@ -268,6 +277,8 @@ impl TokenCache {
         }
         let folded = inner.entries.position();
         inner.ahead.retain(|position, _| *position > folded);
+        drop(inner);
+        self.folded.notify_waiters();
         Ok(())
     }
 
@@ -285,9 +296,24 @@ impl TokenCache {
     }
 
     /// Make sure everything up to `position` is folded in.
+    ///
+    /// A gap below a caller's own commit is nearly always the rest of its own group, whose
+    /// callers fold their events a moment later: wait for them (a little while) rather than
+    /// read the group back from the store once per caller; then read what is still missing
+    /// (another process's commit the tail has not folded yet).
     pub(crate) async fn reach(&self, store: &Store, position: u64) -> Result<(), StoreError> {
-        if self.position() < position {
-            self.catch_up(store).await?;
+        let deadline = tokio::time::Instant::now() + GAP_PATIENCE;
+        while self.position() < position {
+            let notified = self.folded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.position() >= position {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                self.catch_up(store).await?;
+                break;
+            }
         }
         Ok(())
     }

@@ -417,11 +417,39 @@ fn append_plan(b: &mut Batch, plan: &Plan) -> Result<(), sqlx::Error> {
         return Ok(());
     }
     push_events(b, &plan.events)?;
-    push_tree(b, &plan.tree)?;
+    push_tree_json(b, &plan.tree)?;
     let rows: Vec<&TokenRow> = plan.tokens.iter().collect();
     push_tokens(b, &rows)?;
     push_addresses(b, &plan.addresses)?;
     push_head(b, plan.head)
+}
+
+/// Insert a group's tree hashes with one statement whose text never changes: the batch's text
+/// is the prepared-statement cache's key, and a row count in it (the hashes per group vary
+/// with the positions) would make nearly every group's batch a new statement to prepare. A
+/// group's hashes are consecutive stored-hash indexes, so they travel as the first index and
+/// a JSON array of hex hashes.
+fn push_tree_json(b: &mut Batch, hashes: &[(u64, Hash)]) -> Result<(), sqlx::Error> {
+    let Some(&(first, _)) = hashes.first() else {
+        return Ok(());
+    };
+    if hashes
+        .iter()
+        .zip(first..)
+        .any(|((index, _), expected)| *index != expected)
+    {
+        return push_tree(b, hashes);
+    }
+    let json = serde_json::to_string(&hashes.iter().map(|(_, h)| h.to_hex()).collect::<Vec<_>>())
+        .map_err(|e| sqlx::Error::Encode(e.into()))?;
+    b.statement("INSERT INTO tree_hashes (idx, hash) SELECT ");
+    b.value();
+    b.bind(to_sql(first))?;
+    b.sql.push_str(" + key, unhex(value) FROM json_each(");
+    b.value();
+    b.bind(json)?;
+    b.sql.push(')');
+    Ok(())
 }
 
 /// The SQLite event log.
