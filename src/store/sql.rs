@@ -1369,21 +1369,40 @@ macro_rules! sql_event_log {
             report(0);
             let mut tokens: HashMap<Uuid, TokenRow> = HashMap::new();
             let mut addresses = tokenledger_projections::AddressUses::default();
-            let mut after = 0;
-            while after < head.position {
-                let events = read_from(&mut *conn, after, PAGE).await?;
-                let Some(last) = events.last().map(|e| e.position) else { break };
-                for e in events.iter().take_while(|e| e.position <= head.position) {
-                    let decoded = e.decode().map_err(decode_err)?;
-                    tokenledger_projections::tokens::fold(&mut tokens, e, &decoded);
-                    addresses.fold(e, &decoded);
-                }
-                after = last;
-                report(after);
+            // The next page is read (on the database's side) while this one is folded.
+            let mut events = if head.position > 0 {
+                read_from(&mut *conn, 0, PAGE).await?
+            } else {
+                Vec::new()
+            };
+            while let Some(last) = events.last().map(|e| e.position) {
+                let more = last < head.position;
+                let read_next = async {
+                    if more {
+                        read_from(&mut *conn, last, PAGE).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                };
+                let fold = async {
+                    for e in events.iter().take_while(|e| e.position <= head.position) {
+                        let decoded = e.decode().map_err(decode_err)?;
+                        tokenledger_projections::tokens::fold(&mut tokens, e, &decoded);
+                        addresses.fold(e, &decoded);
+                    }
+                    Ok::<(), sqlx::Error>(())
+                };
+                let (next, folded) = tokio::join!(read_next, fold);
+                folded?;
+                report(last);
+                events = next?;
             }
             // Written a few thousand rows per trip: one batch of every row would hold all
             // their arguments in memory at once.
-            let rows: Vec<&TokenRow> = tokens.values().collect();
+            // In id order (UUIDv7, so creation order): the rows go in at the end of the table's
+            // key instead of splitting pages all over it.
+            let mut rows: Vec<&TokenRow> = tokens.values().collect();
+            rows.sort_unstable_by_key(|r| r.id);
             for chunk in rows.chunks(PAGE) {
                 let mut b = Batch::new();
                 push_tokens(&mut b, chunk)?;

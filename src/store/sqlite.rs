@@ -503,6 +503,13 @@ impl SqliteLog {
         progress: &(dyn Fn(tokenledger_events::Progress) + Sync),
     ) -> Result<(u64, usize), StoreError> {
         let mut conn = self.projector.acquire().await.map_err(StoreError::db)?;
+        // A rebuild rewrites every token row in one transaction: a page cache that holds the
+        // table (256 MiB at most, for this connection only) keeps SQLite from spilling dirty
+        // pages to the WAL and reading them back mid-transaction.
+        sqlx::query("PRAGMA cache_size = -262144")
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db)?;
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
