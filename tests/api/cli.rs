@@ -89,7 +89,8 @@ fn summaries(url: &str) -> (String, String) {
     ));
     assert!(created["id"].is_string(), "{created}");
     let verified = "ok: 1 events, head ".to_owned();
-    let rebuilt = "rebuilt api_tokens and token_addresses from position 0 to 1: 1 tokens".to_owned();
+    let rebuilt =
+        "rebuilt api_tokens and token_addresses from position 0 to 1: 1 tokens".to_owned();
     (verified, rebuilt)
 }
 
