@@ -56,14 +56,6 @@ impl AddressUses {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// Every (token, address), in token then address order.
     pub fn iter(&self) -> impl Iterator<Item = &AddressUse> {
         self.0.values()

@@ -145,10 +145,6 @@ pub fn ocsf_record(
     let time = event.recorded_at.as_micros().div_euclid(1000);
     let token_user = json!({"uid": token_id.to_string(), "type": "Other", "type_id": 99});
     let service = json!({"name": "tokenledger"});
-    let endpoint = |ip: &Option<String>| match ip {
-        Some(ip) => json!({"ip": ip}),
-        None => json!({"name": "unknown"}),
-    };
     let mut product = Map::new();
     product.insert("name".to_owned(), json!("tokenledger"));
     product.insert("vendor_name".to_owned(), json!(options.vendor_name));
@@ -198,35 +194,25 @@ pub fn ocsf_record(
             1,
             "Logon",
             Some(d.reason.as_str()),
-            json!({
-                "user": token_user,
-                "service": service,
-                "dst_endpoint": {"name": "tokenledger"},
-                "src_endpoint": endpoint(&d.ip),
-                "auth_protocol": "API token",
-                "auth_protocol_id": 99,
-                "http_request": {"url": {"path": d.path}},
-            }),
+            refused(&token_user, &service, &d.ip, &d.path),
         ),
-        TokenEvent::UseDeniedSummary(d) => (
-            AUTHENTICATION,
-            3,
-            1,
-            "Logon",
-            Some(d.reason.as_str()),
-            json!({
-                "user": token_user,
-                "service": service,
-                "dst_endpoint": {"name": "tokenledger"},
-                "src_endpoint": endpoint(&d.ip),
-                "auth_protocol": "API token",
-                "auth_protocol_id": 99,
-                "http_request": {"url": {"path": d.path}},
-                "count": d.count,
-                "start_time": d.first_at.as_micros().div_euclid(1000),
-                "end_time": d.last_at.as_micros().div_euclid(1000),
-            }),
-        ),
+        TokenEvent::UseDeniedSummary(d) => {
+            (AUTHENTICATION, 3, 1, "Logon", Some(d.reason.as_str()), {
+                let mut record = refused(&token_user, &service, &d.ip, &d.path);
+                if let Some(object) = record.as_object_mut() {
+                    object.insert("count".to_owned(), json!(d.count));
+                    object.insert(
+                        "start_time".to_owned(),
+                        json!(d.first_at.as_micros().div_euclid(1000)),
+                    );
+                    object.insert(
+                        "end_time".to_owned(),
+                        json!(d.last_at.as_micros().div_euclid(1000)),
+                    );
+                }
+                record
+            })
+        }
         TokenEvent::Created(c) => (
             ENTITY_MANAGEMENT,
             3,
@@ -288,6 +274,27 @@ pub fn ocsf_record(
     }
     object.extend(std::mem::take(fields));
     Some(record)
+}
+
+/// Where a request came from; an address that was not recorded is named as unknown.
+fn endpoint(ip: &Option<String>) -> Value {
+    match ip {
+        Some(ip) => json!({"ip": ip}),
+        None => json!({"name": "unknown"}),
+    }
+}
+
+/// The class-specific part of a refused authentication: a denial, or a window of repeats.
+fn refused(token_user: &Value, service: &Value, ip: &Option<String>, path: &str) -> Value {
+    json!({
+        "user": token_user,
+        "service": service,
+        "dst_endpoint": {"name": "tokenledger"},
+        "src_endpoint": endpoint(ip),
+        "auth_protocol": "API token",
+        "auth_protocol_id": 99,
+        "http_request": {"url": {"path": path}},
+    })
 }
 
 fn http_request(method: &str, path: &str, user_agent: &Option<String>) -> Value {

@@ -137,9 +137,9 @@ pub async fn export(
     }
 
     let stored = checkpointer.sign_at(last).await?;
-    let signed =
-        SignedCheckpoint::open(stored.note.as_bytes(), &checkpointer.keys().verifier_keys())
-            .map_err(|e| ExportFailure::Refused(format!("the checkpoint does not verify: {e}")))?;
+    let signed = checkpointer
+        .open(&stored)
+        .map_err(|e| ExportFailure::Refused(format!("the checkpoint does not verify: {e}")))?;
     let prev_hash = if first == 1 {
         Hash::ZERO
     } else {
@@ -381,9 +381,9 @@ pub async fn prove(services: &Services, position: u64) -> Result<Vec<u8>, Export
         Some(c) if c.size >= position => c,
         _ => checkpointer.sign_at(head).await?,
     };
-    let signed =
-        SignedCheckpoint::open(stored.note.as_bytes(), &checkpointer.keys().verifier_keys())
-            .map_err(|e| ExportFailure::Refused(format!("the checkpoint does not verify: {e}")))?;
+    let signed = checkpointer
+        .open(&stored)
+        .map_err(|e| ExportFailure::Refused(format!("the checkpoint does not verify: {e}")))?;
     let event = store
         .read_from(position - 1, 1)
         .await
