@@ -9,6 +9,7 @@
 pub mod checkpoints;
 mod denials;
 pub mod export;
+mod forensics;
 mod ledger;
 mod listen;
 mod queries;
@@ -25,6 +26,10 @@ use tokenledger_events::{Progress, VerifyReport, verify_chain_with, verify_head}
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+pub use forensics::{
+    AS_OF_FORMS, Admitted, AsOf, AsOfPage, AsOfPoint, Chapter, Incident, Related, RevokeStep,
+    SeenView,
+};
 pub use ledger::{CreateRequest, Ledger, LedgerError, Minted, Refusal, Revocation, RotateRequest};
 pub use queries::{
     AuditPage, AuditQuery, AuditView, ChainCheck, Cursor, DEFAULT_PAGE, DbHealth, MAX_PAGE,

@@ -26,6 +26,10 @@ use crate::store::AuditFilter;
 pub enum QueryError {
     #[error("no token with id {0}")]
     NotFound(Uuid),
+    /// A parameter that parsed but cannot be answered (a time in the future, a window of
+    /// negative length); the text follows the parameter's name.
+    #[error("{0}")]
+    BadInput(String),
     /// `what` names the view for the answer; `source` is for the log only.
     #[error("{what} unavailable")]
     Unavailable {
@@ -233,6 +237,14 @@ impl Queries {
             cache,
             clock,
         }
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// Signed checkpoints, newest first, at most `limit`.

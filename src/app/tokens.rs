@@ -57,6 +57,11 @@ impl TokenCursor {
         crc.finalize().to_be_bytes()
     }
 
+    /// The id the next page starts after.
+    pub fn id(self) -> Uuid {
+        self.0
+    }
+
     pub fn encode(self) -> String {
         let mut bytes = [0u8; 20];
         bytes[..16].copy_from_slice(self.0.as_bytes());
@@ -109,7 +114,7 @@ pub fn parse_environment(raw: &str) -> Option<Environment> {
 pub const MAX_NAME_PREFIX: usize = 100;
 
 /// The limit to use, and whether the one asked for was lowered to [`MAX_TOKEN_PAGE`].
-fn clamp(asked: Option<usize>) -> (usize, bool) {
+pub(crate) fn clamp(asked: Option<usize>) -> (usize, bool) {
     let asked = asked.unwrap_or(DEFAULT_TOKEN_PAGE).max(1);
     (asked.min(MAX_TOKEN_PAGE), asked > MAX_TOKEN_PAGE)
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 mod audit;
 mod export;
+mod forensics;
 mod keys;
 pub mod output;
 mod progress;
@@ -170,6 +171,20 @@ pub enum Command {
     },
     /// Read the audit view (one row per token event), oldest first.
     Audit(AuditArgs),
+    /// The incident report for one token: revoke (with --revoke), the audit trail in the
+    /// window, every address and path, related tokens, the scopes held and what they
+    /// admitted, and the checkpoint that covers it.
+    Incident(forensics::IncidentArgs),
+    /// A token's life event by event: who did what, what changed and why; runs of uses are
+    /// told as one line each.
+    History {
+        /// The token's id (a UUID).
+        #[arg(value_parser = token_id_arg)]
+        id: Uuid,
+        /// Print JSON: {"token_id", "history": [...]}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a development admin session (a JWT signed by a key kept beside the database,
     /// made on first use). `serve` accepts it only when APP_ENV is not production.
     DevSession {
@@ -287,6 +302,14 @@ fn passwd_user() -> Option<String> {
 /// A failed command's message.
 pub(crate) struct Failure(String);
 
+/// Refuse input that parsed but cannot be answered (a time in the future, an unknown id) as a
+/// bad value on the command line is: one line, exit 2. Nothing has been written when this
+/// runs.
+pub(crate) fn refuse_input(message: &str) -> ! {
+    eprintln!("error: {}", output::escape(&crate::token::redact(message)));
+    std::process::exit(2)
+}
+
 impl From<LedgerError> for Failure {
     fn from(e: LedgerError) -> Self {
         Failure(e.to_string())
@@ -309,7 +332,7 @@ impl From<QueryError> for Failure {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::Unavailable { what, source } => Failure(format!("{what}: {source}")),
-            e @ QueryError::NotFound(_) => Failure(e.to_string()),
+            e @ (QueryError::NotFound(_) | QueryError::BadInput(_)) => Failure(e.to_string()),
         }
     }
 }
@@ -413,6 +436,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             ref out,
         } => match signing_services(&cli.database_url, &cli.signing, settings).await {
             Ok(services) => export::run_consistency(&services, old, new, out.as_deref()).await,
+            Err(e) => Err(e),
+        },
+        Command::Incident(args) => match open(&cli.database_url, settings).await {
+            Ok(services) => forensics::run_incident(&services, args).await,
+            Err(e) => Err(e),
+        },
+        Command::History { id, json } => match open(&cli.database_url, settings).await {
+            Ok(services) => forensics::run_history(&services, id, json).await,
             Err(e) => Err(e),
         },
         Command::Audit(args) => match open(&cli.database_url, settings).await {

@@ -5,11 +5,12 @@ use std::time::Duration;
 use clap::Subcommand;
 use uuid::Uuid;
 
+use super::forensics::{as_of_arg, print_point, refuse};
 use super::output::{self, escape, say};
 use super::{Failure, cli_actor, token_id_arg};
 use crate::app::{
-    CreateRequest, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Minted, NotACursor, RotateRequest, Services,
-    TokenCursor, TokenQuery, TokenView, parse_environment, parse_status, status_names,
+    AsOf, CreateRequest, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Minted, NotACursor, RotateRequest,
+    Services, TokenCursor, TokenQuery, TokenView, parse_environment, parse_status, status_names,
 };
 use crate::config::{parse_duration, parse_positive_duration};
 use crate::lifecycle::{parse_name, parse_reason, parse_scope};
@@ -58,6 +59,11 @@ pub enum TokenCommand {
         /// Print the page as JSON: {"tokens", "total", "counts", "next", "limit", ...}.
         #[arg(long)]
         json: bool,
+        /// The table as it was then: RFC 3339, a date, position:N, or a duration ago like 3d.
+        /// Combines with --cursor and --limit only.
+        #[arg(long, value_name = "T", value_parser = as_of_arg,
+              conflicts_with_all = ["status", "scope", "environment", "name_prefix"])]
+        as_of: Option<AsOf>,
     },
     /// Show one token.
     Show {
@@ -67,6 +73,9 @@ pub enum TokenCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// The token as it was then: RFC 3339, a date, position:N, or a duration ago like 3d.
+        #[arg(long, value_name = "T", value_parser = as_of_arg)]
+        as_of: Option<AsOf>,
     },
     /// Revoke a token now. Revoking a revoked token is refused and records nothing.
     Revoke {
@@ -280,6 +289,41 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                 .await?;
             print_minted(&minted, json);
         }
+        // clap refuses the other filters beside --as-of.
+        TokenCommand::List {
+            cursor,
+            limit,
+            json,
+            as_of: Some(as_of),
+            ..
+        } => {
+            let page = services
+                .queries()
+                .tokens_as_of(as_of, cursor, limit)
+                .await
+                .map_err(|e| refuse("--as-of", e))?;
+            if json {
+                say!("{}", output::json(&page));
+                return Ok(());
+            }
+            print_point(&page.as_of);
+            if page.tokens.is_empty() {
+                say!("no tokens existed then");
+            } else {
+                print_rows(&page.tokens);
+            }
+            if !page.complete {
+                let next = page
+                    .next
+                    .as_deref()
+                    .map_or_else(|| "none".to_owned(), |c| format!("--cursor {c}"));
+                eprintln!(
+                    "showing {} of {} tokens; next page: {next}",
+                    page.tokens.len(),
+                    page.total,
+                );
+            }
+        }
         TokenCommand::List {
             status,
             scope,
@@ -288,6 +332,7 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             cursor,
             limit,
             json,
+            as_of: None,
         } => {
             let query = TokenQuery {
                 status,
@@ -309,27 +354,7 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             } else if page.tokens.is_empty() {
                 say!("no matching tokens");
             } else {
-                say!(
-                    "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  SCOPES",
-                    "ID",
-                    "NAME",
-                    "ENV",
-                    "STATUS",
-                    "EXPIRES",
-                    "LAST USED"
-                );
-                for v in page.tokens.iter().map(safe) {
-                    say!(
-                        "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  {}",
-                        v.id,
-                        truncate(&v.name, 24),
-                        v.environment,
-                        v.status.as_str(),
-                        v.expires_at,
-                        v.last_used_at.as_deref().unwrap_or("never"),
-                        v.scopes.join(" ")
-                    );
-                }
+                print_rows(&page.tokens);
             }
             // The page's extent goes to standard error, so that piped rows stay rows.
             if page.limit_clamped {
@@ -349,7 +374,37 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                 );
             }
         }
-        TokenCommand::Show { id, json } => {
+        TokenCommand::Show {
+            id,
+            json,
+            as_of: Some(as_of),
+        } => {
+            let (point, view) = services
+                .queries()
+                .token_as_of(id, as_of)
+                .await
+                .map_err(|e| refuse("--as-of", e))?;
+            if json {
+                say!(
+                    "{}",
+                    output::json(&serde_json::json!({"as_of": point, "token": view}))
+                );
+                return Ok(());
+            }
+            print_point(&point);
+            match view {
+                Some(view) => print_token(&view),
+                None => say!(
+                    "token {id} did not exist yet at position {}",
+                    point.position
+                ),
+            }
+        }
+        TokenCommand::Show {
+            id,
+            json,
+            as_of: None,
+        } => {
             let view = TokenView::new(&ledger.token(id).await?, ledger.now());
             if json {
                 say!("{}", output::json(&view));
@@ -428,6 +483,31 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A table of tokens, one line each.
+fn print_rows(tokens: &[TokenView]) {
+    say!(
+        "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  SCOPES",
+        "ID",
+        "NAME",
+        "ENV",
+        "STATUS",
+        "EXPIRES",
+        "LAST USED"
+    );
+    for v in tokens.iter().map(safe) {
+        say!(
+            "{:<36}  {:<24}  {:<4}  {:<16}  {:<27}  {:<27}  {}",
+            v.id,
+            truncate(&v.name, 24),
+            v.environment,
+            v.status.as_str(),
+            v.expires_at,
+            v.last_used_at.as_deref().unwrap_or("never"),
+            v.scopes.join(" ")
+        );
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -15,7 +15,10 @@ use super::extract::{
 };
 use super::policy::path;
 use super::state::AppState;
-use crate::app::{AuditQuery, CreateRequest, Minted, RotateRequest, StaleQuery, TokenView};
+use crate::app::{
+    AsOf, AuditQuery, CreateRequest, Minted, QueryError, RevokeStep, RotateRequest, StaleQuery,
+    TokenView,
+};
 use crate::config::parse_duration;
 
 pub fn router() -> Router<AppState> {
@@ -25,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route(path::API_REVOKE, post(revoke))
         .route(path::API_ROTATE, post(rotate))
         .route(path::API_TIMELINE, get(timeline))
+        .route(path::API_INCIDENT, get(incident))
 }
 
 fn duration(field: &str, raw: Option<String>) -> Result<Option<std::time::Duration>, ApiError> {
@@ -46,12 +50,85 @@ fn shown_once(minted: &Minted) -> Response {
 
 /// `GET /api/admin/tokens?status=&scope=&environment=&name_prefix=&cursor=&limit=`: a page
 /// of tokens with status and last use, the total matching and the counts by status.
+///
+/// With `as_of=T` (RFC 3339, a date, `position:N` or a duration ago), the table as it was
+/// then: `{"as_of": {"position", "at", "head", "checkpoint"}, "tokens", "total", "next", ...}`.
 async fn list(
     State(state): State<AppState>,
     _: AdminSession,
-    TokenListParams(query): TokenListParams,
+    TokenListParams(query, as_of): TokenListParams,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(state.queries.tokens(&query).await?)))
+    match as_of {
+        Some(as_of) => Ok(Json(json!(
+            state
+                .queries
+                .tokens_as_of(as_of, query.after, query.limit)
+                .await
+                .map_err(|e| named("as_of", e))?
+        ))),
+        None => Ok(Json(json!(state.queries.tokens(&query).await?))),
+    }
+}
+
+/// A query error about parameter `name`: its message follows the name.
+pub(super) fn named(name: &str, e: QueryError) -> ApiError {
+    match e {
+        QueryError::BadInput(why) => ApiError::BadRequest(format!("\"{name}\" {why}")),
+        e => e.into(),
+    }
+}
+
+/// `?since=T`: RFC 3339, a date, or a duration ago.
+pub(super) fn since_param(
+    query: Option<&str>,
+    now: tokenledger_events::Timestamp,
+) -> Result<Option<tokenledger_events::Timestamp>, ApiError> {
+    let mut since = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if key != "since" {
+            return Err(ApiError::BadRequest(format!(
+                "Unknown query parameter {}; accepted: since",
+                crate::text::shown(&key)
+            )));
+        }
+        let bad = || {
+            ApiError::BadRequest(
+                "\"since\" is not a time; expected RFC 3339 like 2026-11-24T09:30:00Z, a date like 2026-11-24, or a duration ago like 7d".into(),
+            )
+        };
+        since = match AsOf::parse(&value).map_err(|_| bad())? {
+            AsOf::At(t) => Some(t),
+            AsOf::Ago(d) => Some(now.minus(d)),
+            AsOf::Position(_) => return Err(bad()),
+        };
+    }
+    Ok(since)
+}
+
+/// `GET /api/admin/tokens/{id}/incident?since=T`: the incident report (steps 2 to 5 and the
+/// covering checkpoint; revoking is `POST .../revoke` with reason `incident`).
+async fn incident(
+    State(state): State<AppState>,
+    _: AdminSession,
+    TokenId(id): TokenId,
+    uri: axum::http::Uri,
+) -> Result<Json<Value>, ApiError> {
+    let since = since_param(uri.query(), state.ledger.now())?;
+    let report = state
+        .queries
+        .incident(id, since, not_asked(), &crate::http::policy::admitted)
+        .await
+        .map_err(|e| named("since", e))?;
+    Ok(Json(json!(report)))
+}
+
+/// Step 1 when reading a report: revoking is its own request.
+pub(super) fn not_asked() -> RevokeStep {
+    RevokeStep {
+        asked: false,
+        outcome: "not revoked by this report; revoke with the button or POST /api/admin/tokens/{id}/revoke".into(),
+        revoked_at: None,
+    }
 }
 
 #[derive(Deserialize)]

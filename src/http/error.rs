@@ -161,6 +161,7 @@ impl From<QueryError> for ApiError {
     fn from(e: QueryError) -> Self {
         match e {
             QueryError::NotFound(id) => ApiError::UnknownToken(id),
+            QueryError::BadInput(message) => ApiError::BadRequest(message),
             QueryError::Unavailable { what, ref source } => {
                 tracing::error!(error = %source, "{what} unavailable");
                 ApiError::Unavailable(what)

@@ -26,8 +26,8 @@ use super::error::ApiError;
 use super::policy::{self, Access, Answer};
 use super::state::AppState;
 use crate::app::{
-    MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Refusal, TokenCursor, TokenQuery, parse_environment,
-    parse_status, status_names,
+    AS_OF_FORMS, AsOf, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Refusal, TokenCursor, TokenQuery,
+    parse_environment, parse_status, status_names,
 };
 use crate::lifecycle::UseAttempt;
 use crate::scope::Scope;
@@ -296,7 +296,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PageParams {
 /// empty value is the same as none (the page's filter form sends every field); a parameter
 /// given twice is refused rather than one of them silently ignored.
 #[derive(Clone, Debug, Default)]
-pub struct TokenListParams(pub TokenQuery);
+pub struct TokenListParams(pub TokenQuery, pub Option<AsOf>);
 
 /// A query string's pairs, each key at most once, with empty values left out; `accepted`
 /// names the parameters for the message about any other.
@@ -346,12 +346,21 @@ impl TokenListParams {
         "name_prefix",
         "cursor",
         "limit",
+        "as_of",
     ];
 
     pub fn parse(query: Option<&str>) -> Result<TokenListParams, ApiError> {
         let mut q = TokenQuery::default();
+        let mut as_of = None;
         for (key, value) in query_pairs(query, Self::ACCEPTED)? {
             match key {
+                "as_of" => {
+                    as_of = Some(AsOf::parse(&value).map_err(|_| {
+                        ApiError::BadRequest(format!(
+                            "\"as_of\" is not a point in time; {AS_OF_FORMS}"
+                        ))
+                    })?);
+                }
                 "status" => {
                     q.status = Some(parse_status(&value).ok_or_else(|| {
                         ApiError::BadRequest(format!(
@@ -382,7 +391,16 @@ impl TokenListParams {
                 _ => q.limit = Some(token_limit_param(&value)?),
             }
         }
-        Ok(TokenListParams(q))
+        let filtered = q.status.is_some()
+            || q.scope.is_some()
+            || q.environment.is_some()
+            || q.name_prefix.is_some();
+        if as_of.is_some() && filtered {
+            return Err(ApiError::BadRequest(
+                "\"as_of\" combines with \"cursor\" and \"limit\" only; the table as it was lists every token".into(),
+            ));
+        }
+        Ok(TokenListParams(q, as_of))
     }
 }
 

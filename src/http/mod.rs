@@ -36,6 +36,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub use admin_page::incident_document;
 pub use error::{ApiError, BODY_LIMIT};
 pub use state::AppState;
 

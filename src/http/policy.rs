@@ -85,6 +85,8 @@ pub mod path {
     pub const API_REVOKE: &str = "/api/admin/tokens/{id}/revoke";
     pub const API_ROTATE: &str = "/api/admin/tokens/{id}/rotate";
     pub const API_TIMELINE: &str = "/api/admin/tokens/{id}/audit";
+    pub const API_INCIDENT: &str = "/api/admin/tokens/{id}/incident";
+    pub const PAGE_INCIDENT: &str = "/admin/tokens/{id}/incident";
 }
 
 /// The guide: the console needs `console:exec` or `admin`.
@@ -176,6 +178,12 @@ pub static ROUTES: &[Route] = &[
         Answer::Html,
         "confirm with a grace period, then rotate (form)",
     ),
+    admin(
+        "GET",
+        path::PAGE_INCIDENT,
+        Answer::Html,
+        "the incident report of one token, with a revoke-now button (?since=T)",
+    ),
     public(
         "GET,POST",
         path::SIGN_IN,
@@ -211,6 +219,12 @@ pub static ROUTES: &[Route] = &[
         path::API_TIMELINE,
         Answer::Json,
         "admin API: one token's audit timeline",
+    ),
+    admin(
+        "GET",
+        path::API_INCIDENT,
+        Answer::Json,
+        "admin API: the incident report of one token (?since=T)",
     ),
 ];
 
@@ -294,6 +308,39 @@ pub fn console_command_names() -> String {
         .map(|c| c.name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What a token holding `scopes` is admitted to: the routes that accept it and, when the
+/// console is one, the console commands. For the incident report's "what the scopes allowed".
+pub fn admitted(scopes: &[String]) -> crate::app::Admitted {
+    let routes: Vec<String> = ROUTES
+        .iter()
+        .filter(|r| match r.access {
+            Access::ApiToken { any_of, .. } => Scope::any_held(any_of, scopes),
+            _ => false,
+        })
+        .map(|r| format!("{} {}", r.methods, r.path))
+        .collect();
+    let console = ROUTES.iter().any(|r| {
+        r.path == path::CONSOLE
+            && matches!(r.access, Access::ApiToken { any_of, .. } if Scope::any_held(any_of, scopes))
+    });
+    let console_commands = if console {
+        CONSOLE_COMMANDS
+            .iter()
+            .filter(|c| {
+                let needed = c.required_any();
+                needed.is_empty() || Scope::any_held(&needed, scopes)
+            })
+            .map(|c| c.name.to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    crate::app::Admitted {
+        routes,
+        console_commands,
+    }
 }
 
 /// The table as `tokenledger routes` prints it.

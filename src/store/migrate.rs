@@ -30,6 +30,7 @@ pub(crate) const SQLITE: &[MigrationFile] = &[
     migration!("sqlite", 3, "0003_audit_use_addresses"),
     migration!("sqlite", 4, "0004_compact_audit"),
     migration!("sqlite", 5, "0005_tree_hashes"),
+    migration!("sqlite", 6, "0006_forensics"),
 ];
 pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 1, "0001_event_log"),
@@ -37,6 +38,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 3, "0003_audit_use_addresses"),
     migration!("postgres", 4, "0004_compact_audit"),
     migration!("postgres", 5, "0005_tree_hashes"),
+    migration!("postgres", 6, "0006_forensics"),
 ];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {

@@ -5,6 +5,7 @@
 //! This module owns every byte written to the database. It must never write outside an
 //! append transaction, and never log event bodies or openings.
 
+mod forensics;
 pub mod migrate;
 pub mod postgres;
 pub(crate) mod sql;

@@ -24,6 +24,7 @@ use super::writer::{GroupCommit, Writer};
 use super::{AuditFilter, StoreError, wait_for_head};
 
 super::sql::sql_event_log!(sqlx::Postgres, PgConnection, PgRow, Params::Numbered);
+super::forensics::forensic_sql!(PgConnection);
 
 /// The channel commits notify on; the payload is the new head position.
 const CHANNEL: &str = "tokenledger_log";
@@ -475,6 +476,7 @@ impl PgLog {
     }
 
     projection_reads!();
+    forensic_reads!();
 
     pub(crate) async fn save_checkpoint(
         &self,

@@ -20,6 +20,7 @@ use super::writer::{GroupCommit, Writer};
 use super::{AuditFilter, StoreError, wait_for_head};
 
 super::sql::sql_event_log!(sqlx::Sqlite, SqliteConnection, SqliteRow, Params::Anonymous);
+super::forensics::forensic_sql!(SqliteConnection);
 
 /// How long a writer waits for another process holding the SQLite write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -487,6 +488,7 @@ impl SqliteLog {
     }
 
     projection_reads!();
+    forensic_reads!();
 
     pub(crate) async fn save_checkpoint(
         &self,

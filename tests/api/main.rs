@@ -9,6 +9,7 @@ mod cli;
 mod cli_database_url;
 mod decoders;
 mod export;
+mod forensics;
 mod hardening;
 mod helpers;
 mod layering;

@@ -5,6 +5,8 @@
 
 mod views;
 
+pub use views::incident_document;
+
 use std::collections::HashMap;
 
 use axum::Router;
@@ -35,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route(path::PAGE_TOKEN, get(token))
         .route(path::PAGE_REVOKE, get(confirm_revoke).post(revoke))
         .route(path::PAGE_ROTATE, get(confirm_rotate).post(rotate))
+        .route(path::PAGE_INCIDENT, get(incident))
         .route(path::SIGN_IN, get(sign_in_page).post(sign_in))
         .route(path::SIGN_OUT, post(sign_out))
 }
@@ -88,13 +91,34 @@ async fn tokens(
     AdminSession(session): AdminSession,
     params: Result<TokenListParams, ApiError>,
 ) -> Response {
-    let query = match params {
-        Ok(TokenListParams(query)) => query,
+    let (query, as_of) = match params {
+        Ok(TokenListParams(query, as_of)) => (query, as_of),
         Err(e) => {
             let body = views::bad_list_query(&e.to_string());
             return page(e.status(), layout("API tokens", Some(&session), body));
         }
     };
+    if let Some(as_of) = as_of {
+        let answer = state
+            .queries
+            .tokens_as_of(as_of, query.after, query.limit)
+            .await
+            .map_err(|e| super::admin_api::named("as_of", e));
+        return match answer {
+            Ok(p) => page(
+                StatusCode::OK,
+                layout(
+                    "API tokens as they were",
+                    Some(&session),
+                    views::as_of_list(&p),
+                ),
+            ),
+            Err(e) => {
+                let body = views::bad_list_query(&e.to_string());
+                page(e.status(), layout("API tokens", Some(&session), body))
+            }
+        };
+    }
     list_page(
         &state,
         &session,
@@ -248,6 +272,34 @@ async fn token(
     let (row, events) = state.queries.timeline(id, &query).await?;
     let body = views::token(&row, &events, state.ledger.now());
     Ok(page(StatusCode::OK, layout("Token", Some(&session), body)))
+}
+
+/// `GET /admin/tokens/{id}/incident?since=T`: the incident report, with "Revoke now".
+async fn incident(
+    State(state): State<AppState>,
+    AdminSession(session): AdminSession,
+    TokenId(id): TokenId,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let since = super::admin_api::since_param(uri.query(), state.ledger.now())?;
+    let report = state
+        .queries
+        .incident(
+            id,
+            since,
+            super::admin_api::not_asked(),
+            &super::policy::admitted,
+        )
+        .await
+        .map_err(|e| super::admin_api::named("since", e))?;
+    Ok(page(
+        StatusCode::OK,
+        layout(
+            "Incident report",
+            Some(&session),
+            views::incident(&report, true),
+        ),
+    ))
 }
 
 /// `GET /admin/tokens/{id}/revoke`: the confirmation step.

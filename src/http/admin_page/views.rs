@@ -10,7 +10,7 @@ use tokenledger_events::Timestamp;
 use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
-use crate::app::{AuditPage, Cursor, Minted, STATUSES, TokenPage, TokenQuery};
+use crate::app::{AuditPage, Cursor, Incident, Minted, STATUSES, TokenPage, TokenQuery};
 use crate::monitoring::Flag;
 use crate::scope::Scope;
 use crate::session::Session;
@@ -231,6 +231,7 @@ pub fn list(p: &ListPage<'_>) -> Markup {
                 @if let Some(l) = query.limit { input type="hidden" name="limit" value=(l); }
                 div { button id="filter-submit" type="submit" { "Filter" } " " a.button.secondary href="/admin/tokens" { "Clear" } }
             }
+            (as_of_picker(""))
             p.muted id="tokens-extent" {
                 @let matching = if query.is_filtered() { " matching " } else { " " };
                 @if page.complete {
@@ -347,6 +348,7 @@ pub fn token(row: &TokenRow, events: &AuditPage, now: Timestamp) -> Markup {
                 @if let Some(p) = &row.last_used_path { " on " (escape(p)) } }
             @if let Some(from) = row.rotated_from { p { "Rotated from " a href={"/admin/tokens/" (from)} { (from) } } }
             @if let Some(to) = row.rotated_to { p { "Rotated to " a href={"/admin/tokens/" (to)} { (to) } } }
+            p { a.button.secondary id="incident-link" href={"/admin/tokens/" (row.id) "/incident"} { "Incident report" } }
         }
         section {
             h2 { "Audit timeline" }
@@ -441,4 +443,187 @@ pub fn sign_in_refused(message: &str) -> Markup {
         None,
         html! { section.warning { h2 { (message) } p { a href="/admin/sign-in" { "Try again" } } } },
     )
+}
+
+/// The incident report: the guide's five steps, then the checkpoint. `revoke_form` adds the
+/// "Revoke now" button (the page has it; a report written to a file does not).
+pub fn incident(r: &Incident, revoke_form: bool) -> Markup {
+    let seen = |rows: &[crate::app::SeenView], kind: &str| {
+        html! {
+            table id={"incident-" (kind)} {
+                thead { tr { th { (kind) } th { "Allowed" } th { "Denied" } th { "First seen" } th { "Last seen" } } }
+                tbody {
+                    @for s in rows {
+                        tr data-value=(escape(&s.value)) {
+                            td { code { (escape(&s.value)) } @if s.new == Some(true) { " " span.badge.expired { "new" } } }
+                            td { (s.used) } td { (s.denied) } td { (s.first_seen) } td { (s.last_seen) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let related = |list: &[crate::app::Related], id: &str| {
+        html! {
+            @if list.is_empty() { p.muted id=(id) { "None." } } @else {
+                ul id=(id) {
+                    @for x in list {
+                        li { a href={"/admin/tokens/" (x.id)} { (escape(&x.name)) } " " code { (x.id) } " · " (x.status) " · " (escape(&x.relation))
+                            br; span.muted { "Revoke: " code { (x.revoke) } " · rotate: " code { (x.rotate) } } }
+                    }
+                }
+            }
+        }
+    };
+    html! {
+        section {
+            h2 { "Incident: " (escape(&r.token.name)) " " span class={"badge " (r.token.status.as_str())} { (r.token.status.as_str()) } }
+            p.muted { "Token " code { (r.token.id) } " · window " (r.since) " to " (r.until) " · positions " (r.from_position) " to " (r.to_position) }
+        }
+        section.warning id="incident-revoke" {
+            h3 { "1. Revoke" }
+            p id="incident-revoke-outcome" { (r.revocation.outcome) }
+            @if revoke_form && r.token.revoked_at.is_none() {
+                form id="incident-revoke-form" method="post" action={"/admin/tokens/" (r.token.id) "/revoke"} {
+                    input type="hidden" name="reason" value="incident";
+                    button.danger id="incident-revoke-now" type="submit" { "Revoke now" }
+                }
+            }
+        }
+        section id="incident-trail" {
+            h3 { "2. Audit trail in the window" }
+            p id="incident-totals" {
+                @if r.trail.totals.used == 0 { "No uses. " }
+                (r.trail.totals.used) " allowed uses, " (r.trail.totals.denied) " denied."
+            }
+            table id="incident-days" {
+                thead { tr { th { "Day (UTC)" } th { "Allowed" } th { "Denied" } } }
+                tbody { @for (day, c) in &r.trail.per_day { tr { td { (day) } td { (c.used) } td { (c.denied) } } } }
+            }
+            table id="incident-commands" {
+                thead { tr { th { "Command or route" } th { "Allowed" } th { "Denied" } } }
+                tbody { @for (cmd, c) in &r.trail.per_command { tr { td { code { (escape(cmd)) } } td { (c.used) } td { (c.denied) } } } }
+            }
+            ol.timeline id="incident-events" {
+                @for e in &r.trail.events {
+                    li data-position=(e.position) { strong { (e.event_type) } " " span.muted { (e.at) } br; "by " (escape(&e.actor)) ": " (escape(&e.what)) }
+                }
+            }
+        }
+        section {
+            h3 { "3. Addresses and paths" }
+            @if r.addresses.is_empty() { p.muted { "No uses." } }
+            (seen(&r.addresses, "addresses"))
+            (seen(&r.paths, "paths"))
+        }
+        section {
+            h3 { "4. Related tokens" }
+            h4 { "Rotation chain" } (related(&r.related.rotation_chain, "incident-chain"))
+            h4 { "Created by the same actor" } (related(&r.related.same_creator, "incident-creator"))
+            @if r.related.same_creator_total > r.related.same_creator.len() as u64 {
+                p.muted { "And " (r.related.same_creator_total - r.related.same_creator.len() as u64) " more." }
+            }
+            h4 { "Used from the same addresses in the window" } (related(&r.related.same_addresses, "incident-addresses"))
+        }
+        section id="incident-scopes" {
+            h3 { "5. Scopes held over time" }
+            ul {
+                @for s in &r.scopes {
+                    li { code { (s.token_id) } " from " (s.from) " until " (s.until.as_deref().unwrap_or("now")) ": " (s.scopes.join(", "))
+                        br; span.muted { "Routes: " (if s.admits.routes.is_empty() { "none".to_owned() } else { s.admits.routes.join("; ") })
+                        " · console commands: " (if s.admits.console_commands.is_empty() { "none".to_owned() } else { s.admits.console_commands.join(", ") }) } }
+                }
+            }
+        }
+        section id="incident-checkpoint" {
+            h3 { "Checkpoint" }
+            @match (&r.checkpoint.checkpoint, &r.checkpoint.checkpoint_hint) {
+                (Some(c), _) => { p { "The signed tree of " (c.size) " events (signed at " (c.signed_at) ") covers this report's position " (r.checkpoint.position) "." } pre { (c.note) } }
+                (None, Some(hint)) => { p { (hint) } }
+                (None, None) => { p { "The log is empty." } }
+            }
+        }
+    }
+}
+
+/// The incident report as a self-contained HTML document (no scripts, nothing loaded).
+pub fn incident_document(r: &Incident) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "Incident report · " (escape(&r.token.name)) " · tokenledger" }
+                style { (PreEscaped(CSS)) }
+            }
+            body { main { (incident(r, false)) } }
+        }
+    }
+    .into_string()
+}
+
+/// The "as of" picker: the table as it was at a time or position.
+fn as_of_picker(value: &str) -> Markup {
+    html! {
+        form.filters id="as-of" method="get" action="/admin/tokens" {
+            div {
+                label for="as-of-value" { "As of " span.muted { "(2026-11-24T09:30:00Z, 2026-11-24, position:120, 3d)" } }
+                input type="text" id="as-of-value" name="as_of" maxlength="40" value=(escape(value));
+            }
+            div { button.secondary id="as-of-submit" type="submit" { "Show the table then" } }
+        }
+    }
+}
+
+/// The token table as it was at a point in the log's history.
+pub fn as_of_list(p: &crate::app::AsOfPage) -> Markup {
+    let point = &p.as_of;
+    let asked = point
+        .at
+        .clone()
+        .unwrap_or_else(|| format!("position:{}", point.position));
+    html! {
+        section id="as-of-point" {
+            h2 { "Tokens as of " (point.at.as_deref().unwrap_or("the start")) }
+            p.muted { "The fold of the log up to position " (point.position) " (the head is " (point.head) "). "
+                @match (&point.checkpoint, &point.checkpoint_hint) {
+                    (Some(c), _) => { "Covered by the checkpoint of " (c.size) " events signed at " (c.signed_at) "." }
+                    (None, Some(h)) => { (h) }
+                    (None, None) => {}
+                }
+            }
+            (as_of_picker(&asked))
+        }
+        section {
+            @if p.tokens.is_empty() { p id="as-of-empty" { "No tokens existed then." } } @else {
+                table id="as-of-tokens" {
+                    thead { tr { th { "Name" } th { "Status then" } th { "Scopes" } th { "Expires" } th { "Last used then" } th { "Uses" } th { "Rotation" } } }
+                    tbody {
+                        @for t in &p.tokens {
+                            tr data-id=(t.id) data-status=(t.status.as_str()) {
+                                td { a href={"/admin/tokens/" (t.id)} { (escape(&t.name)) } br; code.muted { (t.id) } }
+                                td { span class={"badge " (t.status.as_str())} { (status_label(t.status)) } }
+                                td { (t.scopes.join(", ")) }
+                                td { (t.expires_at) }
+                                td { (t.last_used_at.as_deref().unwrap_or("never"))
+                                    @if let Some(ip) = &t.last_used_ip { br; span.muted { (escape(ip)) } } }
+                                td { (t.use_count) " allowed · " (t.denied_count) " denied" }
+                                td { @if let Some(f) = t.rotated_from { "from " code { (f) } br; }
+                                     @if let Some(to) = t.rotated_to { "to " code { (to) } } }
+                            }
+                        }
+                    }
+                }
+            }
+            p.muted id="as-of-extent" { "Showing " (p.tokens.len()) " of " (p.total) " " (tokens_word(p.total)) " that existed then." }
+            @if let Some(next) = &p.next {
+                p { a.button.secondary id="as-of-next" href={"/admin/tokens?as_of=" (url_encode(&asked)) "&cursor=" (next)} { "Next page" } }
+            }
+            p { a.button.secondary href="/admin/tokens" { "Back to now" } }
+        }
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

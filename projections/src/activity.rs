@@ -1,0 +1,259 @@
+//! What one token did in a window, for the incident report: allowed and denied uses per day,
+//! per command, per client address and per path, each with first and last seen, and its
+//! lifecycle events told as sentences (also what `tokenledger history` prints).
+//!
+//! Folded from the token's own events in the window, read along its stream: the cost is the
+//! window's events of that token, never the rest of the log.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tokenledger_events::{StoredEvent, Timestamp, TokenEvent};
+
+use crate::tokens::TokenRow;
+
+/// Allowed and denied uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub used: u64,
+    pub denied: u64,
+}
+
+/// Uses of one address or path: counts with the first and last time seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Seen {
+    pub used: u64,
+    pub denied: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+impl Seen {
+    fn add(&mut self, used: u64, denied: u64, first: Timestamp, last: Timestamp) {
+        self.used += used;
+        self.denied += denied;
+        self.first_seen = self.first_seen.min(first);
+        self.last_seen = self.last_seen.max(last);
+    }
+}
+
+/// One event of the token's life that is not a use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LifeEvent {
+    pub position: u64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub event_type: String,
+    /// What changed and why, as a sentence.
+    pub what: String,
+}
+
+/// The address a use came from, or this when none was recorded.
+pub const NO_ADDRESS: &str = "(none recorded)";
+
+/// A token's activity in a window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Activity {
+    pub totals: Counts,
+    /// By UTC day (`2026-11-24`). A denial summary counts on the day it was recorded.
+    pub per_day: BTreeMap<String, Counts>,
+    /// By console command (`console db:health`) or, for other routes, method and path.
+    /// Denials record only the path.
+    pub per_command: BTreeMap<String, Counts>,
+    pub ips: BTreeMap<String, Seen>,
+    pub paths: BTreeMap<String, Seen>,
+    /// Denials by reason.
+    pub denial_reasons: BTreeMap<String, u64>,
+    pub lifecycle: Vec<LifeEvent>,
+    /// The last event folded in.
+    pub position: u64,
+}
+
+fn day(t: Timestamp) -> String {
+    t.to_rfc3339()[..10].to_owned()
+}
+
+fn seen(
+    map: &mut BTreeMap<String, Seen>,
+    key: &str,
+    used: u64,
+    denied: u64,
+    first: Timestamp,
+    last: Timestamp,
+) {
+    match map.get_mut(key) {
+        Some(s) => s.add(used, denied, first, last),
+        None => {
+            map.insert(
+                key.to_owned(),
+                Seen {
+                    used,
+                    denied,
+                    first_seen: first,
+                    last_seen: last,
+                },
+            );
+        }
+    }
+}
+
+impl Activity {
+    /// Fold one event of the token's stream. `before` is the token's row just before it
+    /// (`None` for its `TokenCreated`), to say what a lifecycle event changed.
+    pub fn fold(&mut self, event: &StoredEvent, decoded: &TokenEvent, before: Option<&TokenRow>) {
+        self.position = self.position.max(event.position);
+        let at = event.recorded_at;
+        match decoded {
+            TokenEvent::Used(u) => {
+                self.totals.used += 1;
+                self.per_day.entry(day(at)).or_default().used += 1;
+                let command = match &u.command {
+                    Some(c) => format!("console {c}"),
+                    None => format!("{} {}", u.method, u.path),
+                };
+                self.per_command.entry(command).or_default().used += 1;
+                seen(
+                    &mut self.ips,
+                    u.ip.as_deref().unwrap_or(NO_ADDRESS),
+                    1,
+                    0,
+                    at,
+                    at,
+                );
+                seen(&mut self.paths, &u.path, 1, 0, at, at);
+            }
+            TokenEvent::UseDenied(d) => {
+                self.denied(at, 1, d.reason.as_str(), d.ip.as_deref(), &d.path, at, at);
+                self.note(event, decoded, before);
+            }
+            TokenEvent::UseDeniedSummary(d) => {
+                let reason = d.reason.as_str();
+                self.denied(
+                    at,
+                    d.count,
+                    reason,
+                    d.ip.as_deref(),
+                    &d.path,
+                    d.first_at,
+                    d.last_at,
+                );
+                self.note(event, decoded, before);
+            }
+            TokenEvent::Created(_) | TokenEvent::Revoked(_) | TokenEvent::Rotated(_) => {
+                self.note(event, decoded, before);
+            }
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one denial's fields, named at the call"
+    )]
+    fn denied(
+        &mut self,
+        at: Timestamp,
+        count: u64,
+        reason: &str,
+        ip: Option<&str>,
+        path: &str,
+        first: Timestamp,
+        last: Timestamp,
+    ) {
+        self.totals.denied += count;
+        self.per_day.entry(day(at)).or_default().denied += count;
+        self.per_command.entry(path.to_owned()).or_default().denied += count;
+        *self.denial_reasons.entry(reason.to_owned()).or_default() += count;
+        seen(
+            &mut self.ips,
+            ip.unwrap_or(NO_ADDRESS),
+            0,
+            count,
+            first,
+            last,
+        );
+        seen(&mut self.paths, path, 0, count, first, last);
+    }
+
+    fn note(&mut self, event: &StoredEvent, decoded: &TokenEvent, before: Option<&TokenRow>) {
+        self.lifecycle.push(LifeEvent {
+            position: event.position,
+            at: event.recorded_at,
+            actor: event.actor.clone(),
+            event_type: event.event_type.clone(),
+            what: narrate(decoded, before),
+        });
+    }
+}
+
+/// What an event changed about the token and why, as a sentence. `before` is the row just
+/// before it.
+pub fn narrate(decoded: &TokenEvent, before: Option<&TokenRow>) -> String {
+    let status = |row: Option<&TokenRow>| {
+        row.map_or("new".to_owned(), |r| {
+            if r.revoked_at.is_some() {
+                "revoked".to_owned()
+            } else if r.rotated_to.is_some() {
+                "rotated".to_owned()
+            } else {
+                "active".to_owned()
+            }
+        })
+    };
+    match decoded {
+        TokenEvent::Created(c) => {
+            let mut s = format!(
+                "created \"{}\" ({}) with scopes [{}], expiring {}",
+                c.name,
+                c.environment.as_str(),
+                c.scopes.join(", "),
+                c.expires_at.to_rfc3339()
+            );
+            if let Some(from) = c.rotated_from {
+                s.push_str(&format!("; the successor of {from}"));
+            }
+            s
+        }
+        TokenEvent::Used(u) => format!(
+            "used: {} {} from {}",
+            u.method,
+            u.command.as_deref().unwrap_or(&u.path),
+            u.ip.as_deref().unwrap_or(NO_ADDRESS)
+        ),
+        TokenEvent::UseDenied(d) => format!(
+            "use denied ({}) on {} from {}",
+            d.reason.as_str(),
+            d.path,
+            d.ip.as_deref().unwrap_or(NO_ADDRESS)
+        ),
+        TokenEvent::UseDeniedSummary(d) => format!(
+            "{} more uses denied ({}) on {} from {} between {} and {}",
+            d.count,
+            d.reason.as_str(),
+            d.path,
+            d.ip.as_deref().unwrap_or(NO_ADDRESS),
+            d.first_at.to_rfc3339(),
+            d.last_at.to_rfc3339()
+        ),
+        TokenEvent::Revoked(r) => format!(
+            "status {} -> revoked by {}; reason: {}",
+            status(before),
+            r.actor,
+            r.reason.as_deref().unwrap_or("none given")
+        ),
+        TokenEvent::Rotated(r) => {
+            let expiry = match before {
+                Some(b) if r.old_expires_at < b.expires_at => format!(
+                    "; its expiry moves from {} to {} (the grace period)",
+                    b.expires_at.to_rfc3339(),
+                    r.old_expires_at.to_rfc3339()
+                ),
+                _ => String::new(),
+            };
+            format!(
+                "status {} -> rotated; successor {}{expiry}",
+                status(before),
+                r.successor_id
+            )
+        }
+    }
+}
