@@ -331,7 +331,7 @@ impl Queries {
     /// These tokens' rows as of `position`, in the order of `ids`; a token created later is
     /// left out. A row unchanged since is the stored one; others are assembled from their
     /// lifecycle events and a binary search for their last use.
-    pub(crate) async fn rows_as_of(
+    pub async fn rows_as_of(
         &self,
         ids: &[Uuid],
         position: u64,
