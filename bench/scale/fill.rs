@@ -618,3 +618,77 @@ pub async fn record_uses(
         None => Ok(total),
     }
 }
+
+/// The token the incident report is measured on: one busy service token, used `uses` times
+/// after the rest of the fill (it is not among the indexed tokens, so kept databases get it
+/// added once).
+pub const HOT_INDEX: u64 = 1 << 40;
+
+pub fn hot_id() -> Uuid {
+    Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0ca1)
+}
+
+/// Create the hot token and record `uses` uses of it from a few addresses, unless the log
+/// has it already; returns how many events were appended.
+pub async fn hot_token(store: &Arc<Store>, uses: u64, appenders: usize) -> Result<u64, String> {
+    let stream = StreamId::for_token(hot_id());
+    let known = store
+        .position_of_version(&stream, 1)
+        .await
+        .map_err(|e| format!("looking for the hot token: {e}"))?;
+    if known.is_some() {
+        return Ok(0);
+    }
+    // Recorded after the rest: times run on from now, one microsecond apart.
+    let start = super::now();
+    store
+        .append(vec![StreamAppend {
+            stream_id: stream.clone(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![created(HOT_INDEX, hot_id(), start, None)],
+        }])
+        .await
+        .map_err(|e| format!("creating the hot token: {e}"))?;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..appenders.clamp(1, 8) {
+        let (store, next, stream) = (store.clone(), next.clone(), stream.clone());
+        tasks.spawn(async move {
+            let mut appended = 0;
+            loop {
+                let from = next.fetch_add(EVENTS_PER_BATCH, Ordering::Relaxed);
+                if from >= uses {
+                    return Ok::<u64, String>(appended);
+                }
+                let events: Vec<NewEvent> = (from..(from + EVENTS_PER_BATCH).min(uses))
+                    .map(|k| {
+                        let at = start.plus_micros(1 + i64::try_from(k).unwrap_or(i64::MAX));
+                        let used = TokenUsed {
+                            ip: Some(IPS[(k % 3) as usize].to_owned()),
+                            method: "POST".into(),
+                            path: "/api/admin/console".into(),
+                            command: Some(COMMANDS[(k % COMMANDS.len() as u64) as usize].into()),
+                            user_agent: Some(USER_AGENTS[0].into()),
+                        };
+                        new_event(at, actor(hot_id()), TokenEvent::Used(used), Vec::new())
+                    })
+                    .collect();
+                let n = events.len() as u64;
+                store
+                    .append(vec![StreamAppend {
+                        stream_id: stream.clone(),
+                        expected: ExpectedVersion::Any,
+                        events,
+                    }])
+                    .await
+                    .map_err(|e| format!("appending the hot token's uses: {e}"))?;
+                appended += n;
+            }
+        });
+    }
+    let mut total = 1;
+    while let Some(done) = tasks.join_next().await {
+        total += done.map_err(|e| e.to_string())??;
+    }
+    Ok(total)
+}

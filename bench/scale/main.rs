@@ -72,6 +72,10 @@ struct Args {
     /// Requests timed per route.
     #[arg(long, default_value_t = 15)]
     requests: usize,
+    /// Uses of the one busy token the incident report is timed on (PostgreSQL: --pg-scale of
+    /// it).
+    #[arg(long, default_value_t = 1_000_000)]
+    hot_uses: u64,
 }
 
 /// `1234567` as `1,234,567`.
@@ -419,7 +423,7 @@ async fn run_backend(args: &Args, backend: Backend, registry: &Registry) -> Resu
     std::fs::create_dir_all(work.join("empty")).map_err(|e| format!("temp dir: {e}"))?;
     lock(registry).dirs.push(work.clone());
 
-    let (name, url, empty_url, tokens, uses, sidecar) = match &backend {
+    let (name, url, empty_url, tokens, uses, hot_uses, sidecar) = match &backend {
         Backend::Sqlite { path, kept } => (
             "sqlite",
             format!("sqlite://{}?mode=rwc", path.display()),
@@ -429,6 +433,7 @@ async fn run_backend(args: &Args, backend: Backend, registry: &Registry) -> Resu
             ),
             args.tokens,
             args.uses,
+            args.hot_uses,
             kept.then(|| FillRecord::sidecar(path)),
         ),
         Backend::Postgres { admin } => {
@@ -443,6 +448,7 @@ async fn run_backend(args: &Args, backend: Backend, registry: &Registry) -> Resu
                 empty,
                 scale(args.tokens).max(1_000),
                 scale(args.uses),
+                scale(args.hot_uses),
                 None,
             )
         }
@@ -466,6 +472,28 @@ async fn run_backend(args: &Args, backend: Backend, registry: &Registry) -> Resu
 
     // 1. The fill.
     let (record, reused) = build(&url, tokens, uses, args, sidecar.as_deref()).await?;
+    let log_head;
+    println!(
+        "   the busy token of the incident report: {} uses ...",
+        thousands(hot_uses)
+    );
+    {
+        let store = Arc::new(
+            Store::open(&DatabaseUrl::parse(&url).map_err(|e| e.to_string())?)
+                .await
+                .map_err(|e| format!("opening the log: {e}"))?,
+        );
+        let start = Instant::now();
+        let added = fill::hot_token(&store, hot_uses, args.appenders).await?;
+        log_head = store.head().await.map_err(|e| e.to_string())?.position;
+        if added > 0 {
+            println!(
+                "   appended {} events in {}",
+                thousands(added),
+                secs(start.elapsed())
+            );
+        }
+    }
     let mut conn = Conn::open(&url).await?;
     conn.checkpoint().await?;
     let events = conn.scalar("SELECT position FROM log_head").await? as u64;
@@ -736,6 +764,48 @@ async fn run_backend(args: &Args, backend: Backend, registry: &Registry) -> Resu
         )?;
         pages.push(("  ... &order=newest_first".to_owned(), m, x));
     }
+    // Forensics: the token table as it was, and the incident report of the busy token.
+    println!("   as-of pages and the incident report ...");
+    let mut as_of = Vec::new();
+    for (what, q) in [
+        (
+            "as_of=position:<half the log>".to_owned(),
+            format!("as_of=position:{}", log_head / 2),
+        ),
+        (
+            "as_of=position:<head - 1,000>".to_owned(),
+            format!("as_of=position:{}", log_head.saturating_sub(1_000)),
+        ),
+        ("as_of=30d (an instant)".to_owned(), "as_of=30d".to_owned()),
+    ] {
+        let (m, x, body) = time_route(
+            &server,
+            &format!("/api/admin/tokens?{q}&limit=50"),
+            Some(&jwt),
+            args.requests,
+        )?;
+        as_of.push((
+            what,
+            m,
+            x,
+            procs::json_field(&body, "total").unwrap_or("?").to_owned(),
+        ));
+    }
+    let hot = fill::hot_id();
+    let incident_runs = args.requests.min(3);
+    let (incident_med, incident_max, incident_body) = time_route(
+        &server,
+        &format!("/api/admin/tokens/{hot}/incident"),
+        Some(&jwt),
+        incident_runs,
+    )?;
+    let (hot_audit_med, hot_audit_max, _) = time_route(
+        &server,
+        &format!("/api/admin/tokens/{hot}/audit?limit=50"),
+        Some(&jwt),
+        args.requests,
+    )?;
+
     // The token cache authenticates a token minted by the fill: a verifier checks another.
     let auth = server.post(
         "/v1/verify",
@@ -813,6 +883,35 @@ async fn run_backend(args: &Args, backend: Backend, registry: &Registry) -> Resu
             ratio(m.as_secs_f64(), h_med.as_secs_f64()),
         );
     }
+    report.section(&format!(
+        "forensics over {} events (as-of target <= 1 s on SQLite; median (max))",
+        thousands(log_head)
+    ));
+    let (first_med, first_max) = (pages[0].1, pages[0].2);
+    for (what, m, x, total) in &as_of {
+        report.row(
+            &format!("GET /api/admin/tokens?{what}&limit=50 ({total} tokens then)"),
+            med_max(*m, *x),
+            format!("the same page now {}", med_max(first_med, first_max)),
+            ratio(m.as_secs_f64(), first_med.as_secs_f64()),
+        );
+    }
+    let hot_uses_seen = incident_body
+        .find("\"totals\"")
+        .and_then(|i| procs::json_field(&incident_body[i..], "used"))
+        .unwrap_or("?")
+        .to_owned();
+    report.row(
+        &format!(
+            "GET .../{{busy}}/incident ({hot_uses_seen} uses in the window; {incident_runs} runs)"
+        ),
+        med_max(incident_med, incident_max),
+        format!(
+            "its audit page GET .../audit?limit=50 {}",
+            med_max(hot_audit_med, hot_audit_max)
+        ),
+        ratio(incident_med.as_secs_f64(), hot_audit_med.as_secs_f64()),
+    );
     report.notes.push(format!(
         "first page: total {} counts {}; status=revoked total {}; POST /v1/verify with a \
          filled token: {} {}",

@@ -254,6 +254,21 @@ async fn admin_round(
         );
     }
 
+    // The "as of" picker: the table as it was after the first event, before the revocation.
+    client.goto(&format!("{base}/admin/tokens")).await?;
+    find(client, "input#as-of-value")
+        .await?
+        .send_keys("position:1")
+        .await?;
+    find(client, "button#as-of-submit").await?.click().await?;
+    let then = wait_for(client, &format!(r#"table#as-of-tokens tr[data-id="{id}"]"#)).await?;
+    ensure!(
+        then.attr("data-status").await?.as_deref() == Some("active"),
+        "as of position 1 the token was active, the page says {:?}",
+        then.attr("data-status").await?
+    );
+    screenshot(client, "admin-tokens-as-of.png").await?;
+
     // A bad form comes back with the message beside the field, and nothing is created.
     client.goto(&format!("{base}/admin/tokens")).await?;
     find(client, r#"input[name=scope][value="console:exec"]"#)
@@ -331,6 +346,32 @@ async fn admin_round(
         )
         .await?;
     screenshot(client, "admin-tokens-narrow.png").await?;
+
+    // The incident report of another token, and its "Revoke now".
+    let suspect = app.create("suspect", &["console:exec"], None).await.row.id;
+    client.set_window_size(1280, 900).await?;
+    client
+        .goto(&format!("{base}/admin/tokens/{suspect}/incident"))
+        .await?;
+    expect_status(client, 200).await?;
+    let totals = find(client, "p#incident-totals").await?.text().await?;
+    ensure!(totals.contains("No uses"), "a token never used: {totals:?}");
+    find(client, "button#incident-revoke-now")
+        .await?
+        .click()
+        .await?;
+    wait_for(client, "section#notice").await?;
+    let row = app.token(suspect).await;
+    ensure!(
+        row.revoke_reason.as_deref() == Some("incident")
+            && row
+                .revoked_by
+                .as_deref()
+                .is_some_and(|by| by.starts_with(&format!("user:{SUB}/"))),
+        "Revoke now recorded {:?} by {:?}",
+        row.revoke_reason,
+        row.revoked_by
+    );
     Ok(())
 }
 

@@ -578,10 +578,8 @@ fn as_of_picker(value: &str) -> Markup {
 /// The token table as it was at a point in the log's history.
 pub fn as_of_list(p: &crate::app::AsOfPage) -> Markup {
     let point = &p.as_of;
-    let asked = point
-        .at
-        .clone()
-        .unwrap_or_else(|| format!("position:{}", point.position));
+    // The exact point, so that the next page and a reload answer the same table.
+    let asked = format!("position:{}", point.position);
     html! {
         section id="as-of-point" {
             h2 { "Tokens as of " (point.at.as_deref().unwrap_or("the start")) }
