@@ -588,13 +588,17 @@ impl Queries {
             .map_err(unavailable("Token table"))?
             .ok_or(QueryError::NotFound(id))?;
         let now = self.now();
-        let since = since.unwrap_or(row.created_at);
-        if since > now {
+        // A window asked for must not start in the future; the default one starts at the
+        // token's creation, whatever this node's clock says.
+        if let Some(since) = since
+            && since > now
+        {
             return Err(QueryError::BadInput(format!(
                 "is after now ({}): the window would have a negative length",
                 now.to_rfc3339()
             )));
         }
+        let since = since.unwrap_or(row.created_at);
         let head = self.head().await?.position;
         let from = store
             .position_at(since)

@@ -339,12 +339,27 @@ async fn control_characters_are_refused_at_the_edge_and_escaped_on_every_output(
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    let (legacy_id, user_id) = (legacy.to_string(), user.row.id.to_string());
     for args in [
         vec!["token", "list"],
         vec!["token", "list", "--json"],
-        vec!["token", "show", &legacy.to_string()],
+        vec!["token", "show", &legacy_id],
         vec!["audit"],
         vec!["audit", "--json"],
+        vec!["token", "list", "--as-of", "position:1"],
+        vec![
+            "token",
+            "show",
+            &legacy_id,
+            "--as-of",
+            "position:1",
+            "--json",
+        ],
+        vec!["history", &legacy_id],
+        vec!["history", &user_id, "--json"],
+        vec!["incident", &legacy_id],
+        vec!["incident", &user_id],
+        vec!["incident", &user_id, "--json"],
     ] {
         let out = tokenledger(&url, &args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -376,6 +391,9 @@ async fn control_characters_are_refused_at_the_edge_and_escaped_on_every_output(
         "/admin/tokens".to_owned(),
         format!("/admin/tokens/{legacy}"),
         format!("/admin/tokens/{}", user.row.id),
+        format!("/admin/tokens/{legacy}/incident"),
+        format!("/admin/tokens/{}/incident", user.row.id),
+        "/admin/tokens?as_of=position:1".to_owned(),
     ] {
         let (status, html, _) = app
             .send_text(reqwest::Method::GET, &path, cookie.clone(), None)

@@ -717,7 +717,12 @@ async fn secrets_never_leak(db: TestDb) {
         reads.push(format!("token show {}", m.id));
         reads.push(format!("token show {} --json", m.id));
         reads.push(format!("audit --token {} --json", m.id));
+        reads.push(format!("token show {} --as-of position:3 --json", m.id));
+        reads.push(format!("history {} --json", m.id));
+        reads.push(format!("incident {}", m.id));
+        reads.push(format!("incident {} --json", m.id));
     }
+    reads.push("token list --as-of position:5 --json".to_owned());
     for cmd in &reads {
         printed.plain(cmd, &cli(&url, &cmd.split(' ').collect::<Vec<_>>()).await);
     }
