@@ -99,6 +99,7 @@ pub(super) async fn run(services: &Services, args: AuditArgs) -> Result<(), Fail
             before: args.before,
             newest_first: args.reverse,
             limit: args.limit,
+            ..AuditQuery::default()
         })
         .await?;
     if args.json {
