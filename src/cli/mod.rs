@@ -168,7 +168,9 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Read the audit view (one row per token event), oldest first.
+    /// Read the audit view (one row per token event), oldest first, filtered by token, action,
+    /// actor, client address or block, path prefix, time and position; or follow it as it
+    /// grows (`--follow`).
     Audit(AuditArgs),
     /// Print a development admin session (a JWT signed by a key kept beside the database,
     /// made on first use). `serve` accepts it only when APP_ENV is not production.
@@ -415,10 +417,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(services) => export::run_consistency(&services, old, new, out.as_deref()).await,
             Err(e) => Err(e),
         },
-        Command::Audit(args) => match open(&cli.database_url, settings).await {
-            Ok(services) => audit::run(&services, args).await,
-            Err(e) => Err(e),
-        },
+        Command::Audit(args) => audit::run(&cli.database_url, args).await,
         Command::Projections {
             command: ProjectionsCommand::Rebuild { quiet },
         } => rebuild(&cli.database_url, quiet).await,
