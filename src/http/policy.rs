@@ -85,6 +85,7 @@ pub mod path {
     pub const API_REVOKE: &str = "/api/admin/tokens/{id}/revoke";
     pub const API_ROTATE: &str = "/api/admin/tokens/{id}/rotate";
     pub const API_TIMELINE: &str = "/api/admin/tokens/{id}/audit";
+    pub const API_AUDIT: &str = "/api/admin/audit";
 }
 
 /// The guide: the console needs `console:exec` or `admin`.
@@ -211,6 +212,12 @@ pub static ROUTES: &[Route] = &[
         path::API_TIMELINE,
         Answer::Json,
         "admin API: one token's audit timeline",
+    ),
+    admin(
+        "GET",
+        path::API_AUDIT,
+        Answer::Json,
+        "admin API: the audit view, filtered and paged by cursor",
     ),
 ];
 
