@@ -671,7 +671,7 @@ impl Queries {
         let mut via: BTreeMap<Uuid, Vec<String>> = BTreeMap::new();
         for ip in activity.ips.keys().take(RELATED_MAX) {
             for other in store
-                .tokens_used_from(ip, since, RELATED_MAX + 1)
+                .tokens_seen_from(ip, since, RELATED_MAX + 1)
                 .await
                 .map_err(unavailable("IP history"))?
             {

@@ -6,6 +6,7 @@
 //! module never imports the HTTP edge: the composition root (`crate::server`) hands it the
 //! router.
 
+pub mod audit;
 pub mod checkpoints;
 mod denials;
 pub mod export;

@@ -188,13 +188,26 @@ pub struct Queries {
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 
-/// Which audit rows to show: a page by position cursor.
+/// Which audit rows to show: a page by position cursor. Every filter given must match (see
+/// [`crate::store::AuditFilter`] for what each means).
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub token_id: Option<Uuid>,
     pub action: Option<AuditAction>,
+    /// Rows recorded with exactly this actor.
+    pub actor: Option<String>,
+    /// Rows used or denied from an address in this network.
+    pub ip: Option<ipnet::IpNet>,
+    /// Rows whose request path starts with this.
+    pub path_prefix: Option<String>,
     /// Rows that occurred at or after this time.
     pub since: Option<Timestamp>,
+    /// Rows that occurred at or before this time.
+    pub until: Option<Timestamp>,
+    /// Rows at this log position or later.
+    pub from_position: Option<u64>,
+    /// Rows at this log position or earlier.
+    pub to_position: Option<u64>,
     /// Rows at positions after this one.
     pub after: Option<u64>,
     /// Rows at positions before this one.
@@ -272,64 +285,7 @@ impl Queries {
     /// One page of the audit view, read from the log itself (it never lags). The limit is
     /// clamped to [`MAX_PAGE`], and the answer says so.
     pub async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, QueryError> {
-        let asked = query.limit.unwrap_or(DEFAULT_PAGE).max(1);
-        let limit = asked.min(MAX_PAGE);
-        let filter = AuditFilter {
-            token_id: query.token_id,
-            action: query.action,
-            since: query.since,
-            after: query.after,
-            before: query.before,
-            newest_first: query.newest_first,
-            limit,
-        };
-        let page = self
-            .store
-            .audit(&filter)
-            .await
-            .map_err(unavailable("Audit view"))?;
-        let first = page.rows.first().map(|r| r.position);
-        let last = page.rows.last().map(|r| r.position);
-        // Onward continues in the page's order from its last row; back returns from its first.
-        let onward = |p| {
-            if query.newest_first {
-                Cursor::Before(p)
-            } else {
-                Cursor::After(p)
-            }
-        };
-        let back = |p| {
-            if query.newest_first {
-                Cursor::After(p)
-            } else {
-                Cursor::Before(p)
-            }
-        };
-        let next = last.filter(|_| page.more_past_end).map(onward);
-        let prev = match first {
-            Some(first) => page.more_before_start.then(|| back(first)),
-            // An empty page past the end: back to where the cursor pointed.
-            None if page.more_before_start => match (query.after, query.before) {
-                (Some(a), _) if !query.newest_first => Some(Cursor::Before(a + 1)),
-                (_, Some(b)) if query.newest_first => Some(Cursor::After(b.saturating_sub(1))),
-                _ => None,
-            },
-            None => None,
-        };
-        Ok(AuditPage {
-            complete: page.total == page.rows.len() as u64,
-            events: page.rows.iter().map(AuditView::from).collect(),
-            total: page.total,
-            limit,
-            limit_clamped: asked > MAX_PAGE,
-            order: if query.newest_first {
-                "newest_first"
-            } else {
-                "oldest_first"
-            },
-            next,
-            prev,
-        })
+        audit_page(&self.store, query).await
     }
 
     /// One token and a page of its audit timeline.
@@ -506,4 +462,64 @@ impl Queries {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// One page of the audit view over `store` (see [`Queries::audit`]); it needs nothing but the
+/// log, so `tokenledger audit` answers it without loading the token cache.
+pub(crate) async fn audit_page(store: &Store, query: &AuditQuery) -> Result<AuditPage, QueryError> {
+    let asked = query.limit.unwrap_or(DEFAULT_PAGE).max(1);
+    let limit = asked.min(MAX_PAGE);
+    let filter = AuditFilter {
+        after: query.after,
+        before: query.before,
+        newest_first: query.newest_first,
+        limit,
+        ..super::audit::filter_of(query)
+    };
+    let page = store
+        .audit(&filter)
+        .await
+        .map_err(unavailable("Audit view"))?;
+    let first = page.rows.first().map(|r| r.position);
+    let last = page.rows.last().map(|r| r.position);
+    // Onward continues in the page's order from its last row; back returns from its first.
+    let onward = |p| {
+        if query.newest_first {
+            Cursor::Before(p)
+        } else {
+            Cursor::After(p)
+        }
+    };
+    let back = |p| {
+        if query.newest_first {
+            Cursor::After(p)
+        } else {
+            Cursor::Before(p)
+        }
+    };
+    let next = last.filter(|_| page.more_past_end).map(onward);
+    let prev = match first {
+        Some(first) => page.more_before_start.then(|| back(first)),
+        // An empty page past the end: back to where the cursor pointed.
+        None if page.more_before_start => match (query.after, query.before) {
+            (Some(a), _) if !query.newest_first => Some(Cursor::Before(a + 1)),
+            (_, Some(b)) if query.newest_first => Some(Cursor::After(b.saturating_sub(1))),
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(AuditPage {
+        complete: page.total == page.rows.len() as u64,
+        events: page.rows.iter().map(AuditView::from).collect(),
+        total: page.total,
+        limit,
+        limit_clamped: asked > MAX_PAGE,
+        order: if query.newest_first {
+            "newest_first"
+        } else {
+            "oldest_first"
+        },
+        next,
+        prev,
+    })
 }

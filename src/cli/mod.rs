@@ -169,7 +169,9 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Read the audit view (one row per token event), oldest first.
+    /// Read the audit view (one row per token event), oldest first, filtered by token, action,
+    /// actor, client address or block, path prefix, time and position; or follow it as it
+    /// grows (`--follow`).
     Audit(AuditArgs),
     /// The incident report for one token: revoke (with --revoke), the audit trail in the
     /// window, every address and path, related tokens, the scopes held and what they
@@ -446,10 +448,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(services) => forensics::run_history(&services, id, json).await,
             Err(e) => Err(e),
         },
-        Command::Audit(args) => match open(&cli.database_url, settings).await {
-            Ok(services) => audit::run(&services, args).await,
-            Err(e) => Err(e),
-        },
+        Command::Audit(args) => audit::run(&cli.database_url, args).await,
         Command::Projections {
             command: ProjectionsCommand::Rebuild { quiet },
         } => rebuild(&cli.database_url, quiet).await,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::extract::{
-    AdminSession, AppJson, PageParams, StaleListParams, TokenId, TokenListParams,
+    AdminSession, AppJson, AuditParams, PageParams, StaleListParams, TokenId, TokenListParams,
 };
 use super::policy::path;
 use super::state::AppState;
@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route(path::API_ROTATE, post(rotate))
         .route(path::API_TIMELINE, get(timeline))
         .route(path::API_INCIDENT, get(incident))
+        .route(path::API_AUDIT, get(audit))
 }
 
 fn duration(field: &str, raw: Option<String>) -> Result<Option<std::time::Duration>, ApiError> {
@@ -234,6 +235,18 @@ async fn timeline(
     let mut answer = json!(page);
     answer["token"] = json!(TokenView::new(&row, state.ledger.now()));
     Ok(Json(answer))
+}
+
+/// `GET /api/admin/audit?token=&action=&actor=&ip=&path_prefix=&since=&until=&from_position=
+/// &to_position=&after=&before=&order=&limit=`: a page of the audit view, every filter given
+/// applied, with the total matching and the cursors of the pages beside it.
+async fn audit(
+    State(state): State<AppState>,
+    _: AdminSession,
+    params: AuditParams,
+) -> Result<Json<Value>, ApiError> {
+    let query = params.resolve(state.ledger.now())?;
+    Ok(Json(json!(state.queries.audit(&query).await?)))
 }
 
 /// `GET /api/admin/tokens/stale?cursor=&limit=`: a page of the monitoring list.

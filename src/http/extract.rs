@@ -2,7 +2,8 @@
 //!
 //! - [`AppJson`]: a JSON body into a typed request; a rejection names the field and what is
 //!   accepted, and never echoes a value.
-//! - [`PageParams`], [`TokenListParams`], [`StaleListParams`]: a list's page and filters
+//! - [`PageParams`], [`TokenListParams`], [`StaleListParams`], [`AuditParams`]: a list's
+//!   page and filters
 //!   from the query string; a rejection names the parameter and what is accepted, never the
 //!   value.
 //! - [`Bearer`]: the credential of exactly one `Authorization: Bearer` header.
@@ -25,9 +26,13 @@ use super::admin_page;
 use super::error::ApiError;
 use super::policy::{self, Access, Answer};
 use super::state::AppState;
+use crate::app::audit::{
+    EmptyWindow, IP_FORMS, MAX_FILTER_TEXT, TIME_FORMS, TimeSpec, action_names, check_windows,
+    parse_action, parse_ip_filter,
+};
 use crate::app::{
-    AS_OF_FORMS, AsOf, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Refusal, TokenCursor, TokenQuery,
-    parse_environment, parse_status, status_names,
+    AS_OF_FORMS, AsOf, AuditQuery, MAX_NAME_PREFIX, MAX_PAGE, MAX_TOKEN_PAGE, Refusal, TokenCursor,
+    TokenQuery, parse_environment, parse_status, status_names,
 };
 use crate::lifecycle::UseAttempt;
 use crate::scope::Scope;
@@ -439,6 +444,143 @@ impl<S: Send + Sync> FromRequestParts<S> for StaleListParams {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         StaleListParams::parse(parts.uri.query())
+    }
+}
+
+/// The audit view's query: `?token=&action=&actor=&ip=&path_prefix=&since=&until=
+/// &from_position=&to_position=&after=&before=&order=&limit=`. As for the token list, an
+/// empty value is the same as none and a parameter given twice is refused. Times are kept as
+/// given until [`AuditParams::resolve`] reads them at the service's `now`.
+#[derive(Clone, Debug, Default)]
+pub struct AuditParams {
+    query: AuditQuery,
+    since: Option<TimeSpec>,
+    until: Option<TimeSpec>,
+}
+
+impl AuditParams {
+    const ACCEPTED: &[&str] = &[
+        "token",
+        "action",
+        "actor",
+        "ip",
+        "path_prefix",
+        "since",
+        "until",
+        "from_position",
+        "to_position",
+        "after",
+        "before",
+        "order",
+        "limit",
+    ];
+
+    pub fn parse(query: Option<&str>) -> Result<AuditParams, ApiError> {
+        let bad = |text: String| ApiError::BadRequest(text);
+        let position = |key: &str, value: &str| {
+            value.parse::<u64>().map_err(|_| {
+                bad(format!(
+                    "\"{key}\" must be a whole number (a log position; 1 is the first event)"
+                ))
+            })
+        };
+        let text = |key: &str, value: String, what: &str| {
+            if value.chars().count() > MAX_FILTER_TEXT {
+                return Err(bad(format!(
+                    "\"{key}\" must be at most {MAX_FILTER_TEXT} characters ({what})"
+                )));
+            }
+            Ok(value)
+        };
+        let time = |key: &str, value: &str| {
+            TimeSpec::parse(value)
+                .ok_or_else(|| bad(format!("\"{key}\" must be a time: {TIME_FORMS}")))
+        };
+        let mut p = AuditParams::default();
+        for (key, value) in query_pairs(query, Self::ACCEPTED)? {
+            let q = &mut p.query;
+            match key {
+                "token" => {
+                    q.token_id = Some(
+                        uuid::Uuid::parse_str(value.trim())
+                            .map_err(|_| bad("\"token\" must be a token id (a UUID)".into()))?,
+                    );
+                }
+                "action" => {
+                    q.action = Some(parse_action(&value).ok_or_else(|| {
+                        bad(format!(
+                            "\"action\" must be one of {} (or created, used, denied, revoked, rotated)",
+                            action_names()
+                        ))
+                    })?);
+                }
+                "actor" => {
+                    q.actor = Some(text(key, value, "an actor like cli:alice or token:ID")?);
+                }
+                "ip" => {
+                    q.ip = Some(
+                        parse_ip_filter(&value)
+                            .ok_or_else(|| bad(format!("\"ip\" must be {IP_FORMS}")))?,
+                    );
+                }
+                "path_prefix" => {
+                    q.path_prefix = Some(text(key, value, "the start of a request path")?);
+                }
+                "since" => p.since = Some(time(key, &value)?),
+                "until" => p.until = Some(time(key, &value)?),
+                "from_position" => q.from_position = Some(position(key, &value)?),
+                "to_position" => q.to_position = Some(position(key, &value)?),
+                "after" => q.after = Some(position(key, &value)?),
+                "before" => q.before = Some(position(key, &value)?),
+                "order" => {
+                    q.newest_first = match value.as_str() {
+                        "newest_first" => true,
+                        "oldest_first" => false,
+                        _ => {
+                            return Err(bad(
+                                "\"order\" must be newest_first or oldest_first".into()
+                            ));
+                        }
+                    };
+                }
+                _ => match value.parse::<u64>() {
+                    Ok(n) if n >= 1 => q.limit = Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                    _ => {
+                        return Err(bad(format!(
+                            "\"limit\" must be a whole number of at least 1 (a page size; more than {MAX_PAGE} is lowered to {MAX_PAGE})"
+                        )));
+                    }
+                },
+            }
+        }
+        Ok(p)
+    }
+
+    /// The query, its times read at `now`; a window that cannot hold a row is refused.
+    pub fn resolve(self, now: tokenledger_events::Timestamp) -> Result<AuditQuery, ApiError> {
+        let query = AuditQuery {
+            since: self.since.map(|t| t.resolve(now)),
+            until: self.until.map(|t| t.resolve(now)),
+            ..self.query
+        };
+        match check_windows(&query) {
+            Ok(()) => Ok(query),
+            Err(EmptyWindow::Time { .. }) => Err(ApiError::BadRequest(
+                "\"until\" is before \"since\"; give an until at or after since".into(),
+            )),
+            Err(EmptyWindow::Positions { .. }) => Err(ApiError::BadRequest(
+                "\"from_position\" is past \"to_position\"; give a from_position at most to_position"
+                    .into(),
+            )),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuditParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        AuditParams::parse(parts.uri.query())
     }
 }
 

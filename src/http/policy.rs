@@ -87,6 +87,7 @@ pub mod path {
     pub const API_TIMELINE: &str = "/api/admin/tokens/{id}/audit";
     pub const API_INCIDENT: &str = "/api/admin/tokens/{id}/incident";
     pub const PAGE_INCIDENT: &str = "/admin/tokens/{id}/incident";
+    pub const API_AUDIT: &str = "/api/admin/audit";
 }
 
 /// The guide: the console needs `console:exec` or `admin`.
@@ -225,6 +226,12 @@ pub static ROUTES: &[Route] = &[
         path::API_INCIDENT,
         Answer::Json,
         "admin API: the incident report of one token (?since=T)",
+    ),
+    admin(
+        "GET",
+        path::API_AUDIT,
+        Answer::Json,
+        "admin API: the audit view, filtered and paged by cursor",
     ),
 ];
 

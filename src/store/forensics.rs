@@ -147,7 +147,7 @@ macro_rules! forensic_sql {
         }
 
         /// Other tokens used from `ip` at or after `since`.
-        pub(crate) async fn tokens_used_from(
+        pub(crate) async fn tokens_seen_from(
             conn: &mut $conn,
             ip: &str,
             since: Timestamp,
@@ -273,13 +273,13 @@ macro_rules! forensic_sql {
                         .map_err(StoreError::db)
                 }
 
-                pub(crate) async fn tokens_used_from(
+                pub(crate) async fn tokens_seen_from(
                     &self,
                     ip: &str,
                     since: Timestamp,
                     limit: usize,
                 ) -> Result<Vec<Uuid>, StoreError> {
-                    tokens_used_from(&mut *self.reader().await?, ip, since, limit)
+                    tokens_seen_from(&mut *self.reader().await?, ip, since, limit)
                         .await
                         .map_err(StoreError::db)
                 }
@@ -409,13 +409,13 @@ impl Store {
     }
 
     /// Tokens used from `ip` at or after `since`, at most `limit`.
-    pub async fn tokens_used_from(
+    pub async fn tokens_seen_from(
         &self,
         ip: &str,
         since: Timestamp,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
-        delegate!(self, l => l.tokens_used_from(ip, since, limit).await)
+        delegate!(self, l => l.tokens_seen_from(ip, since, limit).await)
     }
 
     /// Tokens created by `actor` (at most `limit`, in id order) and how many there are.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokenledger_events::merkle;
 use tokenledger_events::{
     AppendError, ChainError, EventLog, Head, LogError, LogId, StoredEvent, StreamAppend, StreamId,
-    Timestamp, TokenHash,
+    Timestamp, TokenEvent, TokenHash,
 };
 use tokenledger_projections::{AuditAction, AuditRow, TokenRow};
 use tokio::sync::watch;
@@ -231,13 +231,30 @@ pub struct StoredCheckpoint {
 }
 
 /// Which audit rows to read: a page of at most `limit` rows by position, after the cursor
-/// `after` and/or before `before`, oldest first unless `newest_first`.
+/// `after` and/or before `before`, oldest first unless `newest_first`. Every filter given must
+/// match. Token, action, actor and the time and position windows are SQL conditions; the
+/// client address and the path live only in the event's body, so rows are read by those
+/// conditions and the body is checked here ([`AuditFilter::body_matches`]).
 #[derive(Debug, Clone)]
 pub struct AuditFilter {
     pub token_id: Option<uuid::Uuid>,
     pub action: Option<AuditAction>,
+    /// Rows whose actor is exactly this.
+    pub actor: Option<String>,
+    /// Rows used or denied from an address in this network (a single address is a /32 or
+    /// /128). Rows without an address (creations, revocations) never match.
+    pub ip: Option<ipnet::IpNet>,
+    /// Rows whose request path starts with this (case-sensitive). Rows without a path never
+    /// match.
+    pub path_prefix: Option<String>,
     /// Rows that occurred at or after this time.
     pub since: Option<Timestamp>,
+    /// Rows that occurred at or before this time.
+    pub until: Option<Timestamp>,
+    /// Rows at this position or later.
+    pub from_position: Option<u64>,
+    /// Rows at this position or earlier.
+    pub to_position: Option<u64>,
     /// Only rows at positions greater than this.
     pub after: Option<u64>,
     /// Only rows at positions less than this.
@@ -251,7 +268,13 @@ impl Default for AuditFilter {
         AuditFilter {
             token_id: None,
             action: None,
+            actor: None,
+            ip: None,
+            path_prefix: None,
             since: None,
+            until: None,
+            from_position: None,
+            to_position: None,
             after: None,
             before: None,
             newest_first: false,
@@ -259,6 +282,10 @@ impl Default for AuditFilter {
         }
     }
 }
+
+/// The event types whose rows carry a client address and a path: uses and denials.
+pub(crate) const ADDRESSED_TYPES: [&str; 3] =
+    ["TokenUsed", "TokenUseDenied", "TokenUseDeniedSummary"];
 
 impl AuditFilter {
     /// Every row, in log order: for rebuild checks and tests, never for a view.
@@ -268,6 +295,69 @@ impl AuditFilter {
             ..AuditFilter::default()
         }
     }
+
+    /// Whether a filter needs each event's body: the address or the path.
+    pub fn filters_body(&self) -> bool {
+        self.ip.is_some() || self.path_prefix.is_some()
+    }
+
+    /// Whether the address and path of an event match the filter's (true when it has
+    /// neither).
+    pub fn body_matches(&self, decoded: &TokenEvent) -> bool {
+        if !self.filters_body() {
+            return true;
+        }
+        let (ip, path) = match decoded {
+            TokenEvent::Used(u) => (u.ip.as_deref(), u.path.as_str()),
+            TokenEvent::UseDenied(d) => (d.ip.as_deref(), d.path.as_str()),
+            TokenEvent::UseDeniedSummary(d) => (d.ip.as_deref(), d.path.as_str()),
+            _ => return false,
+        };
+        self.ip
+            .is_none_or(|net| ip.is_some_and(|ip| address_in(&net, ip)))
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|prefix| path.starts_with(prefix))
+    }
+
+    /// Whether one event's row passes every filter (the cursors aside): what a follower
+    /// applies to each event as it reads the log in order. The same conditions as the SQL
+    /// of a page, written out.
+    pub fn matches(&self, event: &StoredEvent, decoded: &TokenEvent) -> bool {
+        let Some(token_id) = event.stream_id.token_id() else {
+            return false;
+        };
+        self.token_id.is_none_or(|t| t == token_id)
+            && self
+                .action
+                .is_none_or(|a| a.event_types().contains(&event.event_type.as_str()))
+            && self.actor.as_deref().is_none_or(|a| a == event.actor)
+            && self.since.is_none_or(|t| event.recorded_at >= t)
+            && self.until.is_none_or(|t| event.recorded_at <= t)
+            && self.from_position.is_none_or(|p| event.position >= p)
+            && self.to_position.is_none_or(|p| event.position <= p)
+            && self.body_matches(decoded)
+    }
+}
+
+/// Whether the recorded address `ip` lies in `net`. A recorded address that does not parse
+/// never matches. An IPv4 address and its IPv4-mapped IPv6 form (`::ffff:10.0.0.1`, what a
+/// dual-stack socket reports) are the same client, so either form of either side matches.
+pub fn address_in(net: &ipnet::IpNet, ip: &str) -> bool {
+    let Ok(addr) = ip.trim().parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    address_forms(addr).iter().any(|a| net.contains(a))
+}
+
+/// An address as itself, as its canonical form, and (IPv4) as its IPv4-mapped IPv6 form.
+pub(crate) fn address_forms(addr: std::net::IpAddr) -> [std::net::IpAddr; 3] {
+    let mapped = match addr.to_canonical() {
+        std::net::IpAddr::V4(v4) => std::net::IpAddr::V6(v4.to_ipv6_mapped()),
+        v6 => v6,
+    };
+    [addr, addr.to_canonical(), mapped]
 }
 
 /// Which stored tokens to read: every filter given must match (see `sql::token_filter`).

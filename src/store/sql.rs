@@ -101,12 +101,19 @@ pub(crate) const ADDRESS_COLUMNS: &str = "token_id, ip, first_seen, last_seen, u
 /// What the start-up load reads of each `api_tokens` row: the compact entry's columns.
 pub(crate) const ENTRY_COLUMNS: &str = "id, hash, environment, scopes, created_at, expires_at, revoked_at, rotated_from, rotated_to, last_used_at, stream_version, position";
 
-/// An argument of a generated token filter, bound in order.
+/// An argument of a generated statement (a token filter, an audit page), bound in order.
+#[derive(Clone)]
 pub(crate) enum Arg {
     Id(Uuid),
     Int(i64),
     Small(i32),
     Text(String),
+}
+
+/// Add `arg` to `args`, returning its placeholder (`$n`; SQLite reads `$n` as a parameter too).
+pub(crate) fn push_arg(args: &mut Vec<Arg>, arg: Arg) -> String {
+    args.push(arg);
+    format!("${}", args.len())
 }
 
 /// ` WHERE ...` for a token filter (empty when nothing is filtered), with its arguments.
@@ -1440,81 +1447,255 @@ macro_rules! sql_event_log {
             Ok(lo)
         }
 
+        /// The audit rows of `events` (those of token streams), each with its token's scopes.
+        async fn audit_rows(
+            conn: &mut $conn,
+            events: &[StoredEvent],
+        ) -> Result<Vec<tokenledger_projections::AuditRow>, sqlx::Error> {
+            let mut ids: Vec<Uuid> = events.iter().filter_map(|e| e.stream_id.token_id()).collect();
+            ids.sort();
+            ids.dedup();
+            let tokens = load_tokens(&mut *conn, &ids).await?;
+            let mut rows = Vec::with_capacity(events.len());
+            for e in events {
+                let decoded = e.decode().map_err(decode_err)?;
+                let scopes = e
+                    .stream_id
+                    .token_id()
+                    .and_then(|id| tokens.get(&id))
+                    .map(|t| t.scopes.as_slice())
+                    .unwrap_or(&[]);
+                rows.extend(tokenledger_projections::audit_row(e, &decoded, scopes));
+            }
+            Ok(rows)
+        }
+
+        /// The events matching `base` (with its `args`) whose `col` lies strictly between
+        /// `after` and `before` (either open), in `col` order, descending when `desc`, at most
+        /// `limit`.
+        #[expect(clippy::too_many_arguments, reason = "a statement's parts, each used once")]
+        async fn events_between(
+            conn: &mut $conn,
+            base: &str,
+            args: &[$crate::store::sql::Arg],
+            col: &str,
+            after: Option<u64>,
+            before: Option<u64>,
+            desc: bool,
+            limit: usize,
+        ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+            use std::fmt::Write as _;
+            use $crate::store::sql::{Arg, push_arg};
+            let mut args = args.to_vec();
+            let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {base}");
+            if let Some(after) = after {
+                let p = push_arg(&mut args, Arg::Int(to_sql(after)));
+                let _ = write!(sql, " AND {col} > {p}");
+            }
+            if let Some(before) = before {
+                let p = push_arg(&mut args, Arg::Int(to_sql(before)));
+                let _ = write!(sql, " AND {col} < {p}");
+            }
+            let p = push_arg(&mut args, Arg::Int(to_sql(limit as u64)));
+            let _ = write!(
+                sql,
+                " ORDER BY {col} {} LIMIT {p}",
+                if desc { "DESC" } else { "ASC" }
+            );
+            bind_filter(sqlx::query(AssertSqlSafe(sql)), args)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(event_from_row)
+                .collect()
+        }
+
+        /// The tokens `token_addresses` says were used from an address in `net` (only
+        /// `token`, when given); `None` when they are too many to be worth listing. Read after
+        /// the head, so every use up to that head is counted: the rows are upserted in the
+        /// append transaction.
+        async fn tokens_used_from(
+            conn: &mut $conn,
+            net: &ipnet::IpNet,
+            token: Option<Uuid>,
+        ) -> Result<Option<std::collections::HashSet<Uuid>>, sqlx::Error> {
+            use futures_util::TryStreamExt as _;
+            use $crate::store::sql::{Arg, push_arg};
+            /// Past this many tokens a set would cost more than it saves: every use is read.
+            const MAX_LISTED: usize = 100_000;
+            let mut args = Vec::new();
+            let mut conds = Vec::new();
+            if let Some(token) = token {
+                conds.push(format!("token_id = {}", push_arg(&mut args, Arg::Id(token))));
+            }
+            // One address: its stored spellings (`IpAddr`'s text, plain or IPv4-mapped), so
+            // the database finds the rows; a network is matched here, row by row.
+            if net.prefix_len() == net.max_prefix_len() {
+                let mut forms: Vec<String> = $crate::store::address_forms(net.addr())
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                forms.sort();
+                forms.dedup();
+                let list: Vec<String> = forms
+                    .into_iter()
+                    .map(|f| push_arg(&mut args, Arg::Text(f)))
+                    .collect();
+                conds.push(format!("ip IN ({})", list.join(", ")));
+            }
+            let mut sql = String::from("SELECT token_id, ip FROM token_addresses");
+            if !conds.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&conds.join(" AND "));
+            }
+            let mut found = std::collections::HashSet::new();
+            let q = bind_filter(sqlx::query(AssertSqlSafe(sql)), args);
+            let mut rows = q.fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await? {
+                let ip: String = row.try_get("ip")?;
+                if $crate::store::address_in(net, &ip) {
+                    found.insert(row.try_get::<Uuid, _>("token_id")?);
+                    if found.len() > MAX_LISTED {
+                        return Ok(None);
+                    }
+                }
+            }
+            Ok(Some(found))
+        }
+
         /// One page of audit rows (see [`AuditFilter`]): the rows in the order asked for,
         /// whether more lie beyond the page in each direction, and how many rows match in all.
         /// Rows are read from the log itself (by stream, by type, by position) and built by the
         /// same fold as the `audit_logs` view; a page decodes only its own events.
+        ///
+        /// Token, action, actor and the windows of time and position are SQL conditions. An
+        /// address or path filter needs each candidate's body, so such a query reads its
+        /// candidates once, a chunk at a time, up to the head as it was when the query began:
+        /// only uses and denials (the events that carry an address and a path) and, for an
+        /// address, only the uses of tokens `token_addresses` lists as used from it (denials
+        /// are not in that table, so every denial stays a candidate). That one pass counts the
+        /// matches exactly and keeps the page; it costs the candidates in the window, not the
+        /// page, which is why the time, position, token and action filters come first.
         pub(crate) async fn audit_query(
             conn: &mut $conn,
             filter: &$crate::store::AuditFilter,
         ) -> Result<$crate::store::AuditPage, sqlx::Error> {
             use std::fmt::Write as _;
-            // `since` as a position: the first one recorded at or after it.
-            let from = match filter.since {
-                Some(t) => Some(first_position_at(&mut *conn, t).await?),
-                None => None,
+            use $crate::store::sql::{Arg, push_arg};
+            let nothing = $crate::store::AuditPage {
+                rows: Vec::new(),
+                total: 0,
+                more_past_end: false,
+                more_before_start: false,
             };
+            // The window of positions the time and position filters leave: `since` is the
+            // first position recorded at or after it, `until` the last recorded at or before
+            // it (positions never go back in time).
+            let mut lo = filter.from_position.unwrap_or(1).max(1);
+            if let Some(t) = filter.since {
+                lo = lo.max(first_position_at(&mut *conn, t).await?);
+            }
+            let mut hi = filter.to_position;
+            if let Some(t) = filter.until {
+                let last = first_position_at(&mut *conn, t.plus_micros(1))
+                    .await?
+                    .saturating_sub(1);
+                hi = Some(hi.map_or(last, |h| h.min(last)));
+            }
             let stream = filter.token_id.map(StreamId::for_token);
-            let types: &[&str] = filter.action.map_or(&[], |a| a.event_types());
-            // The filter's conditions, then the cursor's; placeholders are numbered in the
-            // order values are bound.
+            let mut types: Vec<&'static str> =
+                filter.action.map_or_else(Vec::new, |a| a.event_types().to_vec());
+            // With a body filter: the tokens whose uses may match (`None`: any token's).
+            let mut used_by: Option<std::collections::HashSet<Uuid>> = None;
+            if filter.filters_body() {
+                let head = read_head(&mut *conn).await?.position;
+                hi = Some(hi.map_or(head, |h| h.min(head)));
+                if types.is_empty() {
+                    types = $crate::store::ADDRESSED_TYPES.to_vec();
+                } else {
+                    types.retain(|t| $crate::store::ADDRESSED_TYPES.contains(t));
+                }
+                if let Some(net) = &filter.ip
+                    && types.contains(&"TokenUsed")
+                {
+                    used_by = tokens_used_from(&mut *conn, net, filter.token_id).await?;
+                    if used_by.as_ref().is_some_and(|s| s.is_empty()) {
+                        types.retain(|t| *t != "TokenUsed");
+                        used_by = None;
+                    }
+                }
+                if types.is_empty() {
+                    return Ok(nothing);
+                }
+            }
+            if hi.is_some_and(|hi| hi < lo) {
+                return Ok(nothing);
+            }
+
+            // The filter's conditions; the cursor's are added per statement.
             let mut base = String::from("1 = 1");
-            let mut n = 0;
-            if stream.is_some() {
-                n += 1;
-                let _ = write!(base, " AND stream_id = ${n}");
+            let mut args: Vec<Arg> = Vec::new();
+            if let Some(s) = &stream {
+                let p = push_arg(&mut args, Arg::Text(s.as_str().to_owned()));
+                let _ = write!(base, " AND stream_id = {p}");
             }
             if !types.is_empty() {
-                base.push_str(" AND event_type IN (");
-                for i in 0..types.len() {
-                    n += 1;
-                    let _ = write!(base, "{}${n}", if i == 0 { "" } else { ", " });
-                }
-                base.push(')');
+                let list: Vec<String> = types
+                    .iter()
+                    .map(|t| push_arg(&mut args, Arg::Text((*t).to_owned())))
+                    .collect();
+                let _ = write!(base, " AND event_type IN ({})", list.join(", "));
                 // Said outright so the planner sees the partial index `events_by_type` (which
                 // leaves uses out) covers the query.
                 if !types.contains(&"TokenUsed") {
                     base.push_str(" AND event_type <> 'TokenUsed'");
                 }
             }
-            if from.is_some() {
-                n += 1;
-                let _ = write!(base, " AND position >= ${n}");
+            if let Some(actor) = &filter.actor {
+                let p = push_arg(&mut args, Arg::Text(actor.clone()));
+                let _ = write!(base, " AND actor = {p}");
             }
-            let bind_base = |sql: String| {
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                if let Some(s) = &stream {
-                    q = q.bind(s.as_str().to_owned());
-                }
-                for t in types {
-                    q = q.bind(*t);
-                }
-                if let Some(from) = from {
-                    q = q.bind(to_sql(from));
-                }
-                q
-            };
-            // Every event is a token event, so without a stream or type the count is the span
-            // of positions, and needs no scan of the log; uses are that span less the other
-            // events, which the partial index counts.
-            let span = |head: u64| head.saturating_sub(from.unwrap_or(1).saturating_sub(1));
-            let total = if stream.is_none() && types.is_empty() {
+            if lo > 1 {
+                let p = push_arg(&mut args, Arg::Int(to_sql(lo)));
+                let _ = write!(base, " AND position >= {p}");
+            }
+            if let Some(hi) = hi {
+                let p = push_arg(&mut args, Arg::Int(to_sql(hi)));
+                let _ = write!(base, " AND position <= {p}");
+            }
+
+            if filter.filters_body() {
+                return audit_scan(conn, filter, &base, &args, stream.is_some(), used_by.as_ref())
+                    .await;
+            }
+
+            // Every event is a token event, so without a stream, type or actor the count is
+            // the span of positions in the window, and needs no scan of the log; uses are that
+            // span less the other events, which the partial index counts.
+            let span = |head: u64| hi.map_or(head, |h| h.min(head)).saturating_sub(lo - 1);
+            let total = if stream.is_none() && types.is_empty() && filter.actor.is_none() {
                 span(read_head(&mut *conn).await?.position)
-            } else if stream.is_none() && types == ["TokenUsed"] {
+            } else if stream.is_none() && types == ["TokenUsed"] && filter.actor.is_none() {
                 let head = read_head(&mut *conn).await?.position;
+                let mut window = Vec::new();
                 let mut sql =
                     String::from("SELECT COUNT(*) AS n FROM events WHERE event_type <> 'TokenUsed'");
-                if from.is_some() {
-                    sql.push_str(" AND position >= $1");
+                if lo > 1 {
+                    let p = push_arg(&mut window, Arg::Int(to_sql(lo)));
+                    let _ = write!(sql, " AND position >= {p}");
                 }
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                if let Some(from) = from {
-                    q = q.bind(to_sql(from));
+                if let Some(hi) = hi {
+                    let p = push_arg(&mut window, Arg::Int(to_sql(hi)));
+                    let _ = write!(sql, " AND position <= {p}");
                 }
-                let others: i64 = q.fetch_one(&mut *conn).await?.try_get("n")?;
+                let others: i64 = bind_filter(sqlx::query(AssertSqlSafe(sql)), window)
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get("n")?;
                 span(head).saturating_sub(from_sql(others, "count")?)
             } else {
-                let n: i64 = bind_base(format!("SELECT COUNT(*) AS n FROM events WHERE {base}"))
+                let sql = format!("SELECT COUNT(*) AS n FROM events WHERE {base}");
+                let n: i64 = bind_filter(sqlx::query(AssertSqlSafe(sql)), args.clone())
                     .fetch_one(&mut *conn)
                     .await?
                     .try_get("n")?;
@@ -1548,52 +1729,20 @@ macro_rules! sql_event_log {
                 }
                 None => ("position", filter.after, filter.before),
             };
-            let mut page = base.clone();
-            let mut m = n;
-            if after.is_some() {
-                m += 1;
-                let _ = write!(page, " AND {col} > ${m}");
-            }
-            if before.is_some() {
-                m += 1;
-                let _ = write!(page, " AND {col} < ${m}");
-            }
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE {page} ORDER BY {col} {} LIMIT ${}",
-                if scan_desc { "DESC" } else { "ASC" },
-                m + 1,
-            );
-            let mut q = bind_base(sql);
-            if let Some(after) = after {
-                q = q.bind(to_sql(after));
-            }
-            if let Some(before) = before {
-                q = q.bind(to_sql(before));
-            }
-            let mut events = q
-                .bind(to_sql((filter.limit as u64).saturating_add(1)))
-                .fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(event_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut events = events_between(
+                &mut *conn,
+                &base,
+                &args,
+                col,
+                after,
+                before,
+                scan_desc,
+                filter.limit.saturating_add(1),
+            )
+            .await?;
             let more_in_scan = events.len() > filter.limit;
             events.truncate(filter.limit);
-            let mut ids: Vec<Uuid> = events.iter().filter_map(|e| e.stream_id.token_id()).collect();
-            ids.sort();
-            ids.dedup();
-            let tokens = load_tokens(&mut *conn, &ids).await?;
-            let mut rows = Vec::with_capacity(events.len());
-            for e in &events {
-                let decoded = e.decode().map_err(decode_err)?;
-                let scopes = e
-                    .stream_id
-                    .token_id()
-                    .and_then(|id| tokens.get(&id))
-                    .map(|t| t.scopes.as_slice())
-                    .unwrap_or(&[]);
-                rows.extend(tokenledger_projections::audit_row(e, &decoded, scopes));
-            }
+            let mut rows = audit_rows(&mut *conn, &events).await?;
 
             // Whether rows lie on the far side of the cursor the scan started from.
             let start = if scan_desc {
@@ -1604,12 +1753,12 @@ macro_rules! sql_event_log {
             let behind_start = match start {
                 None => false,
                 Some((at, op)) => {
+                    let mut args = args.clone();
+                    let p = push_arg(&mut args, Arg::Int(to_sql(at)));
                     let sql = format!(
-                        "SELECT EXISTS (SELECT 1 FROM events WHERE {base} AND {col} {op} ${}) AS e",
-                        n + 1
+                        "SELECT EXISTS (SELECT 1 FROM events WHERE {base} AND {col} {op} {p}) AS e"
                     );
-                    let e: bool = bind_base(sql)
-                        .bind(to_sql(at))
+                    let e: bool = bind_filter(sqlx::query(AssertSqlSafe(sql)), args)
                         .fetch_one(&mut *conn)
                         .await?
                         .try_get("e")?;
@@ -1617,6 +1766,100 @@ macro_rules! sql_event_log {
                 }
             };
             if scan_desc != filter.newest_first {
+                rows.reverse();
+            }
+            let (more_later, more_earlier) = if scan_desc == filter.newest_first {
+                (more_in_scan, behind_start)
+            } else {
+                (behind_start, more_in_scan)
+            };
+            Ok($crate::store::AuditPage {
+                rows,
+                total,
+                more_past_end: more_later,
+                more_before_start: more_earlier,
+            })
+        }
+
+        /// An audit page whose filter needs each candidate's body (see [`audit_query`]): one
+        /// pass over the candidates matching `base`, oldest first and a chunk at a time,
+        /// counting every match and keeping the page's. A use of a token outside `used_by`
+        /// (when given) cannot match and is not decoded.
+        async fn audit_scan(
+            conn: &mut $conn,
+            filter: &$crate::store::AuditFilter,
+            base: &str,
+            args: &[$crate::store::sql::Arg],
+            by_stream: bool,
+            used_by: Option<&std::collections::HashSet<Uuid>>,
+        ) -> Result<$crate::store::AuditPage, sqlx::Error> {
+            // One token's events in order along its (stream_id, stream_version) key.
+            let col = if by_stream { "stream_version" } else { "position" };
+            let key = |e: &StoredEvent| if by_stream { e.stream_version } else { e.position };
+            let candidate = |e: &StoredEvent| -> Result<bool, sqlx::Error> {
+                if e.event_type == "TokenUsed"
+                    && let (Some(used_by), Some(id)) = (used_by, e.stream_id.token_id())
+                    && !used_by.contains(&id)
+                {
+                    return Ok(false);
+                }
+                Ok(filter.body_matches(&e.decode().map_err(decode_err)?))
+            };
+            // The page is read toward the cursor given, as in `audit_query`.
+            let scan_desc = match (filter.after, filter.before) {
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                _ => filter.newest_first,
+            };
+            let on_page = |p: u64| {
+                filter.after.is_none_or(|a| p > a) && filter.before.is_none_or(|b| p < b)
+            };
+            // Beyond the cursor the scan starts from, on its far side.
+            let behind = |p: u64| {
+                if scan_desc {
+                    filter.before.is_some_and(|b| p >= b)
+                } else {
+                    filter.after.is_some_and(|a| p <= a)
+                }
+            };
+            let (mut total, mut behind_start, mut more_in_scan) = (0u64, false, false);
+            // Oldest first: a descending page keeps the last `limit` matches before its cursor.
+            let mut page: std::collections::VecDeque<StoredEvent> =
+                std::collections::VecDeque::new();
+            let mut from = None;
+            loop {
+                let chunk =
+                    events_between(&mut *conn, base, args, col, from, None, false, CHUNK).await?;
+                let full = chunk.len() == CHUNK;
+                from = chunk.last().map(key);
+                for e in chunk {
+                    if !candidate(&e)? {
+                        continue;
+                    }
+                    total += 1;
+                    behind_start |= behind(e.position);
+                    if !on_page(e.position) {
+                        continue;
+                    }
+                    if scan_desc {
+                        page.push_back(e);
+                        if page.len() > filter.limit {
+                            page.pop_front();
+                            more_in_scan = true;
+                        }
+                    } else if page.len() < filter.limit {
+                        page.push_back(e);
+                    } else {
+                        more_in_scan = true;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            let events: Vec<StoredEvent> = page.into();
+            let mut rows = audit_rows(&mut *conn, &events).await?;
+            if filter.newest_first {
                 rows.reverse();
             }
             let (more_later, more_earlier) = if scan_desc == filter.newest_first {

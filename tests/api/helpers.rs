@@ -312,6 +312,20 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Undo [`TestDb::take_away`] on PostgreSQL: connections are accepted again.
+    pub async fn bring_back(&self) {
+        if let TestDb::Postgres(d) = self {
+            let mut conn = PgConnection::connect(&d.admin).await.expect("connect");
+            let sql = format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", d.name);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .expect("bring the database back");
+        }
+    }
+}
+
 /// Run `$body` with `$c` bound to a direct connection of either backend (same SQL on both).
 #[macro_export]
 macro_rules! with_conn {

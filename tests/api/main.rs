@@ -3,6 +3,7 @@
 
 mod abuse;
 mod admin;
+mod audit_queries;
 mod browser;
 mod checkpoints;
 mod cli;
