@@ -26,6 +26,17 @@ pub fn routes() -> String {
     http::policy::render()
 }
 
+/// What a token holding `scopes` is admitted to, from the route policy: for the incident
+/// report the CLI writes.
+pub fn admitted(scopes: &[String]) -> crate::app::Admitted {
+    http::policy::admitted(scopes)
+}
+
+/// The incident report as the self-contained HTML page `incident --html` writes.
+pub fn incident_document(report: &crate::app::Incident) -> String {
+    http::incident_document(report)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -119,7 +119,7 @@ pub(super) async fn run_incident(services: &Services, args: IncidentArgs) -> Res
         }
     };
     let report = queries
-        .incident(args.id, since, revocation, &crate::http::policy::admitted)
+        .incident(args.id, since, revocation, &crate::server::admitted)
         .await
         .map_err(|e| refuse("--since", e))?;
     if args.json {
@@ -127,7 +127,7 @@ pub(super) async fn run_incident(services: &Services, args: IncidentArgs) -> Res
         return Ok(());
     }
     if let Some(path) = &args.html {
-        let html = crate::http::incident_document(&report);
+        let html = crate::server::incident_document(&report);
         std::fs::write(path, html)
             .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
         say!("wrote the incident report to {}", path.display());
