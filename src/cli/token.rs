@@ -312,15 +312,15 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             } else {
                 print_rows(&page.tokens);
             }
+            if page.limit_clamped {
+                note_clamped();
+            }
             if !page.complete {
-                let next = page
-                    .next
-                    .as_deref()
-                    .map_or_else(|| "none".to_owned(), |c| format!("--cursor {c}"));
-                eprintln!(
-                    "showing {} of {} tokens; next page: {next}",
+                note_extent(
                     page.tokens.len(),
                     page.total,
+                    page.next.as_deref(),
+                    "tokens",
                 );
             }
         }
@@ -358,19 +358,14 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             }
             // The page's extent goes to standard error, so that piped rows stay rows.
             if page.limit_clamped {
-                eprintln!(
-                    "note: --limit is at most {MAX_TOKEN_PAGE}; showing pages of {MAX_TOKEN_PAGE}"
-                );
+                note_clamped();
             }
             if !page.complete {
-                let next = page
-                    .next
-                    .as_deref()
-                    .map_or_else(|| "none".to_owned(), |c| format!("--cursor {c}"));
-                eprintln!(
-                    "showing {} of {} matching tokens; next page: {next}",
+                note_extent(
                     page.tokens.len(),
                     page.total,
+                    page.next.as_deref(),
+                    "matching tokens",
                 );
             }
         }
@@ -483,6 +478,16 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
         }
     }
     Ok(())
+}
+
+fn note_clamped() {
+    eprintln!("note: --limit is at most {MAX_TOKEN_PAGE}; showing pages of {MAX_TOKEN_PAGE}");
+}
+
+/// A page's extent, on standard error so that piped rows stay rows.
+fn note_extent(shown: usize, total: u64, next: Option<&str>, what: &str) {
+    let next = next.map_or_else(|| "none".to_owned(), |c| format!("--cursor {c}"));
+    eprintln!("showing {shown} of {total} {what}; next page: {next}");
 }
 
 /// A table of tokens, one line each.

@@ -126,24 +126,17 @@ macro_rules! forensic_sql {
             conn: &mut $conn,
             id: Uuid,
         ) -> Result<Vec<tokenledger_projections::AddressUse>, sqlx::Error> {
-            sqlx::query(
-                "SELECT token_id, ip, first_seen, last_seen, uses FROM token_addresses \
-                 WHERE token_id = $1 ORDER BY ip",
-            )
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(tokenledger_projections::AddressUse {
-                    token_id: row.try_get("token_id")?,
-                    ip: row.try_get("ip")?,
-                    first_seen: Timestamp::from_micros(row.try_get("first_seen")?),
-                    last_seen: Timestamp::from_micros(row.try_get("last_seen")?),
-                    uses: from_sql(row.try_get("uses")?, "uses")?,
-                })
-            })
-            .collect()
+            let sql = format!(
+                "SELECT {} FROM token_addresses WHERE token_id = $1 ORDER BY ip",
+                $crate::store::sql::ADDRESS_COLUMNS
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(address_from_row)
+                .collect()
         }
 
         /// Other tokens used from `ip` at or after `since`.

@@ -1920,16 +1920,21 @@ macro_rules! sql_event_log {
             .fetch_all(&mut *conn)
             .await?
             .iter()
-            .map(|row| {
-                Ok(tokenledger_projections::AddressUse {
-                    token_id: row.try_get("token_id")?,
-                    ip: row.try_get("ip")?,
-                    first_seen: Timestamp::from_micros(row.try_get("first_seen")?),
-                    last_seen: Timestamp::from_micros(row.try_get("last_seen")?),
-                    uses: from_sql(row.try_get("uses")?, "uses")?,
-                })
-            })
+            .map(address_from_row)
             .collect()
+        }
+
+        /// A `token_addresses` row read with [`ADDRESS_COLUMNS`].
+        pub(crate) fn address_from_row(
+            row: &$row,
+        ) -> Result<tokenledger_projections::AddressUse, sqlx::Error> {
+            Ok(tokenledger_projections::AddressUse {
+                token_id: row.try_get("token_id")?,
+                ip: row.try_get("ip")?,
+                first_seen: Timestamp::from_micros(row.try_get("first_seen")?),
+                last_seen: Timestamp::from_micros(row.try_get("last_seen")?),
+                uses: from_sql(row.try_get("uses")?, "uses")?,
+            })
         }
 
         /// Read what `state` lacks for `batches` (stream versions, token rows) and, when
