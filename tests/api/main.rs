@@ -9,6 +9,7 @@ mod checkpoints;
 mod cli;
 mod cli_database_url;
 mod decoders;
+mod deploy;
 mod export;
 mod forensics;
 mod hardening;
