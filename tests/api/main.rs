@@ -18,6 +18,7 @@ mod layering;
 mod log_contract;
 mod old_format;
 mod policy;
+mod preflight;
 mod properties;
 mod secrets;
 mod service;
