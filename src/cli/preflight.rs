@@ -401,9 +401,11 @@ pub async fn run(
     };
     let mut seen_ip = None;
     let result = async {
+        // The expiry token's use before it expires comes first: the others take time.
+        let before = retry_unknown(|| probe.use_token(expiring, None)).await?;
         seen_ip = probe.revocation(revoked, &answers).await?;
         probe.scope(scoped, token_auth_on).await?;
-        probe.expiry(expiring, args.expiry).await
+        probe.expiry(expiring, &before, args.expiry).await
     }
     .await;
 
@@ -583,25 +585,36 @@ impl Probe<'_> {
         Ok(())
     }
 
-    /// The guide's expiry test: the token works, and once past its expiry is refused.
-    async fn expiry(&mut self, token: &Minted, lifetime: Duration) -> Result<(), String> {
+    /// The guide's expiry test: the token worked (`before`), and once past its expiry is
+    /// refused.
+    async fn expiry(
+        &mut self,
+        token: &Minted,
+        before: &Answer,
+        lifetime: Duration,
+    ) -> Result<(), String> {
         let expired = Refusal::Expired.to_string();
-        let before = retry_unknown(|| self.use_token(token, None)).await?;
         let left = token.row.expires_at.as_micros() - SystemClock.now().as_micros();
         let left = Duration::from_micros(u64::try_from(left).unwrap_or(0));
         // A margin for the clocks of this machine and the server's.
         tokio::time::sleep(left + Duration::from_millis(1500)).await;
         let after = self.use_token(token, None).await?;
-        let worked = if before.status == 200 {
-            "worked (200)"
-        } else {
-            "was refused even before its expiry"
-        };
+        if before.status != 200 {
+            let hint = environment_hint(before, self.environment);
+            self.report.fail(
+                "expiry",
+                format!(
+                    "the token was refused before its expiry: {}{hint}",
+                    before.shown()
+                ),
+            );
+            return Ok(());
+        }
         if after.is(401, &expired) {
             self.report.pass(
                 "expiry",
                 format!(
-                    "a token living {} s: {worked}, then refused: 401 {expired:?}",
+                    "a token living {} s: worked (200), then refused: 401 {expired:?}",
                     lifetime.as_secs_f64()
                 ),
             );
