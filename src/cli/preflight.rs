@@ -795,33 +795,8 @@ async fn audit(
         return Ok(());
     }
     let stored = services.store().rows_of_tokens(&ids).await?;
-    let mut canaries: Vec<(String, Vec<u8>)> = Vec::new();
-    for m in &run.minted {
-        let plain = m.token.expose();
-        canaries.push(("a plaintext".into(), plain.as_bytes().to_vec()));
-        if let Some(body) = plain.rsplit('_').next() {
-            canaries.push(("a plaintext's secret part".into(), body.as_bytes().to_vec()));
-        }
-        let hash = hash_token(plain).0;
-        canaries.push(("a hash (raw)".into(), hash.to_vec()));
-        for (encoding, text) in encodings(&hash) {
-            canaries.push((format!("a hash ({encoding})"), text.into_bytes()));
-        }
-    }
-    for salt in &stored.salts {
-        canaries.push(("a salt (raw)".into(), salt.clone()));
-        for (encoding, text) in encodings(salt) {
-            canaries.push((format!("a salt ({encoding})"), text.into_bytes()));
-        }
-    }
-    let mut leaks = Vec::new();
-    for cell in &stored.cells {
-        for (what, needle) in &canaries {
-            if contains(&cell.bytes, needle) {
-                leaks.push(format!("{what} in {}", cell.place));
-            }
-        }
-    }
+    let plaintexts: Vec<&str> = run.minted.iter().map(|m| m.token.expose()).collect();
+    let mut leaks = leaks(&stored.cells, &canaries(&plaintexts, &stored.salts));
     let mut actions = std::collections::BTreeSet::new();
     for id in &ids {
         let page = services
@@ -877,6 +852,44 @@ async fn audit(
         );
     }
     Ok(())
+}
+
+/// Every secret of these tokens, in every encoding it could leak in: what it is (never the
+/// secret itself) and its bytes.
+fn canaries(plaintexts: &[&str], salts: &[Vec<u8>]) -> Vec<(String, Vec<u8>)> {
+    let mut canaries: Vec<(String, Vec<u8>)> = Vec::new();
+    for plain in plaintexts {
+        canaries.push(("a plaintext".into(), plain.as_bytes().to_vec()));
+        // The part after `tl_live_`: a leak that dropped the prefix is still a leak.
+        if let Some(body) = plain.rsplit('_').next() {
+            canaries.push(("a plaintext's secret part".into(), body.as_bytes().to_vec()));
+        }
+        let hash = hash_token(plain).0;
+        canaries.push(("a hash (raw)".into(), hash.to_vec()));
+        for (encoding, text) in encodings(&hash) {
+            canaries.push((format!("a hash ({encoding})"), text.into_bytes()));
+        }
+    }
+    for salt in salts {
+        canaries.push(("a salt (raw)".into(), salt.clone()));
+        for (encoding, text) in encodings(salt) {
+            canaries.push((format!("a salt ({encoding})"), text.into_bytes()));
+        }
+    }
+    canaries
+}
+
+/// One line per canary found in a cell.
+fn leaks(cells: &[crate::store::preflight::Cell], canaries: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for cell in cells {
+        for (what, needle) in canaries {
+            if contains(&cell.bytes, needle) {
+                leaks.push(format!("{what} in {}", cell.place));
+            }
+        }
+    }
+    leaks
 }
 
 fn encodings(bytes: &[u8]) -> [(&'static str, String); 6] {
@@ -1063,4 +1076,72 @@ fn print(report: &Report, args: &PreflightArgs) -> bool {
         }
     }
     report.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::preflight::Cell;
+
+    const PLAIN: &str = "tl_live_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG123456";
+
+    fn cell(bytes: impl Into<Vec<u8>>) -> Cell {
+        Cell {
+            place: "events position 1 column body".into(),
+            bytes: bytes.into(),
+        }
+    }
+
+    #[test]
+    fn a_secret_in_any_encoding_is_found_and_named_without_itself() {
+        let salt = vec![9u8; 32];
+        let canaries = canaries(&[PLAIN], std::slice::from_ref(&salt));
+        let hash = hash_token(PLAIN).0;
+        for planted in [
+            format!("{{\"note\":\"{PLAIN}\"}}").into_bytes(),
+            PLAIN.as_bytes()["tl_live_".len()..].to_vec(),
+            hash.to_vec(),
+            hex::encode_upper(hash).into_bytes(),
+            URL_SAFE_NO_PAD.encode(hash).into_bytes(),
+            STANDARD.encode(&salt).into_bytes(),
+            salt.clone(),
+        ] {
+            let found = leaks(&[cell(planted)], &canaries);
+            assert!(!found.is_empty());
+            for line in &found {
+                assert!(line.ends_with("in events position 1 column body"), "{line}");
+                assert!(!line.contains(&PLAIN["tl_live_".len()..]), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn clean_cells_have_no_leaks() {
+        let canaries = canaries(&[PLAIN], &[vec![9u8; 32]]);
+        let clean = cell(b"{\"ip\":\"127.0.0.1\",\"path\":\"/v1/verify\"}".to_vec());
+        assert!(leaks(&[clean, cell(Vec::new())], &canaries).is_empty());
+    }
+
+    #[test]
+    fn the_base_url_must_be_http_with_a_host() {
+        assert_eq!(
+            parse_base_url("http://127.0.0.1:3000/").as_deref(),
+            Ok("http://127.0.0.1:3000")
+        );
+        assert!(parse_base_url("https://tokens.example.com").is_ok());
+        for bad in [
+            "",
+            "127.0.0.1:3000",
+            "ftp://x",
+            "http://",
+            "http://a/?q",
+            "http://u@h",
+        ] {
+            let err = parse_base_url(bad).expect_err(bad);
+            assert!(
+                err.contains("--url") && err.contains("like http://"),
+                "{err}"
+            );
+        }
+    }
 }

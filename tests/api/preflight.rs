@@ -195,7 +195,27 @@ async fn a_dead_url_is_one_line_and_nothing_is_minted(db: TestDb) {
     assert!(store.tokens().await.expect("tokens").is_empty(), "minted");
 }
 
+async fn token_auth_switched_on_fails_and_the_console_refuses_the_scope(db: TestDb) {
+    let d = deploy(&db, |c| c.switches = crate::helpers::console_on()).await;
+    let out = preflight(&db, d.keys.path(), &d.app.base, &[]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(
+        line_of(&text, "token auth switch").starts_with("❌"),
+        "{text}"
+    );
+    let scope = line_of(&text, "scope enforcement");
+    assert!(scope.starts_with("✅"), "{text}");
+    assert!(
+        scope.contains("403 \"Missing required scope: console:exec or admin\""),
+        "{scope}"
+    );
+    d.follow.abort();
+    d.app.stop().await;
+}
+
 on_both_backends!(
+    token_auth_switched_on_fails_and_the_console_refuses_the_scope,
     a_production_like_deployment_passes,
     the_console_switched_on_fails_that_check,
     a_dead_url_is_one_line_and_nothing_is_minted,
@@ -208,4 +228,27 @@ fn a_url_that_is_not_http_is_a_usage_error() {
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("--url"), "{err}");
+}
+
+/// Pointed at a log with pending migrations, preflight says so, mints nothing and migrates
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_migrations_fail_and_nothing_is_minted_or_migrated() {
+    let served = TestDb::sqlite();
+    let d = deploy(&served, |_| {}).await;
+    let fresh = TestDb::sqlite();
+    let out = preflight(&fresh, d.keys.path(), &d.app.base, &[]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    let line = line_of(&text, "migrations");
+    assert!(
+        line.starts_with("❌") && line.contains("no token was minted"),
+        "{line}"
+    );
+    assert!(!text.contains(" revocation: "), "{text}");
+    let status = crate::helpers::tokenledger(&fresh.url_string(), &["migrate", "--status"]);
+    assert!(stdout(&status).contains("pending"), "{}", stdout(&status));
+    assert!(d.app.ledger().tokens().await.expect("tokens").is_empty());
+    d.follow.abort();
+    d.app.stop().await;
 }
