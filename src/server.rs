@@ -32,6 +32,71 @@ pub fn admitted(scopes: &[String]) -> crate::app::Admitted {
     http::policy::admitted(scopes)
 }
 
+/// The routes that accept API tokens, from the route policy: for `preflight`.
+pub fn token_routes() -> Vec<TokenRoute> {
+    use http::policy::{Access, ROUTES};
+    ROUTES
+        .iter()
+        .filter_map(|r| match r.access {
+            Access::ApiToken {
+                any_of,
+                tokens_switch,
+            } => Some(TokenRoute {
+                methods: r.methods,
+                path: r.path,
+                scopes: any_of.iter().map(ToString::to_string).collect(),
+                switches: r
+                    .switch
+                    .iter()
+                    .chain(tokens_switch.iter())
+                    .map(|s| s.variable())
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A route that accepts API tokens.
+#[derive(Clone, Debug)]
+pub struct TokenRoute {
+    pub methods: &'static str,
+    pub path: &'static str,
+    /// Any one of these admits a token.
+    pub scopes: Vec<String>,
+    /// The switches that must be on for it to take a token.
+    pub switches: Vec<&'static str>,
+}
+
+/// How many routes the policy declares, and how many of them take only a Clerk session.
+pub fn route_counts() -> (usize, usize) {
+    use http::policy::{Access, ROUTES};
+    let sessions = ROUTES
+        .iter()
+        .filter(|r| matches!(r.access, Access::Session))
+        .count();
+    (ROUTES.len(), sessions)
+}
+
+/// The HTTP edge's own answers that `preflight` expects, from its error type.
+pub struct EdgeAnswers {
+    /// A bearer token on the console while `ADMIN_API_TOKEN_AUTH_ENABLED` is off.
+    pub token_auth_disabled: String,
+    /// An API token on a session-only route.
+    pub tokens_refused: String,
+    /// A session-only route with no sign-in configured.
+    pub sign_in_not_configured: String,
+}
+
+pub fn edge_answers() -> EdgeAnswers {
+    use http::ApiError;
+    EdgeAnswers {
+        token_auth_disabled: ApiError::TokenAuthDisabled.to_string(),
+        tokens_refused: ApiError::ApiTokensRefused.to_string(),
+        sign_in_not_configured: ApiError::SignInNotConfigured.to_string(),
+    }
+}
+
 /// The incident report as the self-contained HTML page `incident --html` writes.
 pub fn incident_document(report: &crate::app::Incident) -> String {
     http::incident_document(report)

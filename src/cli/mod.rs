@@ -12,6 +12,7 @@ mod export;
 mod forensics;
 mod keys;
 pub mod output;
+mod preflight;
 mod progress;
 mod token;
 
@@ -248,6 +249,12 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
     },
+    /// Check a deployment against the seed guide's production checklist and security
+    /// verification steps: the switches, migrations, the token table, scope enforcement,
+    /// revocation, expiry, secrets in the audit, the route policy and the production defaults.
+    /// Throwaway tokens are minted in DATABASE_URL's log (actor preflight:<user>), used
+    /// against --url and revoked. Exits 1 on any ❌.
+    Preflight(preflight::PreflightArgs),
     /// Maintain the projections built from the log.
     Projections {
         #[command(subcommand)]
@@ -449,6 +456,16 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Audit(args) => audit::run(&cli.database_url, args).await,
+        Command::Preflight(args) => {
+            return match preflight::run(&cli.database_url, &cli.tokens, &cli.signing, args).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(Failure(message)) => {
+                    eprintln!("error: {}", output::escape(&crate::token::redact(&message)));
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Projections {
             command: ProjectionsCommand::Rebuild { quiet },
         } => rebuild(&cli.database_url, quiet).await,

@@ -8,6 +8,7 @@
 mod forensics;
 pub mod migrate;
 pub mod postgres;
+pub mod preflight;
 pub(crate) mod sql;
 pub mod sqlite;
 pub(crate) mod writer;

@@ -452,6 +452,11 @@ pub struct PgLog {
 }
 
 impl PgLog {
+    /// The read pool, for the preflight reads (`super::preflight`).
+    pub(super) fn read_pool(&self) -> &PgPool {
+        &self.read
+    }
+
     /// Append through a connection of its own whose transaction stays open, holding the head
     /// row lock, until `release` resolves: a slow appender, for contract tests of what readers
     /// and other appenders see meanwhile.

@@ -464,6 +464,11 @@ pub struct SqliteLog {
 }
 
 impl SqliteLog {
+    /// The read pool, for the preflight reads (`super::preflight`).
+    pub(super) fn read_pool(&self) -> &SqlitePool {
+        &self.read
+    }
+
     /// Append through a connection of its own whose transaction stays open, holding the write
     /// lock, until `release` resolves: a slow appender, for contract tests of what readers and
     /// other appenders see meanwhile.
