@@ -201,3 +201,71 @@ async fn a_dev_session_minted_after_start_is_accepted() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let _: &Value = &body["tokens"];
 }
+
+/// Ends the child process when dropped, whatever the test did.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_prints_the_link_on_standard_output_and_one_click_reaches_the_tokens() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("dir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("log.db").display());
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+            .arg("serve")
+            .env("DATABASE_URL", &url)
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .env_remove("APP_ENV")
+            .env_remove("CLERK_JWT_KEY")
+            .env_remove("CLERK_JWKS_URL")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let link = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.trim().starts_with("http://").then(|| l.trim().to_owned()))
+    })
+    .await
+    .expect("reader")
+    .expect("a link on standard output");
+    let (base, rest) = link
+        .split_once("/admin/sign-in/link?nonce=")
+        .expect("the link's path");
+    assert!(
+        base.starts_with("http://127.0.0.1:") && !rest.is_empty(),
+        "{link}"
+    );
+
+    // One click, as a browser follows the redirect with the cookie it was given.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let answer = browser.get(&link).send().await.expect("click");
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let cookie = session_of(answer.headers()).expect("a session cookie");
+    let page = browser
+        .get(format!("{base}/admin/tokens"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("tokens");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(
+        browser.get(&link).send().await.expect("again").status(),
+        StatusCode::GONE
+    );
+}
