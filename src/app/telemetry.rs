@@ -29,6 +29,9 @@ pub mod name {
     /// Counter: authentications of callers by `credential` (`api_token`, `session`),
     /// `outcome` (`allowed`, `refused`) and `reason`.
     pub const AUTHENTICATIONS: &str = "tokenledger_authentications_total";
+    /// Counter: tokens checked through `POST /v1/verify`, by the answer's `code` (`VALID`,
+    /// `NOT_FOUND`, `REVOKED`, ...).
+    pub const VERIFY_CHECKS: &str = "tokenledger_verify_checks_total";
     /// Counter: requests answered 429 because their client IP failed too often.
     pub const RATE_LIMITED: &str = "tokenledger_rate_limited_total";
     /// Histogram: seconds from an append request reaching the writer's queue to its COMMIT.
@@ -149,6 +152,10 @@ impl Metrics {
                 "Caller authentications by credential, outcome and reason"
             );
             describe_counter!(
+                name::VERIFY_CHECKS,
+                "Tokens checked through POST /v1/verify, by answer code"
+            );
+            describe_counter!(
                 name::RATE_LIMITED,
                 "Requests answered 429 after too many failed authentications"
             );
@@ -217,6 +224,13 @@ impl Metrics {
         self.record(|| {
             ::metrics::counter!(name::AUTHENTICATIONS, "credential" => credential, "outcome" => outcome, "reason" => reason)
                 .increment(1);
+        });
+    }
+
+    /// One token checked through `POST /v1/verify`, answered `code` (a fixed set).
+    pub fn verify_check(&self, code: &'static str) {
+        self.record(|| {
+            ::metrics::counter!(name::VERIFY_CHECKS, "code" => code).increment(1);
         });
     }
 

@@ -139,6 +139,42 @@ async fn metrics_move_and_name_no_token_or_client(db: TestDb) {
         assert!(!after.contains(&value), "the scrape holds the {what}");
     }
 
+    // A token checked through /v1/verify is counted by the answer's code.
+    let verifier = app.create("checker", &["tokens:verify"], None).await;
+    let (status, body) = app
+        .post(
+            "/v1/verify",
+            Some(verifier.token.expose()),
+            &serde_json::json!({"token": unknown.expose()}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::OK, Some("NOT_FOUND"))
+    );
+    let (status, body) = app
+        .post(
+            "/v1/verify",
+            Some(verifier.token.expose()),
+            &serde_json::json!({"token": minted.token.expose()}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::OK, Some("VALID"))
+    );
+    let verified = scrape(&app).await;
+    for code in ["NOT_FOUND", "VALID"] {
+        assert_eq!(
+            sample(&verified, name::VERIFY_CHECKS, &[("code", code)]),
+            1.0,
+            "{code}"
+        );
+    }
+    assert!(!verified.contains(minted.token.expose()));
+    assert!(!verified.contains(&verifier.row.id.to_string()));
+    let after = verified;
+
     // The API port does not serve metrics.
     let (status, _, _) = app
         .send_text(reqwest::Method::GET, "/metrics", HeaderMap::new(), None)
