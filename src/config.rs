@@ -302,8 +302,10 @@ pub struct ServeConfig {
     /// `METRICS_BIND_ADDR`: where `GET /metrics` is served, on a listener of its own so that
     /// it is not public on the API port; `None` (the default): no metrics are recorded.
     pub metrics_bind_addr: Option<SocketAddr>,
-    /// Print a one-time sign-in link at start-up (`serve` in development with no sign-in
-    /// configured): the service makes the development key and keeps the link's nonce.
+    /// Make a one-time development sign-in link (`serve` asks for one; the CLI prints it).
+    /// One is made only outside production, with no Clerk configured, on a fresh start (no
+    /// development key yet, or an empty log): the development key is made then, and the
+    /// link's nonce kept in memory.
     pub sign_in_link: bool,
 }
 

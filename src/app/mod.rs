@@ -63,8 +63,9 @@ pub struct Services {
     metrics: Arc<Metrics>,
     /// The guide's switches (all off unless configured).
     pub(crate) switches: Switches,
-    /// Verifies admin sessions; `None` when no sign-in is configured (the admin surface then
-    /// answers 503).
+    /// Verifies admin sessions; `None` when no sign-in can be configured (production without
+    /// Clerk). In development it watches for the development key, and until Clerk or that key
+    /// is there the admin surface answers 503.
     pub(crate) sessions: Option<SessionVerifier>,
     /// The development sign-in link's nonces; `None` unless a link was printed.
     pub(crate) sign_in_links: Option<Arc<sign_in::SignInLinks>>,

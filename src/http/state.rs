@@ -14,8 +14,8 @@ pub struct AppState {
     pub(crate) queries: Queries,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) switches: Switches,
-    /// Verifies admin sessions; `None` when no sign-in is configured (the admin surface then
-    /// answers 503).
+    /// Verifies admin sessions; while it is `None` or not yet configured (development before
+    /// a key exists) the admin surface answers 503.
     pub(crate) sessions: Option<SessionVerifier>,
     /// Failed authentication, bounded per client IP.
     pub(crate) guard: Arc<FailureGuard>,
