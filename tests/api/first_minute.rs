@@ -43,7 +43,7 @@ async fn the_front_page_says_what_this_is_in_html_and_json() {
         "ADMIN_API_TOKEN_AUTH_ENABLED",
         "href=\"/admin/tokens\"",
         "href=\"/openapi.json\"",
-        "#readme",
+        "href=\"https://github.com/",
     ] {
         assert!(html.contains(needle), "{needle}: {html}");
     }
@@ -57,6 +57,11 @@ async fn the_front_page_says_what_this_is_in_html_and_json() {
     assert_eq!(json["switches"]["ADMIN_API_TOKEN_AUTH_ENABLED"], true);
     assert_eq!(json["links"]["admin"], "/admin/tokens");
     assert_eq!(json["links"]["openapi"], "/openapi.json");
+    let docs = json["links"]["docs"].as_str().expect("docs");
+    assert!(
+        docs.starts_with("https://") && docs.ends_with("#readme"),
+        "{docs}"
+    );
     assert!(
         json["admin_sign_in"]
             .as_str()
