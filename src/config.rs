@@ -299,6 +299,14 @@ pub struct ServeConfig {
     pub auth_failures_per_minute: u32,
     /// The log's signing keys and how often checkpoints are signed.
     pub signing: SigningConfig,
+    /// `METRICS_BIND_ADDR`: where `GET /metrics` is served, on a listener of its own so that
+    /// it is not public on the API port; `None` (the default): no metrics are recorded.
+    pub metrics_bind_addr: Option<SocketAddr>,
+    /// Make a one-time development sign-in link (`serve` asks for one; the CLI prints it).
+    /// One is made only outside production, with no Clerk configured, on a fresh start (no
+    /// development key yet, or an empty log): the development key is made then, and the
+    /// link's nonce kept in memory.
+    pub sign_in_link: bool,
 }
 
 /// Where the log's signing keys are, the name they sign for, and how often.
@@ -404,13 +412,62 @@ impl ServeConfig {
             limits: Limits::default(),
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             signing: SigningConfig::default(),
+            metrics_bind_addr: None,
+            sign_in_link: false,
         }
     }
+
+    /// What no single value shows: the metrics listener must not share the API's address
+    /// (port 0 picks a free port for each, so it never clashes).
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(metrics) = self.metrics_bind_addr
+            && same_listener(metrics, self.bind_addr)
+        {
+            return Err(format!(
+                "METRICS_BIND_ADDR={metrics} is the same address as BIND_ADDR={}; metrics need                  a listener of their own so that they are not public on the API port: choose                  another port, like 127.0.0.1:9464",
+                self.bind_addr
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether two listening addresses would take the same port: the same port (not 0) on the
+/// same address, or on any address where one of them is the unspecified one.
+fn same_listener(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// `METRICS_BIND_ADDR`: an IP address and port.
+pub fn parse_metrics_bind_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.trim().parse().map_err(|_| {
+        format!("METRICS_BIND_ADDR={raw:?} is not an address; expected IP:PORT like 127.0.0.1:9464")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metrics_listener_may_not_take_the_api_address() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        let mut config = ServeConfig::local(DatabaseUrl::Sqlite("sqlite://x.db".into()));
+        config.bind_addr = addr("127.0.0.1:3000");
+        config.metrics_bind_addr = Some(addr("127.0.0.1:3000"));
+        let err = config.check().expect_err("same address");
+        assert!(err.contains("METRICS_BIND_ADDR=127.0.0.1:3000"), "{err}");
+        assert!(err.contains("BIND_ADDR=127.0.0.1:3000"), "{err}");
+        config.metrics_bind_addr = Some(addr("0.0.0.0:3000"));
+        assert!(config.check().is_err(), "every address includes the API's");
+        config.metrics_bind_addr = Some(addr("127.0.0.1:9464"));
+        assert_eq!(config.check(), Ok(()));
+        config.bind_addr = addr("127.0.0.1:0");
+        config.metrics_bind_addr = Some(addr("127.0.0.1:0"));
+        assert_eq!(config.check(), Ok(()), "port 0 picks two free ports");
+    }
 
     #[test]
     fn durations_take_the_four_units() {

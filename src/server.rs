@@ -18,7 +18,8 @@ pub async fn run_until(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = http::router(app.services());
-    app.run_until(router, stop).await
+    let metrics = http::metrics::router(app.services());
+    app.run_until(router, metrics, stop).await
 }
 
 /// The route policy as `tokenledger routes` prints it.

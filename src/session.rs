@@ -220,9 +220,12 @@ pub struct SessionVerifier {
 
 struct Inner {
     clerk: Option<Clerk>,
-    /// Present only where development sessions are accepted (never in production: the
-    /// caller decides that by passing the key or not).
-    dev: Option<Dev>,
+    /// Set only where development sessions are accepted (never in production: the caller
+    /// decides that by passing the key, or where to look for it, or neither).
+    dev: std::sync::OnceLock<Dev>,
+    /// Where to look for the development key while none is loaded: a server that started
+    /// before `tokenledger dev-session` made the key accepts its sessions once it exists.
+    dev_key_file: Option<PathBuf>,
 }
 
 struct Clerk {
@@ -255,7 +258,8 @@ impl std::fmt::Debug for SessionVerifier {
         });
         f.debug_struct("SessionVerifier")
             .field("clerk", &clerk)
-            .field("dev", &self.inner.dev.is_some())
+            .field("dev", &self.inner.dev.get().is_some())
+            .field("dev_key_file", &self.inner.dev_key_file)
             .finish()
     }
 }
@@ -268,23 +272,63 @@ impl SessionVerifier {
         clerk: Option<SessionConfig>,
         dev: Option<DevKey>,
     ) -> Result<Option<SessionVerifier>, String> {
-        if clerk.is_none() && dev.is_none() {
+        SessionVerifier::with_dev_key_file(clerk, dev, None)
+    }
+
+    /// As [`SessionVerifier::new`]; with `dev_key_file` (development only), while no
+    /// development key is loaded, the file is looked for again when a development session
+    /// arrives, so a key made after start-up is accepted without a restart.
+    pub fn with_dev_key_file(
+        clerk: Option<SessionConfig>,
+        dev: Option<DevKey>,
+        dev_key_file: Option<PathBuf>,
+    ) -> Result<Option<SessionVerifier>, String> {
+        if clerk.is_none() && dev.is_none() && dev_key_file.is_none() {
             return Ok(None);
         }
         let clerk = clerk.map(Clerk::new).transpose()?;
-        // Development sessions carry the role where `tokenledger dev-session` puts it,
-        // whatever ADMIN_ROLE_CLAIM says for Clerk.
-        let dev = dev.map(|d| Dev {
-            key: d.decoding_key(),
-            expect: Expect {
-                issuer: DEV_KID.to_owned(),
-                authorized_parties: vec![DEV_KID.to_owned()],
-                admin_role_claim: vec!["metadata".to_owned(), "role".to_owned()],
-            },
-        });
+        let slot = std::sync::OnceLock::new();
+        if let Some(d) = dev {
+            let _ = slot.set(Dev::of(&d));
+        }
         Ok(Some(SessionVerifier {
-            inner: Arc::new(Inner { clerk, dev }),
+            inner: Arc::new(Inner {
+                clerk,
+                dev: slot,
+                dev_key_file,
+            }),
         }))
+    }
+
+    /// Whether any session can be verified now: Clerk is configured, or a development key
+    /// is loaded (looked for again first where a key file is watched). Without either the
+    /// admin surface answers 503 [`NOT_CONFIGURED`].
+    pub fn is_configured(&self) -> bool {
+        self.inner.clerk.is_some() || self.dev().is_some()
+    }
+
+    /// Whether development sessions may be accepted here: a key is loaded or may appear.
+    pub fn accepts_dev_sessions(&self) -> bool {
+        self.inner.dev.get().is_some() || self.inner.dev_key_file.is_some()
+    }
+
+    /// The development key, loading it from the watched file the first time it is there.
+    fn dev(&self) -> Option<&Dev> {
+        if let Some(dev) = self.inner.dev.get() {
+            return Some(dev);
+        }
+        let path = self.inner.dev_key_file.as_deref()?;
+        match DevKey::load(path) {
+            Ok(Some(key)) => {
+                tracing::info!(path = %path.display(), "development session key loaded");
+                Some(self.inner.dev.get_or_init(|| Dev::of(&key)))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "development session key unusable");
+                None
+            }
+        }
     }
 
     /// An admin's session at `now`: [`SessionVerifier::authenticate`], then
@@ -309,7 +353,7 @@ impl SessionVerifier {
             return Err(unauthorized("Session algorithm must be RS256"));
         }
         let (key, expect) = if header.kid.as_deref() == Some(DEV_KID) {
-            let dev = self.inner.dev.as_ref().ok_or_else(|| {
+            let dev = self.dev().ok_or_else(|| {
                 unauthorized("Development sessions are not accepted by this server")
             })?;
             (dev.key.clone(), &dev.expect)
@@ -331,6 +375,21 @@ impl SessionVerifier {
         };
         let claims = decode_claims(jwt, &key)?;
         check_claims(&claims, expect, now)
+    }
+}
+
+impl Dev {
+    /// Development sessions carry the role where `tokenledger dev-session` puts it, whatever
+    /// ADMIN_ROLE_CLAIM says for Clerk.
+    fn of(key: &DevKey) -> Dev {
+        Dev {
+            key: key.decoding_key(),
+            expect: Expect {
+                issuer: DEV_KID.to_owned(),
+                authorized_parties: vec![DEV_KID.to_owned()],
+                admin_role_claim: vec!["metadata".to_owned(), "role".to_owned()],
+            },
+        }
     }
 }
 

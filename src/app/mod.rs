@@ -14,13 +14,14 @@ mod forensics;
 mod ledger;
 mod listen;
 mod queries;
+pub mod sign_in;
+pub mod telemetry;
 mod token_cache;
 mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokenledger_events::{Progress, VerifyReport, verify_chain_with, verify_head};
@@ -36,6 +37,7 @@ pub use queries::{
     AuditPage, AuditQuery, AuditView, ChainCheck, Cursor, DEFAULT_PAGE, DbHealth, MAX_PAGE,
     ProjectionStatus, Queries, QueryError, Readiness, TokenView,
 };
+pub use telemetry::{Metrics, Snapshot};
 pub use token_cache::Entries as TokenEntries;
 pub use tokens::{
     DEFAULT_TOKEN_PAGE, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, NotACursor, STATUSES, StalePage,
@@ -51,43 +53,6 @@ use crate::store::{self, Database, Store, StoreError};
 use checkpoints::{Checkpointer, checkpoint_signer};
 use token_cache::TokenCache;
 
-/// Counters of what this node did.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Console commands that ran (each after its use was recorded).
-    pub console_runs: AtomicU64,
-    /// Refusals of tokens this deployment does not know, per client IP.
-    unknown_tokens: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u64>>,
-}
-
-/// Addresses counted apart at most; past it new ones are counted under the unspecified
-/// address, so a flood of addresses cannot grow the map without bound.
-const MAX_COUNTED_IPS: usize = 10_000;
-
-impl Metrics {
-    pub fn count_unknown_token(&self, ip: std::net::IpAddr) {
-        let mut counts = self
-            .unknown_tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let key = if counts.len() < MAX_COUNTED_IPS || counts.contains_key(&ip) {
-            ip
-        } else {
-            std::net::IpAddr::from([0, 0, 0, 0])
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-
-    /// Unknown-token refusals from `ip`.
-    pub fn unknown_tokens_from(&self, ip: std::net::IpAddr) -> u64 {
-        let counts = self
-            .unknown_tokens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        counts.get(&ip).copied().unwrap_or(0)
-    }
-}
-
 /// The application layer over one log, with what the HTTP edge is configured with.
 #[derive(Clone)]
 pub struct Services {
@@ -98,11 +63,12 @@ pub struct Services {
     metrics: Arc<Metrics>,
     /// The guide's switches (all off unless configured).
     pub(crate) switches: Switches,
-    /// Verifies admin sessions; `None` when no sign-in is configured (the admin surface then
-    /// answers 503).
+    /// Verifies admin sessions; `None` when no sign-in can be configured (production without
+    /// Clerk). In development it watches for the development key, and until Clerk or that key
+    /// is there the admin surface answers 503.
     pub(crate) sessions: Option<SessionVerifier>,
-    /// Whether development sessions (`tokenledger dev-session`) are accepted.
-    pub(crate) dev_sessions: bool,
+    /// The development sign-in link's nonces; `None` unless a link was printed.
+    pub(crate) sign_in_links: Option<Arc<sign_in::SignInLinks>>,
     /// Failed authentications per client IP per minute before 429 (0: no limit).
     pub(crate) auth_failures_per_minute: u32,
     /// `APP_ENV=production`: the session cookie is set `Secure` (sent over HTTPS only).
@@ -148,7 +114,7 @@ impl Services {
             metrics: Arc::default(),
             switches: Switches::default(),
             sessions: None,
-            dev_sessions: false,
+            sign_in_links: None,
             auth_failures_per_minute: 0,
             production: false,
             request_timeout: Limits::default().request_timeout,
@@ -200,11 +166,53 @@ impl Services {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
+
+    /// The development sign-in links, where one was printed.
+    pub fn sign_in_links(&self) -> Option<&Arc<sign_in::SignInLinks>> {
+        self.sign_in_links.as_ref()
+    }
+
+    /// What the metrics scrape reads now: the head, the token cache's position and counts
+    /// by status, and the age of the newest signed checkpoint. A read that fails leaves its
+    /// value at zero or out, and says so in the log: a scrape never fails for it.
+    pub async fn metrics_snapshot(&self) -> Snapshot {
+        use tokenledger_events::EventLog as _;
+        let now = self.ledger.now();
+        let head = match self.store.head().await {
+            Ok(h) => h.position,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: the log head could not be read");
+                self.cache.position()
+            }
+        };
+        let (counts, _) = self
+            .cache
+            .with_entries(|e| tokens::count(e, &TokenQuery::default(), now));
+        let checkpoint_age_seconds = match self.store.signed_checkpoints(1).await {
+            Ok(latest) => latest.first().map(|c| {
+                (now.as_micros().saturating_sub(c.signed_at.as_micros())).max(0) as f64 / 1e6
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: the newest checkpoint could not be read");
+                None
+            }
+        };
+        Snapshot {
+            head,
+            cache_position: self.cache.position(),
+            tokens: STATUSES.map(|s| (s.as_str(), counts.of(s))),
+            checkpoint_age_seconds,
+        }
+    }
 }
 
 /// The service, bound and ready to serve.
 pub struct Application {
     listener: TcpListener,
+    /// `METRICS_BIND_ADDR`'s listener, serving only `GET /metrics`.
+    metrics_listener: Option<TcpListener>,
+    /// The one-time development sign-in link's nonce, when one was made.
+    sign_in_nonce: Option<String>,
     services: Services,
     /// The token cache's tail and the audit subscriber; aborted when the application drops.
     workers: JoinSet<()>,
@@ -215,6 +223,9 @@ pub struct Application {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A combination of settings that cannot work (each value alone parsed).
+    #[error("{0}")]
+    Config(String),
     #[error("admin sign-in: {0}")]
     Sessions(String),
     #[error("log signing key: {0}")]
@@ -241,22 +252,47 @@ impl Application {
         // One TLS crypto provider for the process (fetching Clerk's keys); installing it
         // again is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        config.check().map_err(StartError::Config)?;
         let mut services =
-            Services::open(&config.database_url, config.tokens.clone(), clock).await?;
+            Services::open(&config.database_url, config.tokens.clone(), clock.clone()).await?;
         tracing::info!(
             backend = services.store.backend(),
             head.position = services.cache.position(),
             "event log head verified"
         );
-        // Development sessions only outside production, and only once a key was made.
-        let dev_key = if config.production {
-            None
-        } else {
-            DevKey::load(&DevKey::path_for(&config.database_url)).map_err(StartError::Sessions)?
+        // Development sessions only outside production, once a key was made: at start, or
+        // later (`tokenledger dev-session` while this runs; the verifier looks again).
+        let dev_key_file = (!config.production).then(|| DevKey::path_for(&config.database_url));
+        let mut sign_in_nonce = None;
+        // A link on a fresh start only: no development key made yet, or nothing recorded.
+        let fresh = |path: &std::path::Path| !path.exists() || services.cache.position() == 0;
+        let dev_key = match &dev_key_file {
+            None => None,
+            Some(path) if config.sign_in_link && config.clerk.is_none() && fresh(path) => {
+                // The link's sessions are signed with the key `dev-session` uses.
+                let links = sign_in::SignInLinks::new(
+                    DevKey::load_or_create(path).map_err(StartError::Sessions)?,
+                    clock.clone(),
+                );
+                sign_in_nonce = Some(links.issue().map_err(StartError::Sessions)?);
+                services.sign_in_links = Some(Arc::new(links));
+                DevKey::load(path).map_err(StartError::Sessions)?
+            }
+            Some(path) => DevKey::load(path).map_err(StartError::Sessions)?,
         };
-        services.dev_sessions = dev_key.is_some();
         services.sessions =
-            SessionVerifier::new(config.clerk.clone(), dev_key).map_err(StartError::Sessions)?;
+            SessionVerifier::with_dev_key_file(config.clerk.clone(), dev_key, dev_key_file)
+                .map_err(StartError::Sessions)?;
+        if config.metrics_bind_addr.is_some() {
+            let metrics = Arc::new(Metrics::exported());
+            let observed = Arc::downgrade(&metrics);
+            services.store.observe_commits(Arc::new(move |waited| {
+                if let Some(m) = observed.upgrade() {
+                    m.committed(waited);
+                }
+            }));
+            services.metrics = metrics;
+        }
         services.switches = config.switches;
         services.auth_failures_per_minute = config.auth_failures_per_minute;
         services.production = config.production;
@@ -282,12 +318,23 @@ impl Application {
         workers.spawn(services.cache.tail(&services.store));
         workers.spawn(checkpoint_signer(&checkpointer, config.signing.every));
         workers.spawn(denial_flusher(&services.ledger));
-        let listener = TcpListener::bind(config.bind_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.bind_addr,
-                source,
-            })?;
+        if services.metrics.is_exported() {
+            workers.spawn(metrics_upkeep(&services.metrics));
+        }
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let listener = bind(config.bind_addr).await?;
+        let metrics_listener = match config.metrics_bind_addr {
+            Some(addr) => {
+                let l = bind(addr).await?;
+                tracing::info!(addr = ?l.local_addr().ok(), "metrics on GET /metrics");
+                Some(l)
+            }
+            None => None,
+        };
         tracing::info!(
             console = config.switches.console_enabled,
             token_auth = config.switches.token_auth_enabled,
@@ -304,6 +351,8 @@ impl Application {
         );
         Ok(Application {
             listener,
+            metrics_listener,
+            sign_in_nonce,
             services,
             workers,
             limits: config.limits,
@@ -314,25 +363,76 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// The metrics listener's port, when `METRICS_BIND_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    /// The one-time development sign-in link, when one was made: on loopback when the
+    /// service listens on every address.
+    pub fn sign_in_link(&self) -> Option<String> {
+        let nonce = self.sign_in_nonce.as_deref()?;
+        let addr = self.listener.local_addr().ok()?;
+        let host = match addr.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+            ip if ip.is_unspecified() => "[::1]".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        Some(format!(
+            "http://{host}:{}/admin/sign-in/link?nonce={nonce}",
+            addr.port()
+        ))
+    }
+
     pub fn services(&self) -> &Services {
         &self.services
     }
 
     /// Serve `router` until `stop` completes, then finish in-flight requests, under the
-    /// configured [`Limits`] (see `listen`). The workers stop with it.
+    /// configured [`Limits`] (see `listen`); `metrics` beside it on the metrics listener,
+    /// when there is one. The workers stop with it.
     pub async fn run_until(
         self,
         router: axum::Router,
+        metrics: axum::Router,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let Application {
             listener,
+            metrics_listener,
             services,
             workers,
             limits,
+            ..
         } = self;
         tracing::info!(addr = ?listener.local_addr().ok(), "listening");
-        let served = listen::serve(listener, router, limits, stop).await;
+        // One stop for both listeners.
+        let (stopping, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            stop.await;
+            let _ = stopping.send(true);
+        });
+        let stop_when = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let metrics_served = metrics_listener.map(|l| {
+            tokio::spawn(listen::serve(
+                l,
+                metrics,
+                limits,
+                stop_when(stopped.clone()),
+            ))
+        });
+        let served = listen::serve(listener, router, limits, stop_when(stopped)).await;
+        if let Some(task) = metrics_served
+            && let Ok(Err(e)) = task.await
+        {
+            tracing::warn!(error = %e, "the metrics listener stopped with an error");
+        }
         drop(workers);
         // Repeats counted in open denial windows are not lost across a clean restart.
         match services.ledger.flush_denials(true).await {
@@ -360,6 +460,18 @@ fn denial_flusher(ledger: &Arc<Ledger>) -> impl Future<Output = ()> + Send + 'st
             if let Err(e) = l.flush_denials(false).await {
                 tracing::warn!(error = %e, "denial summaries could not be appended; will retry");
             }
+        }
+    }
+}
+
+/// Fold histogram samples into buckets every few seconds, whether or not anyone scrapes.
+fn metrics_upkeep(metrics: &Arc<Metrics>) -> impl Future<Output = ()> + Send + 'static {
+    let metrics = Arc::downgrade(metrics);
+    async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let Some(m) = metrics.upgrade() else { return };
+            m.upkeep();
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{
     DEFAULT_DATABASE_URL, DatabaseUrl, Limits, ServeConfig, SigningConfig, Switches, TokenArgs,
     TokenSettings, parse_bind_addr, parse_database_url, parse_max_connections,
-    parse_trust_proxy_hops, switch, timeout, trust_proxy_removed,
+    parse_metrics_bind_addr, parse_trust_proxy_hops, switch, timeout, trust_proxy_removed,
 };
 use crate::session::{ClerkArgs, DevKey};
 use crate::store::StoreError;
@@ -145,6 +145,11 @@ pub struct ServeArgs {
         default_value = "60"
     )]
     pub auth_failures_per_minute: u32,
+    /// Serve GET /metrics (Prometheus) on this address, a listener apart from the API's so
+    /// that metrics are not public; unset (the default), no metrics are recorded.
+    #[arg(long = "metrics-bind", env = "METRICS_BIND_ADDR", value_name = "IP:PORT",
+          value_parser = parse_metrics_bind_addr)]
+    pub metrics_bind_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub clerk: ClerkArgs,
 }
@@ -364,9 +369,11 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            serve(ServeConfig {
+            let production = cli.tokens.is_production();
+            let config = ServeConfig {
+                sign_in_link: !production && clerk.is_none(),
                 clerk,
-                production: cli.tokens.is_production(),
+                production,
                 database_url: cli.database_url,
                 bind_addr: args.bind_addr,
                 tokens: settings,
@@ -383,9 +390,13 @@ pub async fn run(cli: Cli) -> ExitCode {
                 },
                 auth_failures_per_minute: args.auth_failures_per_minute,
                 signing: cli.signing.clone(),
-            })
-            .await
-            .map_err(Failure)
+                metrics_bind_addr: args.metrics_bind_addr,
+            };
+            if let Err(e) = config.check() {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            serve(config).await.map_err(Failure)
         }
         Command::Migrate { status } => migrate(&cli.database_url, status).await.map_err(Failure),
         Command::Verify { quiet } => verify(&cli.database_url, quiet).await.map_err(Failure),
@@ -503,6 +514,10 @@ async fn serve(config: ServeConfig) -> Result<(), String> {
     let app = Application::build(&config)
         .await
         .map_err(|e| e.to_string())?;
+    // On standard output, not in the log: it is for the person who ran the command.
+    if let Some(link) = app.sign_in_link() {
+        say!("Sign in to the admin page (once, within 10 minutes; development only):\n  {link}");
+    }
     crate::server::run_until_stopped(app)
         .await
         .map_err(|e| e.to_string())

@@ -113,6 +113,40 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Why an authentication was refused, as the metrics label it: a fixed set of names.
+    pub fn auth_reason(&self) -> &'static str {
+        use ApiError as E;
+        match self {
+            E::Refused(Refusal::MissingCredentials) => "missing_credentials",
+            E::Refused(Refusal::Malformed) => "malformed",
+            E::Refused(Refusal::EnvironmentMismatch { .. }) => "environment_mismatch",
+            E::Refused(Refusal::Unknown) => "unknown_token",
+            E::Refused(Refusal::Revoked) => "revoked",
+            E::Refused(Refusal::Expired) => "expired",
+            E::Refused(Refusal::MissingScope { .. }) => "missing_scope",
+            E::TokenAuthDisabled => "token_auth_disabled",
+            E::DuplicateAuthorization => "duplicate_authorization",
+            E::UnsupportedScheme => "unsupported_scheme",
+            E::ApiTokensRefused => "api_token_refused",
+            E::SignInRequired => "sign_in_required",
+            E::SignInNotConfigured => "sign_in_not_configured",
+            E::Session(SessionError::Unauthorized(_)) => "session_invalid",
+            E::Session(SessionError::NotAdmin) => "not_admin",
+            E::Session(SessionError::Unavailable(_)) => "session_keys_unavailable",
+            E::CrossSite => "cross_site",
+            E::TooManyFailures { .. } => "rate_limited",
+            E::AuditUnavailable => "audit_unavailable",
+            E::BadRequest(_) => "bad_request",
+            _ => "other",
+        }
+    }
+}
+
+/// Marks an answer that was 503 `Audit log unavailable`, for the request metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditFailure;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // No variant carries input, but a token pasted where a name belongs must not come
@@ -125,6 +159,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        if matches!(self, ApiError::AuditUnavailable) {
+            response.extensions_mut().insert(AuditFailure);
         }
         response
     }

@@ -799,6 +799,9 @@ pub async fn apply_policy(
         tracing::error!(path = matched.as_str(), "a routed path has no policy");
         return ApiError::Internal.into_response();
     };
+    if let Some(slot) = request.extensions().get::<super::metrics::RouteSlot>() {
+        slot.set(route.path);
+    }
     if route.switch.is_some_and(|s| !s.is_on(&state.switches)) {
         return ApiError::NotFound.into_response();
     }
@@ -807,6 +810,10 @@ pub async fn apply_policy(
         return next.run(Request::from_parts(parts, body)).await;
     }
     let ip = ClientIp::of(&parts, state.switches.trust_proxy_hops).0;
+    let credential = match route.access {
+        Access::ApiToken { .. } => "api_token",
+        Access::Session | Access::Public => "session",
+    };
     let admitted = match state.guard.admit(ip) {
         Err(e) => Err(e),
         Ok(()) => match route.access {
@@ -826,9 +833,18 @@ pub async fn apply_policy(
         },
     };
     match admitted {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Ok(()) => {
+            state.metrics.authentication(credential, true, "ok");
+            next.run(Request::from_parts(parts, body)).await
+        }
         Err(e) => {
+            state
+                .metrics
+                .authentication(credential, false, e.auth_reason());
             let e = state.guard.refused(ip, parts.uri.path(), e, &state.metrics);
+            if matches!(e, ApiError::TooManyFailures { .. }) {
+                state.metrics.rate_limited();
+            }
             match route.answer {
                 Answer::Json => e.into_response(),
                 Answer::Html => admin_page::refusal(e),
@@ -899,7 +915,7 @@ async fn admin_session(state: &AppState, parts: &Parts) -> Result<Session, ApiEr
     if bearer.as_ref().is_some_and(|b| !b.is_session()) {
         return Err(ApiError::ApiTokensRefused);
     }
-    let Some(verifier) = &state.sessions else {
+    let Some(verifier) = state.sessions.as_ref().filter(|v| v.is_configured()) else {
         return Err(ApiError::SignInNotConfigured);
     };
     let (jwt, source) = match bearer {

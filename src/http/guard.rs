@@ -2,7 +2,7 @@
 //! address costs it a cell of a GCRA budget per failure (governor); once the budget is spent,
 //! every attempt from that address is answered 429 with `Retry-After`, unevaluated, until the
 //! budget refills. Each refusal is logged with the client IP and why, never the credential;
-//! unknown tokens are counted per IP for the metrics.
+//! unknown tokens are counted per IP in-process (addresses are never exported as metrics).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

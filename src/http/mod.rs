@@ -11,6 +11,7 @@
 //! - `state`: `AppState`.
 //! - `health`, `console`, `verify`, `admin_api`, `admin_page`: the handlers, each module with
 //!   its own `router()`.
+//! - `metrics`: the request counter layer, and `GET /metrics` for the metrics listener.
 
 mod admin_api;
 mod admin_page;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod extract;
 mod guard;
 mod health;
+pub mod metrics;
 pub mod policy;
 pub mod state;
 pub mod verify;
@@ -69,6 +71,11 @@ pub fn router(services: &Services) -> Router {
             services.request_timeout,
         ))
         .layer(axum::middleware::map_response(timeout_as_json))
+        // Outside the timeout, so that a 408 is counted too (under the route it matched).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_request,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http()

@@ -69,6 +69,7 @@ pub struct Route {
 
 /// The paths, named once for the table and the module routers.
 pub mod path {
+    pub const INDEX: &str = "/";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const CONSOLE: &str = "/api/admin/console";
@@ -79,6 +80,7 @@ pub mod path {
     pub const PAGE_REVOKE: &str = "/admin/tokens/{id}/revoke";
     pub const PAGE_ROTATE: &str = "/admin/tokens/{id}/rotate";
     pub const SIGN_IN: &str = "/admin/sign-in";
+    pub const SIGN_IN_LINK: &str = "/admin/sign-in/link";
     pub const SIGN_OUT: &str = "/admin/sign-out";
     pub const API_TOKENS: &str = "/api/admin/tokens";
     pub const API_STALE: &str = "/api/admin/tokens/stale";
@@ -122,6 +124,11 @@ const fn admin(
 }
 
 pub static ROUTES: &[Route] = &[
+    public(
+        "GET",
+        path::INDEX,
+        "what this service is, its switches, and links (a page; JSON with Accept: application/json)",
+    ),
     public("GET", path::HEALTHZ, "liveness"),
     public(
         "GET",
@@ -190,6 +197,14 @@ pub static ROUTES: &[Route] = &[
         path::SIGN_IN,
         "sign in (development sessions), setting the __session cookie",
     ),
+    Route {
+        methods: "GET",
+        path: path::SIGN_IN_LINK,
+        access: Access::Public,
+        switch: None,
+        answer: Answer::Html,
+        summary: "the one-time development sign-in link serve prints (?nonce=): sets the __session cookie",
+    },
     public("POST", path::SIGN_OUT, "clear the __session cookie"),
     admin(
         "GET,POST",

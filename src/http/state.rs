@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use super::guard::FailureGuard;
+use crate::app::sign_in::SignInLinks;
 use crate::app::{Ledger, Metrics, Queries, Services};
 use crate::config::Switches;
 use crate::session::SessionVerifier;
@@ -13,15 +14,15 @@ pub struct AppState {
     pub(crate) queries: Queries,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) switches: Switches,
-    /// Verifies admin sessions; `None` when no sign-in is configured (the admin surface then
-    /// answers 503).
+    /// Verifies admin sessions; while it is `None` or not yet configured (development before
+    /// a key exists) the admin surface answers 503.
     pub(crate) sessions: Option<SessionVerifier>,
-    /// Whether the sign-in page offers development sessions.
-    pub(crate) dev_sessions: bool,
     /// Failed authentication, bounded per client IP.
     pub(crate) guard: Arc<FailureGuard>,
     /// `APP_ENV=production`: the session cookie is set `Secure`.
     pub(crate) production: bool,
+    /// The development sign-in link's nonces, where `serve` printed one.
+    pub(crate) sign_in_links: Option<Arc<SignInLinks>>,
 }
 
 impl AppState {
@@ -32,9 +33,9 @@ impl AppState {
             metrics: services.metrics().clone(),
             switches: services.switches,
             sessions: services.sessions.clone(),
-            dev_sessions: services.dev_sessions,
             guard: Arc::new(FailureGuard::new(services.auth_failures_per_minute)),
             production: services.production,
+            sign_in_links: services.sign_in_links().cloned(),
         }
     }
 }

@@ -100,6 +100,7 @@ async fn verify(
                 Refusal::EnvironmentMismatch { .. } => "ENV_MISMATCH",
                 _ => "NOT_FOUND",
             };
+            state.metrics.verify_check(code);
             return Ok(answer(code, None));
         }
     };
@@ -139,5 +140,6 @@ async fn verify(
             DenyReason::EnvironmentMismatch => "ENV_MISMATCH",
         },
     };
+    state.metrics.verify_check(code);
     Ok(answer(code, Some(&row)))
 }

@@ -13,6 +13,8 @@ pub(crate) mod sql;
 pub mod sqlite;
 pub(crate) mod writer;
 
+pub use writer::CommitObserver;
+
 #[cfg(test)]
 mod tests;
 
@@ -457,6 +459,11 @@ impl Store {
         since: Timestamp,
     ) -> Result<Vec<(uuid::Uuid, String)>, StoreError> {
         delegate!(self, l => l.first_seen_ips(since).await)
+    }
+
+    /// Tell `observer` how long the requests of every group commit waited (for metrics).
+    pub fn observe_commits(&self, observer: writer::CommitObserver) {
+        delegate!(self, l => l.observe_commits(observer))
     }
 
     /// Each projection's checkpoint (the last position folded in).

@@ -457,6 +457,11 @@ impl PgLog {
         &self.read
     }
 
+    /// Tell `observer` of every group commit of this node's writer.
+    pub fn observe_commits(&self, observer: super::writer::CommitObserver) {
+        self.writer.observe(observer);
+    }
+
     /// Append through a connection of its own whose transaction stays open, holding the head
     /// row lock, until `release` resolves: a slow appender, for contract tests of what readers
     /// and other appenders see meanwhile.

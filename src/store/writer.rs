@@ -4,6 +4,8 @@
 //! instead of each append paying its own fsync.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokenledger_events::log::{Head, validate_batch};
 use tokenledger_events::{AppendError, StoredEvent, StreamAppend};
@@ -12,6 +14,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// How many append requests one transaction takes at most; bounds the time one commit holds
 /// the append lock.
 const MAX_GROUP: usize = 512;
+
+/// Told of each group commit (or failed group): how long each of its requests waited, from
+/// reaching the queue to the answer. The writer knows nothing of what the caller does with it.
+pub type CommitObserver = Arc<dyn Fn(&[Duration]) + Send + Sync>;
 
 /// The answer to one append request.
 pub(crate) type AppendResult = Result<Vec<StoredEvent>, AppendError>;
@@ -31,6 +37,7 @@ enum Job {
     Append {
         batch: Vec<StreamAppend>,
         reply: oneshot::Sender<AppendResult>,
+        queued: Instant,
     },
 }
 
@@ -39,6 +46,8 @@ enum Job {
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
     head: watch::Receiver<Head>,
+    /// Set once, by whoever serves metrics; read by the writer task after each group.
+    observer: Arc<OnceLock<CommitObserver>>,
 }
 
 impl Writer {
@@ -46,14 +55,24 @@ impl Writer {
     pub(crate) fn spawn<C: GroupCommit>(mut committer: C, head: Head) -> Writer {
         let (jobs, mut rx) = mpsc::channel::<Job>(4 * MAX_GROUP);
         let (head_tx, head_rx) = watch::channel(head);
+        let observer: Arc<OnceLock<CommitObserver>> = Arc::default();
+        let observe = observer.clone();
         tokio::spawn(async move {
             let mut received = Vec::with_capacity(MAX_GROUP);
             let mut batches = Vec::with_capacity(MAX_GROUP);
             let mut replies = Vec::with_capacity(MAX_GROUP);
+            let mut queued = Vec::with_capacity(MAX_GROUP);
+            let mut waited = Vec::with_capacity(MAX_GROUP);
             while rx.recv_many(&mut received, MAX_GROUP).await > 0 {
-                for Job::Append { batch, reply } in received.drain(..) {
+                for Job::Append {
+                    batch,
+                    reply,
+                    queued: at,
+                } in received.drain(..)
+                {
                     batches.push(batch);
                     replies.push(reply);
+                    queued.push(at);
                 }
                 if !batches.is_empty() {
                     match committer.commit_group(&batches).await {
@@ -78,13 +97,26 @@ impl Writer {
                         }
                     }
                     batches.clear();
+                    if let Some(observer) = observe.get() {
+                        let now = Instant::now();
+                        waited.extend(queued.iter().map(|at| now.duration_since(*at)));
+                        observer(&waited);
+                        waited.clear();
+                    }
+                    queued.clear();
                 }
             }
         });
         Writer {
             jobs,
             head: head_rx,
+            observer,
         }
+    }
+
+    /// Tell `observer` of every group from now on (the first observer set stays).
+    pub(crate) fn observe(&self, observer: CommitObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// Append one batch and wait for its COMMIT.
@@ -93,7 +125,11 @@ impl Writer {
         let (reply, answer) = oneshot::channel();
         let gone = || AppendError::Unavailable("the log writer has stopped".into());
         self.jobs
-            .send(Job::Append { batch, reply })
+            .send(Job::Append {
+                batch,
+                reply,
+                queued: Instant::now(),
+            })
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?

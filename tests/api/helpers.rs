@@ -401,6 +401,10 @@ pub struct TestApp {
     pub port: u16,
     pub http: reqwest::Client,
     pub clock: ManualClock,
+    /// The metrics listener's port, when `metrics_bind_addr` was set.
+    pub metrics_port: Option<u16>,
+    /// The one-time development sign-in link, when `sign_in_link` made one.
+    pub sign_in_link: Option<String>,
     services: Services,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -430,6 +434,8 @@ pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig
         .await
         .expect("service starts");
     let port = app.port();
+    let metrics_port = app.metrics_port();
+    let sign_in_link = app.sign_in_link();
     let services = app.services().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn(tokenledger::server::run_until(app, async {
@@ -443,6 +449,8 @@ pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig
             .build()
             .expect("client"),
         clock,
+        metrics_port,
+        sign_in_link,
         services,
         stop,
         served,

@@ -1,4 +1,4 @@
-//! The `/admin/tokens` page: server-rendered HTML with a little plain JavaScript (the copy
+//! The `/admin/tokens` page (with `/`, the service's front page, and sign-in): server-rendered HTML with a little plain JavaScript (the copy
 //! button) and no external assets. Forms post back here; every action is the same ledger
 //! call as the JSON API's, so the page and the API cannot disagree. The policy layer admits
 //! only admins and renders its refusals with [`refusal`].
@@ -23,6 +23,7 @@ use super::extract::{
 };
 use super::policy::path;
 use super::state::AppState;
+use crate::app::sign_in::LinkRefused;
 use crate::app::{AuditQuery, CreateRequest, LedgerError, RotateRequest, TokenQuery};
 use crate::config::{parse_duration, parse_positive_duration};
 use crate::lifecycle::{DomainError, parse_name, parse_scope};
@@ -38,7 +39,9 @@ pub fn router() -> Router<AppState> {
         .route(path::PAGE_REVOKE, get(confirm_revoke).post(revoke))
         .route(path::PAGE_ROTATE, get(confirm_rotate).post(rotate))
         .route(path::PAGE_INCIDENT, get(incident))
+        .route(path::INDEX, get(index))
         .route(path::SIGN_IN, get(sign_in_page).post(sign_in))
+        .route(path::SIGN_IN_LINK, get(sign_in_link))
         .route(path::SIGN_OUT, post(sign_out))
 }
 
@@ -48,7 +51,12 @@ pub fn refusal(e: ApiError) -> Response {
     if matches!(e, ApiError::ApiTokensRefused) {
         return e.into_response();
     }
-    page(e.status(), views::refusal(e.status(), &e.to_string()))
+    let audit_failure = matches!(e, ApiError::AuditUnavailable);
+    let mut response = page(e.status(), views::refusal(e.status(), &e.to_string()));
+    if audit_failure {
+        response.extensions_mut().insert(super::error::AuditFailure);
+    }
+    response
 }
 
 /// The list page: a page of tokens by `query` (the first 50 by default), with the monitoring
@@ -414,7 +422,16 @@ async fn rotate(
 async fn sign_in_page(State(state): State<AppState>) -> Response {
     page(
         StatusCode::OK,
-        layout("Sign in", None, views::sign_in(state.dev_sessions)),
+        layout(
+            "Sign in",
+            None,
+            views::sign_in(
+                state
+                    .sessions
+                    .as_ref()
+                    .is_some_and(|v| v.accepts_dev_sessions()),
+            ),
+        ),
     )
 }
 
@@ -449,6 +466,7 @@ async fn sign_in(
     let verifier = state
         .sessions
         .as_ref()
+        .filter(|v| v.is_configured())
         .ok_or(ApiError::SignInNotConfigured)?;
     Ok(match verifier.verify(&jwt, state.ledger.now()).await {
         Ok(_) => see_other(
@@ -460,6 +478,64 @@ async fn sign_in(
             views::sign_in_refused(&e.to_string()),
         ),
     })
+}
+
+/// `GET /admin/sign-in/link?nonce=...`: spend the one-time link `serve` printed for a
+/// development admin session in the `__session` cookie, then go to the token page. A link
+/// spent, expired or unknown gets a page saying so, and no cookie.
+async fn sign_in_link(State(state): State<AppState>, uri: axum::http::Uri) -> Response {
+    let nonce = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "nonce")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let Some(links) = &state.sign_in_links else {
+        return page(
+            StatusCode::NOT_FOUND,
+            views::sign_in_refused(
+                "This server printed no sign-in link; sign in with a development session instead",
+            ),
+        );
+    };
+    match links.redeem(&nonce) {
+        Ok(jwt) => see_other(
+            path::PAGE_TOKENS,
+            session_cookie_header(&jwt, 8 * 3600, state.production),
+        ),
+        Err(refused) => {
+            let status = match refused {
+                LinkRefused::Spent | LinkRefused::Expired => StatusCode::GONE,
+                LinkRefused::Unknown => StatusCode::NOT_FOUND,
+            };
+            page(status, views::sign_in_refused(&refused.to_string()))
+        }
+    }
+}
+
+/// `GET /`: what this service is, whether its switches are on, and where to go next; JSON
+/// for a client that asks for it (`Accept: application/json`).
+async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let sign_in = match &state.sessions {
+        Some(v) if v.is_configured() => "configured",
+        Some(v) if v.accepts_dev_sessions() => {
+            "not configured yet (development: run tokenledger dev-session)"
+        }
+        _ => "not configured",
+    };
+    let index = views::Index {
+        version: env!("CARGO_PKG_VERSION"),
+        console: state.switches.console_enabled,
+        token_auth: state.switches.token_auth_enabled,
+        sign_in,
+        docs: concat!(env!("CARGO_PKG_REPOSITORY"), "#readme"),
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if accept.contains("application/json") && !accept.contains("text/html") {
+        return axum::Json(index.json()).into_response();
+    }
+    page(StatusCode::OK, views::index(&index))
 }
 
 /// `POST /admin/sign-out`

@@ -625,3 +625,61 @@ pub fn as_of_list(p: &crate::app::AsOfPage) -> Markup {
 fn url_encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// The front page's facts, for the page and its JSON.
+pub struct Index {
+    pub version: &'static str,
+    pub console: bool,
+    pub token_auth: bool,
+    pub sign_in: &'static str,
+    pub docs: &'static str,
+}
+
+impl Index {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "service": "tokenledger",
+            "version": self.version,
+            "about": "Event-sourced, audit-first machine-to-machine API tokens",
+            "switches": {
+                "ADMIN_CONSOLE_ENABLED": self.console,
+                "ADMIN_API_TOKEN_AUTH_ENABLED": self.token_auth,
+            },
+            "admin_sign_in": self.sign_in,
+            "links": {
+                "admin": "/admin/tokens",
+                "sign_in": "/admin/sign-in",
+                "openapi": "/openapi.json",
+                "docs": self.docs,
+                "health": "/healthz",
+                "ready": "/readyz",
+                "checkpoint": "/v1/checkpoint",
+            },
+        })
+    }
+}
+
+/// `GET /`: what this is, the switches, and the links.
+pub fn index(i: &Index) -> Markup {
+    let on = |b: bool| if b { "on" } else { "off" };
+    let body = html! {
+        section {
+            h2 { "tokenledger " (i.version) }
+            p { "Event-sourced, audit-first machine-to-machine API tokens: every token action is an immutable, hash-chained event, and every use is recorded before it runs." }
+            h3 { "Switches" }
+            ul {
+                li { code { "ADMIN_CONSOLE_ENABLED" } ": " strong { (on(i.console)) } }
+                li { code { "ADMIN_API_TOKEN_AUTH_ENABLED" } ": " strong { (on(i.token_auth)) } }
+                li { "Admin sign-in: " strong { (i.sign_in) } }
+            }
+            h3 { "Where next" }
+            ul {
+                li { a href="/admin/tokens" { "The admin page" } " (tokens: create, rotate, revoke, audit)" }
+                li { a href=(i.docs) { "Documentation (README)" } }
+                li { a href="/openapi.json" { "The API description (OpenAPI)" } }
+                li { a href="/healthz" { "/healthz" } ", " a href="/readyz" { "/readyz" } ", " a href="/v1/checkpoint" { "/v1/checkpoint" } }
+            }
+        }
+    };
+    layout("tokenledger", None, body)
+}
