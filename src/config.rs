@@ -424,7 +424,7 @@ impl ServeConfig {
             && same_listener(metrics, self.bind_addr)
         {
             return Err(format!(
-                "METRICS_BIND_ADDR={metrics} is the same address as BIND_ADDR={}; metrics need                  a listener of their own so that they are not public on the API port: choose                  another port, like 127.0.0.1:9464",
+                "METRICS_BIND_ADDR={metrics} is the same address as BIND_ADDR={}; metrics need a listener of their own so that they are not public on the API port: choose another port, like 127.0.0.1:9464",
                 self.bind_addr
             ));
         }
