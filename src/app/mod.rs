@@ -29,12 +29,14 @@ use tokio::task::JoinSet;
 
 pub use forensics::{
     AS_OF_FORMS, Admitted, AsOf, AsOfPage, AsOfPoint, Chapter, Incident, Related, RevokeStep,
-    SeenView,
+    SeenView, UseCounts,
 };
-pub use ledger::{CreateRequest, Ledger, LedgerError, Minted, Refusal, Revocation, RotateRequest};
+pub use ledger::{
+    CreateRequest, Ledger, LedgerError, Minted, Refusal, Revocation, RotateRequest, ShownOnce,
+};
 pub use queries::{
     AuditPage, AuditQuery, AuditView, ChainCheck, Cursor, DEFAULT_PAGE, DbHealth, MAX_PAGE,
-    ProjectionStatus, Queries, QueryError, Readiness, TokenView,
+    ProjectionLag, ProjectionStatus, Queries, QueryError, Readiness, TokenView,
 };
 pub use token_cache::Entries as TokenEntries;
 pub use tokens::{

@@ -166,7 +166,7 @@ impl TokenQuery {
 }
 
 /// Tokens by status, over every token whatever the filters: the page header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StatusCounts {
     pub active: u64,
     pub rotated_in_grace: u64,
@@ -199,7 +199,7 @@ impl StatusCounts {
 }
 
 /// A page of tokens, saying how much of the whole it is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenPage {
     pub tokens: Vec<TokenView>,
     /// Tokens that match the filters, on every page.
@@ -271,7 +271,7 @@ pub struct StaleQuery {
 }
 
 /// A page of the monitoring list, in token id order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StalePage {
     pub tokens: Vec<Flagged>,
     /// Flagged tokens, on every page.

@@ -11,6 +11,8 @@
 //! - `state`: `AppState`.
 //! - `health`, `console`, `verify`, `admin_api`, `admin_page`: the handlers, each module with
 //!   its own `router()`.
+//! - `openapi`: the OpenAPI document of the JSON routes, from the handlers' annotations and
+//!   the policy table.
 
 mod admin_api;
 mod admin_page;
@@ -20,6 +22,7 @@ pub mod error;
 pub mod extract;
 mod guard;
 mod health;
+pub mod openapi;
 pub mod policy;
 pub mod state;
 pub mod verify;
@@ -51,6 +54,7 @@ pub fn router(services: &Services) -> Router {
     Router::new()
         .merge(health::router())
         .merge(checkpoint::router())
+        .merge(openapi::router())
         .merge(console::router())
         .merge(verify::router())
         .merge(admin_api::router())
