@@ -16,6 +16,7 @@ mod helpers;
 mod layering;
 mod log_contract;
 mod old_format;
+mod openapi;
 mod policy;
 mod properties;
 mod secrets;
