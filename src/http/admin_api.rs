@@ -188,12 +188,13 @@ pub(super) fn not_asked() -> RevokeStep {
 #[schema(as = CreateRequest)]
 pub(super) struct CreateBody {
     /// 1 to 100 characters, no control or invisible characters.
-    #[schema(required = true, value_type = String)]
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     name: Option<String>,
     #[serde(default)]
     #[schema(value_type = Vec<Scope>)]
     scopes: Vec<String>,
     /// A duration like 90s, 15m, 24h, 30d (default 90d, at most API_TOKEN_MAX_TTL).
+    #[schema(pattern = "^[0-9]+[smhd]$")]
     expires_in: Option<String>,
 }
 
@@ -233,6 +234,7 @@ pub(super) async fn create(
 #[schema(as = RevokeRequest)]
 pub(super) struct RevokeBody {
     /// At most 500 characters, no control or invisible characters.
+    #[schema(max_length = 500)]
     reason: Option<String>,
     /// Revoke the rest of its rotation chain that still works too.
     #[serde(default)]
@@ -284,6 +286,7 @@ pub(super) async fn revoke(
 #[schema(as = RotateRequest)]
 pub(super) struct RotateBody {
     /// How long the old token keeps working: a duration like 24h (default none).
+    #[schema(pattern = "^[0-9]+[smhd]$")]
     grace: Option<String>,
 }
 
