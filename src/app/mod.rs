@@ -41,8 +41,8 @@ pub use queries::{
 pub use token_cache::Entries as TokenEntries;
 pub use tokens::{
     DEFAULT_TOKEN_PAGE, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, NotACursor, STATUSES, StalePage,
-    StaleQuery, StatusCounts, TokenCursor, TokenPage, TokenQuery, parse_environment, parse_status,
-    status_names,
+    StaleQuery, StatusCounts, StatusName, TokenCursor, TokenPage, TokenQuery, parse_environment,
+    parse_status, status_names,
 };
 
 use crate::clock::{Clock, SystemClock};

@@ -50,8 +50,8 @@ pub struct TokenView {
     pub name: String,
     pub environment: &'static str,
     pub scopes: Vec<String>,
-    /// `active`, `rotated_in_grace`, `expired` or `revoked`, at the time of the answer.
-    #[schema(value_type = String)]
+    /// At the time of the answer.
+    #[schema(value_type = super::tokens::StatusName)]
     pub status: TokenStatus,
     pub created_at: String,
     pub created_by: String,

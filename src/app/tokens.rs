@@ -98,6 +98,20 @@ pub fn parse_status(raw: &str) -> Option<TokenStatus> {
     STATUSES.into_iter().find(|s| s.as_str() == raw)
 }
 
+/// A token status in the OpenAPI document: one of [`STATUSES`] by name.
+pub struct StatusName;
+
+impl utoipa::PartialSchema for StatusName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(STATUSES.map(TokenStatus::as_str)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StatusName {}
+
 /// `active, rotated_in_grace, expired, revoked`: for messages that list what is accepted.
 pub fn status_names() -> String {
     STATUSES.map(TokenStatus::as_str).join(", ")

@@ -12,11 +12,12 @@ use super::error::ApiError;
 use super::extract::{
     AdminSession, AppJson, AuditParams, PageParams, StaleListParams, TokenId, TokenListParams,
 };
+use super::openapi::{Environment, Order};
 use super::policy::path;
 use super::state::AppState;
 use crate::app::{
     AsOf, AsOfPage, AuditPage, AuditQuery, CreateRequest, Incident, Minted, QueryError, RevokeStep,
-    RotateRequest, ShownOnce, StalePage, StaleQuery, TokenPage, TokenView,
+    RotateRequest, ShownOnce, StalePage, StaleQuery, StatusName, TokenPage, TokenView,
 };
 use crate::config::parse_duration;
 use crate::scope::Scope;
@@ -81,9 +82,9 @@ fn shown_once(minted: &Minted) -> Response {
 /// With `as_of=T` (RFC 3339, a date, `position:N` or a duration ago), the table as it was
 /// then: `{"as_of": {"position", "at", "head", "checkpoint"}, "tokens", "total", "next", ...}`.
 #[utoipa::path(get, path = path::API_TOKENS, tag = "admin", params(
-        ("status" = Option<String>, Query, description = "active, rotated_in_grace, expired or revoked"),
+        ("status" = Option<StatusName>, Query, description = "tokens with this status now"),
         ("scope" = Option<Scope>, Query, description = "tokens holding this very scope"),
-        ("environment" = Option<String>, Query, description = "live or test"),
+        ("environment" = Option<Environment>, Query, description = "live or test"),
         ("name_prefix" = Option<String>, Query, description = "names starting with this (case-sensitive, at most 100 characters)"),
         ("cursor" = Option<String>, Query, description = "the `next` of an earlier page"),
         ("limit" = Option<u64>, Query, description = "page size, at least 1 (50 unless given; more than 1000 is lowered to 1000)"),
@@ -325,7 +326,7 @@ pub(super) async fn rotate(
         ("limit" = Option<u64>, Query, description = "page size, at least 1"),
         ("after" = Option<u64>, Query, description = "rows after this log position"),
         ("before" = Option<u64>, Query, description = "rows before this log position"),
-        ("order" = Option<String>, Query, description = "newest_first or oldest_first (the default)"),
+        ("order" = Option<Order>, Query, description = "newest_first or oldest_first (the default)"),
     ),
     responses(
         (status = 200, description = "a page of the timeline and the token", body = TimelineAnswer),
@@ -367,7 +368,7 @@ pub(super) async fn timeline(
         ("to_position" = Option<u64>, Query, description = "at this log position or earlier"),
         ("after" = Option<u64>, Query, description = "the page after this position (a `next` cursor)"),
         ("before" = Option<u64>, Query, description = "the page before this position (a `prev` cursor)"),
-        ("order" = Option<String>, Query, description = "newest_first or oldest_first (the default)"),
+        ("order" = Option<Order>, Query, description = "newest_first or oldest_first (the default)"),
         ("limit" = Option<u64>, Query, description = "page size, at least 1"),
     ),
     responses(

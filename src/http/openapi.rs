@@ -51,7 +51,8 @@ pub fn router() -> Router<AppState> {
         super::admin_api::incident,
         super::admin_api::audit,
     ),
-    components(schemas(ErrorBody)),
+    // Types named only by parameters are not collected on their own.
+    components(schemas(ErrorBody, Environment, Order)),
     modifiers(&FromPolicy)
 )]
 struct ApiDoc;
@@ -70,6 +71,30 @@ pub fn document() -> String {
     responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 pub(super) async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document())
+}
+
+/// A token environment, as the list's `environment` parameter takes it.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[expect(
+    dead_code,
+    reason = "a schema only: the parameter is parsed by the extractor"
+)]
+pub(super) enum Environment {
+    Live,
+    Test,
+}
+
+/// A page's order, as the `order` parameters take it.
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[expect(
+    dead_code,
+    reason = "a schema only: the parameter is parsed by the extractor"
+)]
+pub(super) enum Order {
+    NewestFirst,
+    OldestFirst,
 }
 
 /// Security and access refusals, from the route policy table.
@@ -138,6 +163,12 @@ impl Modify for FromPolicy {
 /// One operation's summary, security and access refusals.
 fn apply(route: &Route, operation: &mut Operation) {
     operation.summary = Some(route.summary.to_owned());
+    // The timeout layer is around every route.
+    refusal(
+        operation,
+        408,
+        "the request was not answered within REQUEST_TIMEOUT (a slow body, most likely)",
+    );
     if let Some(switch) = route.switch {
         refusal(
             operation,
@@ -294,6 +325,35 @@ mod tests {
                 route.methods.split(',').any(|m| m == method),
                 "{method} {path} is documented, but the policy table answers {}",
                 route.methods
+            );
+        }
+    }
+
+    #[test]
+    fn every_reference_names_a_schema_of_the_document() {
+        fn walk(value: &serde_json::Value, refs: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                        refs.push(r.clone());
+                    }
+                    map.values().for_each(|v| walk(v, refs));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, refs)),
+                _ => {}
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(&document()).expect("JSON");
+        let mut refs = Vec::new();
+        walk(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{r} is not a schema reference"));
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{r} is referenced but not in components.schemas"
             );
         }
     }
