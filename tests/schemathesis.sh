@@ -89,6 +89,10 @@ read -r _ token < <(mint schemathesis --scope admin --scope console:exec --scope
 read -r subject _ < <(mint subject --scope registry:read)
 read -r to_revoke _ < <(mint to-revoke --scope registry:read)
 read -r to_rotate _ < <(mint to-rotate --scope registry:read)
+if [ -z "$token" ] || [ -z "$to_rotate" ]; then
+    echo "could not mint the tokens the run needs" >&2
+    exit 1
+fi
 session=$("$BIN" dev-session --sub ci --role admin 2>/dev/null)
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -81,7 +81,7 @@ fn shown_once(minted: &Minted) -> Response {
 ///
 /// With `as_of=T` (RFC 3339, a date, `position:N` or a duration ago), the table as it was
 /// then: `{"as_of": {"position", "at", "head", "checkpoint"}, "tokens", "total", "next", ...}`.
-#[utoipa::path(get, path = path::API_TOKENS, tag = "admin", params(
+#[utoipa::path(get, path = path::API_TOKENS, operation_id = "list_tokens", tag = "admin", params(
         ("status" = Option<StatusName>, Query, description = "tokens with this status now"),
         ("scope" = Option<Scope>, Query, description = "tokens holding this very scope"),
         ("environment" = Option<Environment>, Query, description = "live or test"),
@@ -150,7 +150,7 @@ pub(super) fn since_param(
 
 /// `GET /api/admin/tokens/{id}/incident?since=T`: the incident report (steps 2 to 5 and the
 /// covering checkpoint; revoking is `POST .../revoke` with reason `incident`).
-#[utoipa::path(get, path = path::API_INCIDENT, tag = "admin", params(
+#[utoipa::path(get, path = path::API_INCIDENT, operation_id = "token_incident", tag = "admin", params(
         ("id" = uuid::Uuid, Path, description = "the token id"),
         ("since" = Option<String>, Query, description = "the window's start: RFC 3339, a date or a duration ago (default: the token's creation)"),
     ),
@@ -200,7 +200,7 @@ pub(super) struct CreateBody {
 }
 
 /// `POST /api/admin/tokens` `{"name", "scopes", "expires_in"}`: the plaintext, once.
-#[utoipa::path(post, path = path::API_TOKENS, tag = "admin",
+#[utoipa::path(post, path = path::API_TOKENS, operation_id = "create_token", tag = "admin",
     request_body(content = CreateBody, content_type = "application/json"),
     responses(
         (status = 201, description = "created; the plaintext is in this answer only", body = ShownOnce,
@@ -244,7 +244,7 @@ pub(super) struct RevokeBody {
 
 /// `POST /api/admin/tokens/{id}/revoke` `{"reason", "chain"}`: the revoked token, with the
 /// chain members revoked with it and those left working.
-#[utoipa::path(post, path = path::API_REVOKE, tag = "admin",
+#[utoipa::path(post, path = path::API_REVOKE, operation_id = "revoke_token", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "the token id")),
     request_body(content = Option<RevokeBody>, content_type = "application/json"),
     responses(
@@ -292,7 +292,7 @@ pub(super) struct RotateBody {
 }
 
 /// `POST /api/admin/tokens/{id}/rotate` `{"grace"}`: the successor's plaintext, once.
-#[utoipa::path(post, path = path::API_ROTATE, tag = "admin",
+#[utoipa::path(post, path = path::API_ROTATE, operation_id = "rotate_token", tag = "admin",
     params(("id" = uuid::Uuid, Path, description = "the token id")),
     request_body(content = Option<RotateBody>, content_type = "application/json"),
     responses(
@@ -321,7 +321,7 @@ pub(super) async fn rotate(
 
 /// `GET /api/admin/tokens/{id}/audit?limit=&after=&before=&order=`: a page of the timeline,
 /// oldest first unless asked otherwise.
-#[utoipa::path(get, path = path::API_TIMELINE, tag = "admin", params(
+#[utoipa::path(get, path = path::API_TIMELINE, operation_id = "token_timeline", tag = "admin", params(
         ("id" = uuid::Uuid, Path, description = "the token id"),
         ("limit" = Option<u64>, Query, description = "page size, at least 1"),
         ("after" = Option<u64>, Query, description = "rows after this log position"),
@@ -356,7 +356,7 @@ pub(super) async fn timeline(
 /// `GET /api/admin/audit?token=&action=&actor=&ip=&path_prefix=&since=&until=&from_position=
 /// &to_position=&after=&before=&order=&limit=`: a page of the audit view, every filter given
 /// applied, with the total matching and the cursors of the pages beside it.
-#[utoipa::path(get, path = path::API_AUDIT, tag = "admin", params(
+#[utoipa::path(get, path = path::API_AUDIT, operation_id = "audit_view", tag = "admin", params(
         ("token" = Option<uuid::Uuid>, Query, description = "rows of this token"),
         ("action" = Option<String>, Query, description = "API_TOKEN_CREATED, _USED, _DENIED, _REVOKED, _ROTATED (or created, used, ...)"),
         ("actor" = Option<String>, Query, description = "exactly this actor: cli:alice, user:ID, token:ID, system:..."),
@@ -385,7 +385,7 @@ pub(super) async fn audit(
 }
 
 /// `GET /api/admin/tokens/stale?cursor=&limit=`: a page of the monitoring list.
-#[utoipa::path(get, path = path::API_STALE, tag = "admin", params(
+#[utoipa::path(get, path = path::API_STALE, operation_id = "stale_tokens", tag = "admin", params(
         ("cursor" = Option<String>, Query, description = "the `next` of an earlier page"),
         ("limit" = Option<u64>, Query, description = "page size, at least 1 (more than 1000 is lowered to 1000)"),
     ),

@@ -203,7 +203,7 @@ pub fn decode_body(bytes: &[u8]) -> Result<&'static str, ApiError> {
 /// DESIGN's order: the policy layer has authenticated the caller and checked the route's
 /// scopes; here the body is parsed, the command's own scope checked and the use recorded,
 /// and only then does the command run.
-#[utoipa::path(post, path = path::CONSOLE, tag = "console",
+#[utoipa::path(post, path = path::CONSOLE, operation_id = "run_console_command", tag = "console",
     request_body(content = Body, content_type = "application/json"),
     responses(
         (status = 200, description = "the command ran after its use was recorded", body = ConsoleAnswer),

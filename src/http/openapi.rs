@@ -67,7 +67,7 @@ pub fn document() -> String {
 }
 
 /// This document (OpenAPI 3.1).
-#[utoipa::path(get, path = policy::path::OPENAPI, tag = "health",
+#[utoipa::path(get, path = policy::path::OPENAPI, operation_id = "openapi_document", tag = "health",
     responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 pub(super) async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], document())
@@ -318,6 +318,21 @@ mod tests {
     fn every_documented_path_has_a_policy_row_and_is_openapi_3_1() {
         let doc: serde_json::Value = serde_json::from_str(&document()).expect("JSON");
         assert_eq!(doc["openapi"], "3.1.0");
+        let mut ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .values()
+            .flat_map(|item| item.as_object().expect("path item").values())
+            .map(|op| {
+                op["operationId"]
+                    .as_str()
+                    .expect("every operation has an id")
+            })
+            .collect();
+        let all = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), all, "operation ids are unique");
         for (method, path) in operations() {
             let route = policy::route(&path)
                 .unwrap_or_else(|| panic!("{method} {path} is documented but has no policy row"));

@@ -111,7 +111,7 @@ fn answer(code: Code, token: Option<&TokenEntry>) -> Json<VerifyAnswer> {
 
 /// Check another token: whether it may be used with these scopes. The caller's use and the
 /// checked token's use (or denial) are recorded in one append before the answer.
-#[utoipa::path(post, path = path::VERIFY, tag = "verify",
+#[utoipa::path(post, path = path::VERIFY, operation_id = "verify_token", tag = "verify",
     request_body(content = Body, content_type = "application/json"),
     responses(
         (status = 200, description = "the check's outcome (a refused token is a 200 with its code)", body = VerifyAnswer),
