@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Schemathesis against a live service and its own /openapi.json: every operation is called with
 # generated requests (a bounded number per operation) by a caller holding valid credentials,
-# and the run fails on any 5xx, any answer that breaks its schema, and any status the document
-# does not list.
+# and the run fails on any 5xx, any answer that breaks its schema, any status the document does
+# not list, and any content type or documented header that differs.
 #
 #   bash tests/schemathesis.sh          # 20 examples per operation (ST_EXAMPLES)
 #   ST_ARGS="--report har --report-dir /tmp/st" bash tests/schemathesis.sh   # more schemathesis options
@@ -139,7 +139,7 @@ started=$SECONDS
 venv=$(cd "$VENV" && pwd)
 cd "$work"
 "$venv/bin/schemathesis" --config-file "$work/schemathesis.toml" run "$base/openapi.json" \
-    --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
+    --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance,response_headers_conformance \
     --phases "$PHASES" \
     --max-examples "$EXAMPLES" \
     --workers 2 \
