@@ -35,7 +35,7 @@ impl Default for StaleParams {
 }
 
 /// Why a token is on the list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Flag {
     Unused,
@@ -44,7 +44,7 @@ pub enum Flag {
     NewIp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Flagged {
     pub token_id: Uuid,
     pub name: String,

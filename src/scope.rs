@@ -22,6 +22,18 @@ pub enum Scope {
     TokensVerify,
 }
 
+/// In the OpenAPI document a scope is its name, one of [`Scope::ALL`].
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Scope::ALL.map(Scope::as_str)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scope {}
+
 impl Scope {
     /// Every scope, in the canonical order tokens store them in.
     pub const ALL: [Scope; 6] = [

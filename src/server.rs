@@ -27,6 +27,11 @@ pub fn routes() -> String {
     http::policy::render()
 }
 
+/// The OpenAPI 3.1 document of the JSON API, as `GET /openapi.json` serves it.
+pub fn openapi() -> String {
+    http::openapi::document()
+}
+
 /// What a token holding `scopes` is admitted to, from the route policy: for the incident
 /// report the CLI writes.
 pub fn admitted(scopes: &[String]) -> crate::app::Admitted {

@@ -21,6 +21,17 @@ use super::tokens::{TokenCursor, clamp};
 use crate::config::parse_duration;
 use crate::store::{StoreError, StoredCheckpoint};
 
+/// The schema of the projections crate's `Counts` (a pure crate, kept free of utoipa).
+#[derive(utoipa::ToSchema)]
+#[expect(
+    dead_code,
+    reason = "a schema only: the answer serializes `Counts` itself"
+)]
+pub struct UseCounts {
+    used: u64,
+    denied: u64,
+}
+
 fn unavailable(what: &'static str) -> impl FnOnce(StoreError) -> QueryError {
     move |source| QueryError::Unavailable { what, source }
 }
@@ -59,7 +70,7 @@ impl AsOf {
 }
 
 /// A checkpoint that proves the answer: a signed tree of at least the answer's position.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Covering {
     pub size: u64,
     pub signed_at: String,
@@ -78,7 +89,7 @@ impl From<StoredCheckpoint> for Covering {
 }
 
 /// Where an as-of answer stands.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AsOfPoint {
     /// The log position the answer is the fold up to (0: before the first event).
     pub position: u64,
@@ -96,7 +107,7 @@ pub struct AsOfPoint {
 }
 
 /// A page of the token table as it was.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AsOfPage {
     pub as_of: AsOfPoint,
     pub tokens: Vec<TokenView>,
@@ -109,7 +120,7 @@ pub struct AsOfPage {
 }
 
 /// Window activity as people see it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SeenView {
     pub value: String,
     pub used: u64,
@@ -122,7 +133,7 @@ pub struct SeenView {
 }
 
 /// A token related to the one under review, with the commands to act on it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Related {
     pub id: Uuid,
     pub name: String,
@@ -134,7 +145,7 @@ pub struct Related {
 }
 
 /// The scopes a token of the rotation chain held, over which time, and what they admitted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ScopeSpan {
     pub token_id: Uuid,
     pub scopes: Vec<String>,
@@ -145,14 +156,14 @@ pub struct ScopeSpan {
 }
 
 /// What a set of scopes admits, from the route policy.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Admitted {
     pub routes: Vec<String>,
     pub console_commands: Vec<String>,
 }
 
 /// Step 1 of the report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RevokeStep {
     pub asked: bool,
     /// What happened: revoked now, already revoked, or not asked.
@@ -161,17 +172,20 @@ pub struct RevokeStep {
 }
 
 /// Step 2.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Trail {
+    #[schema(value_type = UseCounts)]
     pub totals: Counts,
+    #[schema(value_type = BTreeMap<String, UseCounts>)]
     pub per_day: BTreeMap<String, Counts>,
+    #[schema(value_type = BTreeMap<String, UseCounts>)]
     pub per_command: BTreeMap<String, Counts>,
     pub denial_reasons: BTreeMap<String, u64>,
     /// Every event in the window that is not a use, told as a sentence.
     pub events: Vec<LifeView>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct LifeView {
     pub position: u64,
     pub at: String,
@@ -193,7 +207,7 @@ impl From<&LifeEvent> for LifeView {
 }
 
 /// Step 4.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RelatedTokens {
     pub rotation_chain: Vec<Related>,
     pub same_creator: Vec<Related>,
@@ -203,7 +217,7 @@ pub struct RelatedTokens {
 }
 
 /// The guide's five incident steps for one token, in one report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Incident {
     pub token: TokenView,
     pub since: String,

@@ -96,24 +96,42 @@ pub struct Minted {
     pub row: TokenRow,
 }
 
+/// The answer to a create or rotate: the one place a plaintext is put into JSON. No
+/// `Debug`, so that it cannot reach a log line.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ShownOnce {
+    pub id: uuid::Uuid,
+    /// The plaintext: shown here once and never again.
+    pub token: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// `live` or `test`.
+    pub environment: &'static str,
+    pub expires_at: String,
+    /// The token this one succeeds (a rotation only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<uuid::Uuid>,
+}
+
 impl Minted {
-    /// The answer to a create or rotate, the one place a plaintext is put into JSON:
     /// `{"id","token","name","scopes","environment","expires_at"}`, plus `"rotated_from"`
     /// for a rotation.
-    pub fn shown_once_json(&self) -> serde_json::Value {
+    pub fn shown_once(&self) -> ShownOnce {
         let row = &self.row;
-        let mut out = serde_json::json!({
-            "id": row.id,
-            "token": self.token.expose(),
-            "name": row.name,
-            "scopes": row.scopes,
-            "environment": row.environment.as_str(),
-            "expires_at": row.expires_at.to_rfc3339(),
-        });
-        if let Some(from) = row.rotated_from {
-            out["rotated_from"] = serde_json::json!(from);
+        ShownOnce {
+            id: row.id,
+            token: self.token.expose().to_owned(),
+            name: row.name.clone(),
+            scopes: row.scopes.clone(),
+            environment: row.environment.as_str(),
+            expires_at: row.expires_at.to_rfc3339(),
+            rotated_from: row.rotated_from,
         }
-        out
+    }
+
+    /// [`Minted::shown_once`] as a JSON value.
+    pub fn shown_once_json(&self) -> serde_json::Value {
+        serde_json::json!(self.shown_once())
     }
 }
 

@@ -30,19 +30,21 @@ use tokio::task::JoinSet;
 
 pub use forensics::{
     AS_OF_FORMS, Admitted, AsOf, AsOfPage, AsOfPoint, Chapter, Incident, Related, RevokeStep,
-    SeenView,
+    SeenView, UseCounts,
 };
-pub use ledger::{CreateRequest, Ledger, LedgerError, Minted, Refusal, Revocation, RotateRequest};
+pub use ledger::{
+    CreateRequest, Ledger, LedgerError, Minted, Refusal, Revocation, RotateRequest, ShownOnce,
+};
 pub use queries::{
     AuditPage, AuditQuery, AuditView, ChainCheck, Cursor, DEFAULT_PAGE, DbHealth, MAX_PAGE,
-    ProjectionStatus, Queries, QueryError, Readiness, TokenView,
+    ProjectionLag, ProjectionStatus, Queries, QueryError, Readiness, TokenView,
 };
 pub use telemetry::{Metrics, Snapshot};
 pub use token_cache::Entries as TokenEntries;
 pub use tokens::{
     DEFAULT_TOKEN_PAGE, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, NotACursor, STATUSES, StalePage,
-    StaleQuery, StatusCounts, TokenCursor, TokenPage, TokenQuery, parse_environment, parse_status,
-    status_names,
+    StaleQuery, StatusCounts, StatusName, TokenCursor, TokenPage, TokenQuery, parse_environment,
+    parse_status, status_names,
 };
 
 use crate::clock::{Clock, SystemClock};

@@ -44,12 +44,14 @@ fn unavailable(what: &'static str) -> impl FnOnce(StoreError) -> QueryError {
 }
 
 /// A token as people and clients see it: no hash, times in RFC 3339, status at `now`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: Uuid,
     pub name: String,
     pub environment: &'static str,
     pub scopes: Vec<String>,
+    /// At the time of the answer.
+    #[schema(value_type = super::tokens::StatusName)]
     pub status: TokenStatus,
     pub created_at: String,
     pub created_by: String,
@@ -93,7 +95,7 @@ impl TokenView {
 }
 
 /// An audit row as people and clients see it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AuditView {
     pub position: u64,
     pub event_id: Uuid,
@@ -125,7 +127,7 @@ impl From<&AuditRow> for AuditView {
 }
 
 /// `db:health`: whether the database answers, and how fast.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DbHealth {
     pub backend: &'static str,
     pub reachable: bool,
@@ -134,7 +136,7 @@ pub struct DbHealth {
 }
 
 /// `events:verify`: the chain check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ChainCheck {
     Verified {
@@ -149,14 +151,14 @@ pub enum ChainCheck {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectionLag {
     pub name: &'static str,
     pub checkpoint: u64,
     pub lag: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectionStatus {
     pub head: u64,
     pub projections: Vec<ProjectionLag>,
@@ -218,7 +220,7 @@ pub struct AuditQuery {
 }
 
 /// Where the next or previous page starts: `{"after": 812}` or `{"before": 13}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Cursor {
     After(u64),
@@ -226,7 +228,7 @@ pub enum Cursor {
 }
 
 /// A page of the audit view, saying how much of the whole it is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub events: Vec<AuditView>,
     /// Rows that match the query, on every page.

@@ -98,6 +98,20 @@ pub fn parse_status(raw: &str) -> Option<TokenStatus> {
     STATUSES.into_iter().find(|s| s.as_str() == raw)
 }
 
+/// A token status in the OpenAPI document: one of [`STATUSES`] by name.
+pub struct StatusName;
+
+impl utoipa::PartialSchema for StatusName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(STATUSES.map(TokenStatus::as_str)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StatusName {}
+
 /// `active, rotated_in_grace, expired, revoked`: for messages that list what is accepted.
 pub fn status_names() -> String {
     STATUSES.map(TokenStatus::as_str).join(", ")
@@ -166,7 +180,7 @@ impl TokenQuery {
 }
 
 /// Tokens by status, over every token whatever the filters: the page header.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StatusCounts {
     pub active: u64,
     pub rotated_in_grace: u64,
@@ -199,7 +213,7 @@ impl StatusCounts {
 }
 
 /// A page of tokens, saying how much of the whole it is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenPage {
     pub tokens: Vec<TokenView>,
     /// Tokens that match the filters, on every page.
@@ -271,7 +285,7 @@ pub struct StaleQuery {
 }
 
 /// A page of the monitoring list, in token id order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StalePage {
     pub tokens: Vec<Flagged>,
     /// Flagged tokens, on every page.

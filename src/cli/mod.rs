@@ -206,6 +206,9 @@ pub enum Command {
     /// Print the route policy: every route, whether it accepts API tokens, and with which
     /// scopes.
     Routes,
+    /// Print the OpenAPI 3.1 document of the JSON API (what `GET /openapi.json` serves):
+    /// `tokenledger openapi > docs/openapi.json`.
+    Openapi,
     /// The log's signing keys: make one, show the verifier keys to publish, or rotate.
     Keys {
         #[command(subcommand)]
@@ -488,6 +491,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         ),
         Command::Routes => {
             output::line(format_args!("{}", crate::server::routes().trim_end()));
+            Ok(())
+        }
+        Command::Openapi => {
+            output::line(format_args!("{}", crate::server::openapi().trim_end()));
             Ok(())
         }
     };

@@ -6,20 +6,21 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::extract::{
     AdminSession, AppJson, AuditParams, PageParams, StaleListParams, TokenId, TokenListParams,
 };
+use super::openapi::{Environment, Order};
 use super::policy::path;
 use super::state::AppState;
 use crate::app::{
-    AsOf, AuditQuery, CreateRequest, Minted, QueryError, RevokeStep, RotateRequest, StaleQuery,
-    TokenView,
+    AsOf, AsOfPage, AuditPage, AuditQuery, CreateRequest, Incident, Minted, QueryError, RevokeStep,
+    RotateRequest, ShownOnce, StalePage, StaleQuery, StatusName, TokenPage, TokenView,
 };
 use crate::config::parse_duration;
+use crate::scope::Scope;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -39,12 +40,38 @@ fn duration(field: &str, raw: Option<String>) -> Result<Option<std::time::Durati
     .transpose()
 }
 
+/// `GET /api/admin/tokens`: the current table, or with `as_of` the table as it was.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(super) enum TokenList {
+    Current(TokenPage),
+    AsOf(AsOfPage),
+}
+
+/// The revoked token, the members of its rotation chain revoked with it, and those left
+/// working.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RevokeAnswer {
+    #[serde(flatten)]
+    token: TokenView,
+    chain_revoked: Vec<TokenView>,
+    chain_still_valid: Vec<TokenView>,
+}
+
+/// A page of one token's audit timeline, and the token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct TimelineAnswer {
+    #[serde(flatten)]
+    page: AuditPage,
+    token: TokenView,
+}
+
 /// A plaintext answer: never cached.
 fn shown_once(minted: &Minted) -> Response {
     (
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, "no-store")],
-        Json(minted.shown_once_json()),
+        Json(minted.shown_once()),
     )
         .into_response()
 }
@@ -54,20 +81,35 @@ fn shown_once(minted: &Minted) -> Response {
 ///
 /// With `as_of=T` (RFC 3339, a date, `position:N` or a duration ago), the table as it was
 /// then: `{"as_of": {"position", "at", "head", "checkpoint"}, "tokens", "total", "next", ...}`.
-async fn list(
+#[utoipa::path(get, path = path::API_TOKENS, operation_id = "list_tokens", tag = "admin", params(
+        ("status" = Option<StatusName>, Query, description = "tokens with this status now"),
+        ("scope" = Option<Scope>, Query, description = "tokens holding this very scope"),
+        ("environment" = Option<Environment>, Query, description = "live or test"),
+        ("name_prefix" = Option<String>, Query, description = "names starting with this (case-sensitive, at most 100 characters)"),
+        ("cursor" = Option<String>, Query, description = "the `next` of an earlier page"),
+        ("limit" = Option<u64>, Query, description = "page size, at least 1 (50 unless given; more than 1000 is lowered to 1000)"),
+        ("as_of" = Option<String>, Query, description = "the table as it was: RFC 3339, a date, position:N or a duration ago; combines with cursor and limit only"),
+    ),
+    responses(
+        (status = 200, description = "a page of tokens (with `as_of`: of the table as it was then)", body = TokenList),
+        (status = 400, description = "a parameter is not accepted (the text names it)", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn list(
     State(state): State<AppState>,
     _: AdminSession,
     TokenListParams(query, as_of): TokenListParams,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenList>, ApiError> {
     match as_of {
-        Some(as_of) => Ok(Json(json!(
+        Some(as_of) => Ok(Json(TokenList::AsOf(
             state
                 .queries
                 .tokens_as_of(as_of, query.after, query.limit)
                 .await
-                .map_err(|e| named("as_of", e))?
+                .map_err(|e| named("as_of", e))?,
         ))),
-        None => Ok(Json(json!(state.queries.tokens(&query).await?))),
+        None => Ok(Json(TokenList::Current(
+            state.queries.tokens(&query).await?,
+        ))),
     }
 }
 
@@ -108,19 +150,28 @@ pub(super) fn since_param(
 
 /// `GET /api/admin/tokens/{id}/incident?since=T`: the incident report (steps 2 to 5 and the
 /// covering checkpoint; revoking is `POST .../revoke` with reason `incident`).
-async fn incident(
+#[utoipa::path(get, path = path::API_INCIDENT, operation_id = "token_incident", tag = "admin", params(
+        ("id" = uuid::Uuid, Path, description = "the token id"),
+        ("since" = Option<String>, Query, description = "the window's start: RFC 3339, a date or a duration ago (default: the token's creation)"),
+    ),
+    responses(
+        (status = 200, description = "the incident report", body = Incident),
+        (status = 400, description = "a malformed id or parameter (the text names it)", body = super::error::ErrorBody),
+        (status = 404, description = "no token with this id", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn incident(
     State(state): State<AppState>,
     _: AdminSession,
     TokenId(id): TokenId,
     uri: axum::http::Uri,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Incident>, ApiError> {
     let since = since_param(uri.query(), state.ledger.now())?;
     let report = state
         .queries
         .incident(id, since, not_asked(), &crate::http::policy::admitted)
         .await
         .map_err(|e| named("since", e))?;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }
 
 /// Step 1 when reading a report: revoking is its own request.
@@ -132,17 +183,33 @@ pub(super) fn not_asked() -> RevokeStep {
     }
 }
 
-#[derive(Deserialize)]
+/// `{"name", "scopes", "expires_in"}`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+#[schema(as = CreateRequest)]
+pub(super) struct CreateBody {
+    /// 1 to 100 characters, no control or invisible characters.
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     name: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<Scope>)]
     scopes: Vec<String>,
+    /// A duration like 90s, 15m, 24h, 30d (default 90d, at most API_TOKEN_MAX_TTL).
+    #[schema(pattern = "^[0-9]+[smhd]$")]
     expires_in: Option<String>,
 }
 
 /// `POST /api/admin/tokens` `{"name", "scopes", "expires_in"}`: the plaintext, once.
-async fn create(
+#[utoipa::path(post, path = path::API_TOKENS, operation_id = "create_token", tag = "admin",
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "created; the plaintext is in this answer only", body = ShownOnce,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "the body is not accepted (the text names the field)", body = super::error::ErrorBody),
+        (status = 413, description = "the body is over 64 KiB", body = super::error::ErrorBody),
+        (status = 415, description = "a body that is not application/json", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn create(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
     AppJson(body): AppJson<CreateBody>,
@@ -162,9 +229,13 @@ async fn create(
     Ok(shown_once(&minted))
 }
 
-#[derive(Deserialize)]
+/// `{"reason", "chain"}`, both optional.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RevokeBody {
+#[schema(as = RevokeRequest)]
+pub(super) struct RevokeBody {
+    /// At most 500 characters, no control or invisible characters.
+    #[schema(max_length = 500)]
     reason: Option<String>,
     /// Revoke the rest of its rotation chain that still works too.
     #[serde(default)]
@@ -173,12 +244,23 @@ struct RevokeBody {
 
 /// `POST /api/admin/tokens/{id}/revoke` `{"reason", "chain"}`: the revoked token, with the
 /// chain members revoked with it and those left working.
-async fn revoke(
+#[utoipa::path(post, path = path::API_REVOKE, operation_id = "revoke_token", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "the token id")),
+    request_body(content = Option<RevokeBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "revoked", body = RevokeAnswer),
+        (status = 400, description = "a malformed id, or the body is not accepted (the text names the field)", body = super::error::ErrorBody),
+        (status = 404, description = "no token with this id", body = super::error::ErrorBody),
+        (status = 409, description = "already revoked, or the token kept changing while this request decided", body = super::error::ErrorBody),
+        (status = 413, description = "the body is over 64 KiB", body = super::error::ErrorBody),
+        (status = 415, description = "a body that is not application/json", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn revoke(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
     TokenId(id): TokenId,
     AppJson(body): AppJson<RevokeBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevokeAnswer>, ApiError> {
     let done = state
         .ledger
         .revoke_chain(id, &session.actor(), body.reason, body.chain)
@@ -187,21 +269,42 @@ async fn revoke(
     let views = |rows: &[tokenledger_projections::TokenRow]| -> Vec<TokenView> {
         rows.iter().map(|r| TokenView::new(r, now)).collect()
     };
-    let revoked = views(&done.revoked);
-    let mut answer = json!(revoked[0]);
-    answer["chain_revoked"] = json!(revoked[1..]);
-    answer["chain_still_valid"] = json!(views(&done.still_valid));
-    Ok(Json(answer))
+    let mut revoked = views(&done.revoked).into_iter();
+    let token = revoked.next().ok_or_else(|| {
+        tracing::error!("a revocation answered no revoked token");
+        ApiError::Internal
+    })?;
+    Ok(Json(RevokeAnswer {
+        token,
+        chain_revoked: revoked.collect(),
+        chain_still_valid: views(&done.still_valid),
+    }))
 }
 
-#[derive(Deserialize)]
+/// `{"grace"}`, optional.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateBody {
+#[schema(as = RotateRequest)]
+pub(super) struct RotateBody {
+    /// How long the old token keeps working: a duration like 24h (default none).
+    #[schema(pattern = "^[0-9]+[smhd]$")]
     grace: Option<String>,
 }
 
 /// `POST /api/admin/tokens/{id}/rotate` `{"grace"}`: the successor's plaintext, once.
-async fn rotate(
+#[utoipa::path(post, path = path::API_ROTATE, operation_id = "rotate_token", tag = "admin",
+    params(("id" = uuid::Uuid, Path, description = "the token id")),
+    request_body(content = Option<RotateBody>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "rotated; the successor's plaintext is in this answer only", body = ShownOnce,
+            headers(("cache-control" = String, description = "no-store"))),
+        (status = 400, description = "a malformed id, or the body is not accepted (the text names the field)", body = super::error::ErrorBody),
+        (status = 404, description = "no token with this id", body = super::error::ErrorBody),
+        (status = 409, description = "revoked, already rotated or expired, or the token kept changing while this request decided", body = super::error::ErrorBody),
+        (status = 413, description = "the body is over 64 KiB", body = super::error::ErrorBody),
+        (status = 415, description = "a body that is not application/json", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn rotate(
     State(state): State<AppState>,
     AdminSession(session): AdminSession,
     TokenId(id): TokenId,
@@ -218,12 +321,24 @@ async fn rotate(
 
 /// `GET /api/admin/tokens/{id}/audit?limit=&after=&before=&order=`: a page of the timeline,
 /// oldest first unless asked otherwise.
-async fn timeline(
+#[utoipa::path(get, path = path::API_TIMELINE, operation_id = "token_timeline", tag = "admin", params(
+        ("id" = uuid::Uuid, Path, description = "the token id"),
+        ("limit" = Option<u64>, Query, description = "page size, at least 1"),
+        ("after" = Option<u64>, Query, description = "rows after this log position"),
+        ("before" = Option<u64>, Query, description = "rows before this log position"),
+        ("order" = Option<Order>, Query, description = "newest_first or oldest_first (the default)"),
+    ),
+    responses(
+        (status = 200, description = "a page of the timeline and the token", body = TimelineAnswer),
+        (status = 400, description = "a malformed id or parameter (the text names it)", body = super::error::ErrorBody),
+        (status = 404, description = "no token with this id", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn timeline(
     State(state): State<AppState>,
     _: AdminSession,
     TokenId(id): TokenId,
     page: PageParams,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TimelineAnswer>, ApiError> {
     let query = AuditQuery {
         after: page.after,
         before: page.before,
@@ -232,33 +347,61 @@ async fn timeline(
         ..AuditQuery::default()
     };
     let (row, page) = state.queries.timeline(id, &query).await?;
-    let mut answer = json!(page);
-    answer["token"] = json!(TokenView::new(&row, state.ledger.now()));
-    Ok(Json(answer))
+    Ok(Json(TimelineAnswer {
+        page,
+        token: TokenView::new(&row, state.ledger.now()),
+    }))
 }
 
 /// `GET /api/admin/audit?token=&action=&actor=&ip=&path_prefix=&since=&until=&from_position=
 /// &to_position=&after=&before=&order=&limit=`: a page of the audit view, every filter given
 /// applied, with the total matching and the cursors of the pages beside it.
-async fn audit(
+#[utoipa::path(get, path = path::API_AUDIT, operation_id = "audit_view", tag = "admin", params(
+        ("token" = Option<uuid::Uuid>, Query, description = "rows of this token"),
+        ("action" = Option<String>, Query, description = "API_TOKEN_CREATED, _USED, _DENIED, _REVOKED, _ROTATED (or created, used, ...)"),
+        ("actor" = Option<String>, Query, description = "exactly this actor: cli:alice, user:ID, token:ID, system:..."),
+        ("ip" = Option<String>, Query, description = "uses and denials from this address or CIDR block"),
+        ("path_prefix" = Option<String>, Query, description = "uses and denials whose request path starts with this"),
+        ("since" = Option<String>, Query, description = "recorded at or after: RFC 3339, a date or a duration ago"),
+        ("until" = Option<String>, Query, description = "recorded at or before: RFC 3339, a date or a duration ago"),
+        ("from_position" = Option<u64>, Query, description = "at this log position or later"),
+        ("to_position" = Option<u64>, Query, description = "at this log position or earlier"),
+        ("after" = Option<u64>, Query, description = "the page after this position (a `next` cursor)"),
+        ("before" = Option<u64>, Query, description = "the page before this position (a `prev` cursor)"),
+        ("order" = Option<Order>, Query, description = "newest_first or oldest_first (the default)"),
+        ("limit" = Option<u64>, Query, description = "page size, at least 1"),
+    ),
+    responses(
+        (status = 200, description = "a page of the audit view", body = AuditPage),
+        (status = 400, description = "a parameter is not accepted (the text names it)", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn audit(
     State(state): State<AppState>,
     _: AdminSession,
     params: AuditParams,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let query = params.resolve(state.ledger.now())?;
-    Ok(Json(json!(state.queries.audit(&query).await?)))
+    Ok(Json(state.queries.audit(&query).await?))
 }
 
 /// `GET /api/admin/tokens/stale?cursor=&limit=`: a page of the monitoring list.
-async fn stale(
+#[utoipa::path(get, path = path::API_STALE, operation_id = "stale_tokens", tag = "admin", params(
+        ("cursor" = Option<String>, Query, description = "the `next` of an earlier page"),
+        ("limit" = Option<u64>, Query, description = "page size, at least 1 (more than 1000 is lowered to 1000)"),
+    ),
+    responses(
+        (status = 200, description = "a page of the monitoring list", body = StalePage),
+        (status = 400, description = "a parameter is not accepted (the text names it)", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn stale(
     State(state): State<AppState>,
     _: AdminSession,
     page: StaleListParams,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StalePage>, ApiError> {
     let query = StaleQuery {
         after: page.after,
         limit: page.limit,
         ..StaleQuery::default()
     };
-    Ok(Json(json!(state.queries.stale(&query).await?)))
+    Ok(Json(state.queries.stale(&query).await?))
 }

@@ -15,7 +15,14 @@ pub fn router() -> Router<AppState> {
     Router::new().route(path::CHECKPOINT, get(latest))
 }
 
-async fn latest(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// The latest signed checkpoint: `<origin>\n<size>\n<base64 root>\n`, a blank line, then one
+/// `— <origin> <signature>` line per key (a C2SP signed note).
+#[utoipa::path(get, path = path::CHECKPOINT, operation_id = "latest_checkpoint", tag = "transparency", responses(
+    (status = 200, description = "the signed note", content_type = "text/plain", body = String),
+    (status = 404, description = "no checkpoint has been signed yet", body = super::error::ErrorBody),
+    (status = 503, description = "the checkpoints could not be read", body = super::error::ErrorBody),
+))]
+pub(super) async fn latest(State(state): State<AppState>) -> Result<Response, ApiError> {
     let latest = state.queries.checkpoints(1).await?.into_iter().next();
     match latest {
         Some(c) => Ok((

@@ -7,14 +7,18 @@ use crate::token_entry::TokenEntry;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::extract::{ApiCaller, AppJson, from_value, parse_json};
-use super::policy::{ConsoleCommand, console_command, console_command_names, path};
+use super::policy::{
+    CONSOLE_COMMANDS, ConsoleCommand, console_command, console_command_names, path,
+};
 use super::state::AppState;
-use crate::app::{MAX_TOKEN_PAGE, StaleQuery, TokenCursor};
+use crate::app::{
+    ChainCheck, DbHealth, MAX_TOKEN_PAGE, ProjectionStatus, StalePage, StaleQuery, TokenCursor,
+};
 use crate::monitoring::StaleParams;
 use crate::text::shown;
 
@@ -23,11 +27,66 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `{"cmd": "...", "args": {...}}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Body {
+#[schema(as = ConsoleRequest)]
+pub(super) struct Body {
+    /// The command (`tokenledger routes` lists them with the scopes each needs).
+    #[schema(required = true, schema_with = command_names)]
     cmd: Option<String>,
+    /// The command's arguments: `{}` or absent, except for `tokens:stale` (`unused_days`,
+    /// `expiring_days`, `new_ip_hours`, `cursor`, `limit`).
+    #[schema(value_type = Option<Object>)]
     args: Option<Value>,
+}
+
+/// The console commands' names, from the policy table.
+fn command_names() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(CONSOLE_COMMANDS.iter().map(|c| c.name)))
+        .build()
+}
+
+/// `{"cmd", "result"}`: the command run and what it answered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ConsoleAnswer {
+    cmd: &'static str,
+    result: ConsoleResult,
+}
+
+/// Each command's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(super) enum ConsoleResult {
+    Pong(Pong),
+    DbHealth(DbHealth),
+    EventsVerify(ChainCheck),
+    ProjectionsStatus(ProjectionStatus),
+    TokensStale(StaleResult),
+}
+
+/// `ping`: `{"pong": true, "token_id"}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Pong {
+    pong: bool,
+    /// The caller's token.
+    token_id: uuid::Uuid,
+}
+
+/// `tokens:stale`: a page of the monitoring list and the thresholds it used.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct StaleResult {
+    #[serde(flatten)]
+    page: StalePage,
+    params: StaleThresholds,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct StaleThresholds {
+    unused_days: u32,
+    expiring_days: u32,
+    new_ip_hours: u32,
 }
 
 /// A validated console command.
@@ -144,11 +203,21 @@ pub fn decode_body(bytes: &[u8]) -> Result<&'static str, ApiError> {
 /// DESIGN's order: the policy layer has authenticated the caller and checked the route's
 /// scopes; here the body is parsed, the command's own scope checked and the use recorded,
 /// and only then does the command run.
-async fn console(
+#[utoipa::path(post, path = path::CONSOLE, operation_id = "run_console_command", tag = "console",
+    request_body(content = Body, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the command ran after its use was recorded", body = ConsoleAnswer),
+        (status = 400, description = "the body, the command or its args are not accepted (the text names what)", body = super::error::ErrorBody),
+        (status = 403, description = "the token lacks the scope this command is narrowed to", body = super::error::ErrorBody),
+        (status = 409, description = "the token kept changing while this request decided; try again", body = super::error::ErrorBody),
+        (status = 413, description = "the body is over 64 KiB", body = super::error::ErrorBody),
+        (status = 415, description = "a body that is not application/json", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn console(
     State(state): State<AppState>,
     caller: ApiCaller,
     AppJson(body): AppJson<Body>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConsoleAnswer>, ApiError> {
     let (command, spec) = Command::parse(body)?;
     let attempt = caller
         .call
@@ -157,26 +226,39 @@ async fn console(
     // The use is durable; only now does the command run.
     state.metrics.console_runs.fetch_add(1, Ordering::Relaxed);
     let result = run(&state, &caller.token, command).await?;
-    Ok(Json(json!({"cmd": spec.name, "result": result})))
+    Ok(Json(ConsoleAnswer {
+        cmd: spec.name,
+        result,
+    }))
 }
 
 /// Run a command whose use is already recorded.
-async fn run(state: &AppState, token: &TokenEntry, command: Command) -> Result<Value, ApiError> {
+async fn run(
+    state: &AppState,
+    token: &TokenEntry,
+    command: Command,
+) -> Result<ConsoleResult, ApiError> {
     let q = &state.queries;
     Ok(match command {
-        Command::Ping => json!({"pong": true, "token_id": token.id()}),
-        Command::DbHealth => json!(q.db_health().await),
-        Command::EventsVerify => json!(q.verify_chain().await?),
-        Command::ProjectionsStatus => json!(q.projection_status().await?),
+        Command::Ping => ConsoleResult::Pong(Pong {
+            pong: true,
+            token_id: token.id(),
+        }),
+        Command::DbHealth => ConsoleResult::DbHealth(q.db_health().await),
+        Command::EventsVerify => ConsoleResult::EventsVerify(q.verify_chain().await?),
+        Command::ProjectionsStatus => {
+            ConsoleResult::ProjectionsStatus(q.projection_status().await?)
+        }
         Command::TokensStale(query) => {
             let params = query.params;
-            let mut result = json!(q.stale(&query).await?);
-            result["params"] = json!({
-                "unused_days": params.unused_days,
-                "expiring_days": params.expiring_days,
-                "new_ip_hours": params.new_ip_hours,
-            });
-            result
+            ConsoleResult::TokensStale(StaleResult {
+                page: q.stale(&query).await?,
+                params: StaleThresholds {
+                    unused_days: params.unused_days,
+                    expiring_days: params.expiring_days,
+                    new_ip_hours: params.new_ip_hours,
+                },
+            })
         }
     })
 }

@@ -6,11 +6,17 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::app::{LedgerError, QueryError, Refusal};
 use crate::lifecycle::DomainError;
 use crate::session::{NOT_CONFIGURED, SessionError};
+
+/// Every error answer: `{"error": "..."}`, the text saying what was wrong and what is
+/// accepted.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -152,7 +158,7 @@ impl IntoResponse for ApiError {
         // No variant carries input, but a token pasted where a name belongs must not come
         // back even if one ever did.
         let text = crate::token::redact(&self.to_string()).into_owned();
-        let mut response = (self.status(), Json(json!({ "error": text }))).into_response();
+        let mut response = (self.status(), Json(ErrorBody { error: text })).into_response();
         if let ApiError::TooManyFailures { retry_after_secs } = self
             && let Ok(value) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string())
         {

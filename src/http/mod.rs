@@ -12,6 +12,8 @@
 //! - `health`, `console`, `verify`, `admin_api`, `admin_page`: the handlers, each module with
 //!   its own `router()`.
 //! - `metrics`: the request counter layer, and `GET /metrics` for the metrics listener.
+//! - `openapi`: the OpenAPI document of the JSON routes, from the handlers' annotations and
+//!   the policy table.
 
 mod admin_api;
 mod admin_page;
@@ -22,6 +24,7 @@ pub mod extract;
 mod guard;
 mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod state;
 pub mod verify;
@@ -53,6 +56,7 @@ pub fn router(services: &Services) -> Router {
     Router::new()
         .merge(health::router())
         .merge(checkpoint::router())
+        .merge(openapi::router())
         .merge(console::router())
         .merge(verify::router())
         .merge(admin_api::router())

@@ -90,6 +90,7 @@ pub mod path {
     pub const API_INCIDENT: &str = "/api/admin/tokens/{id}/incident";
     pub const PAGE_INCIDENT: &str = "/admin/tokens/{id}/incident";
     pub const API_AUDIT: &str = "/api/admin/audit";
+    pub const OPENAPI: &str = "/openapi.json";
 }
 
 /// The guide: the console needs `console:exec` or `admin`.
@@ -104,6 +105,14 @@ const fn public(methods: &'static str, path: &'static str, summary: &'static str
         switch: None,
         answer: Answer::Json,
         summary,
+    }
+}
+
+/// A public page for people (HTML or a redirect).
+const fn public_page(methods: &'static str, path: &'static str, summary: &'static str) -> Route {
+    Route {
+        answer: Answer::Html,
+        ..public(methods, path, summary)
     }
 }
 
@@ -139,6 +148,11 @@ pub static ROUTES: &[Route] = &[
         "GET",
         path::CHECKPOINT,
         "the latest signed checkpoint of the log's Merkle tree (a C2SP signed note, text/plain)",
+    ),
+    public(
+        "GET",
+        path::OPENAPI,
+        "the OpenAPI 3.1 document of the JSON API (docs/openapi.json)",
     ),
     Route {
         methods: "POST",
@@ -192,7 +206,7 @@ pub static ROUTES: &[Route] = &[
         Answer::Html,
         "the incident report of one token, with a revoke-now button (?since=T)",
     ),
-    public(
+    public_page(
         "GET,POST",
         path::SIGN_IN,
         "sign in (development sessions), setting the __session cookie",
@@ -205,7 +219,7 @@ pub static ROUTES: &[Route] = &[
         answer: Answer::Html,
         summary: "the one-time development sign-in link serve prints (?nonce=): sets the __session cookie",
     },
-    public("POST", path::SIGN_OUT, "clear the __session cookie"),
+    public_page("POST", path::SIGN_OUT, "clear the __session cookie"),
     admin(
         "GET,POST",
         path::API_TOKENS,

@@ -7,8 +7,7 @@ use crate::token_entry::TokenEntry;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokenledger_events::DenyReason;
 
 use super::error::ApiError;
@@ -25,16 +24,60 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `{"token", "scopes", "ip", "path"}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Body {
+#[schema(as = VerifyRequest)]
+pub(super) struct Body {
+    /// The token to check (a plaintext; never echoed back).
     token: String,
+    /// Scopes the token must all hold.
     #[serde(default)]
     scopes: Option<Vec<Scope>>,
+    /// The client address the checked use came from (IPv4 or IPv6).
     #[serde(default)]
     ip: Option<String>,
+    /// The request path the checked use was for: starts with `/`, at most 2048 bytes.
     #[serde(default)]
     path: Option<String>,
+}
+
+/// What the check found.
+#[derive(Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(super) enum Code {
+    Valid,
+    Revoked,
+    Expired,
+    InsufficientScope,
+    EnvMismatch,
+    Malformed,
+    NotFound,
+}
+
+impl Code {
+    /// The code as it is answered, for the metrics label.
+    fn as_str(self) -> &'static str {
+        match self {
+            Code::Valid => "VALID",
+            Code::Revoked => "REVOKED",
+            Code::Expired => "EXPIRED",
+            Code::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Code::EnvMismatch => "ENV_MISMATCH",
+            Code::Malformed => "MALFORMED",
+            Code::NotFound => "NOT_FOUND",
+        }
+    }
+}
+
+/// `valid` is true exactly when `code` is `VALID`; the token's id, scopes and expiry are
+/// null when it is not one of ours.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct VerifyAnswer {
+    valid: bool,
+    code: Code,
+    token_id: Option<uuid::Uuid>,
+    scopes: Option<Vec<String>>,
+    expires_at: Option<String>,
 }
 
 const MAX_PATH: usize = 2048;
@@ -71,21 +114,32 @@ pub fn decode_body(bytes: &[u8]) -> Result<(), ApiError> {
     body.where_used().map(|_| ())
 }
 
-fn answer(code: &str, token: Option<&TokenEntry>) -> Json<Value> {
-    Json(json!({
-        "valid": code == "VALID",
-        "code": code,
-        "token_id": token.map(TokenEntry::id),
-        "scopes": token.map(TokenEntry::scope_names),
-        "expires_at": token.map(|t| t.expires_at().to_rfc3339()),
-    }))
+fn answer(code: Code, token: Option<&TokenEntry>) -> Json<VerifyAnswer> {
+    Json(VerifyAnswer {
+        valid: matches!(code, Code::Valid),
+        code,
+        token_id: token.map(TokenEntry::id),
+        scopes: token.map(TokenEntry::scope_names),
+        expires_at: token.map(|t| t.expires_at().to_rfc3339()),
+    })
 }
 
-async fn verify(
+/// Check another token: whether it may be used with these scopes. The caller's use and the
+/// checked token's use (or denial) are recorded in one append before the answer.
+#[utoipa::path(post, path = path::VERIFY, operation_id = "verify_token", tag = "verify",
+    request_body(content = Body, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the check's outcome (a refused token is a 200 with its code)", body = VerifyAnswer),
+        (status = 400, description = "the body is not accepted (the text names the field)", body = super::error::ErrorBody),
+        (status = 409, description = "the caller's token kept changing while this request decided; try again", body = super::error::ErrorBody),
+        (status = 413, description = "the body is over 64 KiB", body = super::error::ErrorBody),
+        (status = 415, description = "a body that is not application/json", body = super::error::ErrorBody),
+    ))]
+pub(super) async fn verify(
     State(state): State<AppState>,
     caller: ApiCaller,
     AppJson(body): AppJson<Body>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VerifyAnswer>, ApiError> {
     let (ip, path) = body.where_used()?;
     let attempt = caller
         .call
@@ -96,11 +150,11 @@ async fn verify(
             // Nothing to record for a token that is not ours: only the caller's use.
             state.ledger.admit(&caller.token, &attempt).await?;
             let code = match refusal {
-                Refusal::Malformed => "MALFORMED",
-                Refusal::EnvironmentMismatch { .. } => "ENV_MISMATCH",
-                _ => "NOT_FOUND",
+                Refusal::Malformed => Code::Malformed,
+                Refusal::EnvironmentMismatch { .. } => Code::EnvMismatch,
+                _ => Code::NotFound,
             };
-            state.metrics.verify_check(code);
+            state.metrics.verify_check(code.as_str());
             return Ok(answer(code, None));
         }
     };
@@ -132,14 +186,37 @@ async fn verify(
         _ => return Err(ApiError::Internal),
     };
     let code = match checked_decision {
-        UseDecision::Allowed(_) => "VALID",
+        UseDecision::Allowed(_) => Code::Valid,
         UseDecision::Denied(d) => match d.reason {
-            DenyReason::Revoked => "REVOKED",
-            DenyReason::Expired => "EXPIRED",
-            DenyReason::InsufficientScope => "INSUFFICIENT_SCOPE",
-            DenyReason::EnvironmentMismatch => "ENV_MISMATCH",
+            DenyReason::Revoked => Code::Revoked,
+            DenyReason::Expired => Code::Expired,
+            DenyReason::InsufficientScope => Code::InsufficientScope,
+            DenyReason::EnvironmentMismatch => Code::EnvMismatch,
         },
     };
-    state.metrics.verify_check(code);
+    state.metrics.verify_check(code.as_str());
     Ok(answer(code, Some(&row)))
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::Code;
+
+    #[test]
+    fn the_metrics_label_is_the_code_as_answered() {
+        for code in [
+            Code::Valid,
+            Code::Revoked,
+            Code::Expired,
+            Code::InsufficientScope,
+            Code::EnvMismatch,
+            Code::Malformed,
+            Code::NotFound,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).expect("json"),
+                format!("\"{}\"", code.as_str())
+            );
+        }
+    }
 }

@@ -19,6 +19,7 @@ mod layering;
 mod log_contract;
 mod metrics;
 mod old_format;
+mod openapi;
 mod policy;
 mod preflight;
 mod properties;
