@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
             answer is `{\"error\": \"...\"}`; every answer carries an `x-request-id`."
     ),
     paths(
+        super::admin_page::index,
         super::health::healthz,
         super::health::readyz,
         super::checkpoint::latest,

@@ -3,7 +3,7 @@
 //! call as the JSON API's, so the page and the API cannot disagree. The policy layer admits
 //! only admins and renders its refusals with [`refusal`].
 
-mod views;
+pub(crate) mod views;
 
 pub use views::incident_document;
 
@@ -513,7 +513,14 @@ async fn sign_in_link(State(state): State<AppState>, uri: axum::http::Uri) -> Re
 
 /// `GET /`: what this service is, whether its switches are on, and where to go next; JSON
 /// for a client that asks for it (`Accept: application/json`).
-async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = path::INDEX, tag = "health", responses(
+    (status = 200, description = "what this service is, its switches and links: JSON when asked for with Accept: application/json, else a page",
+        content(
+            (views::IndexAnswer = "application/json"),
+            (String = "text/html"),
+        )),
+))]
+pub(crate) async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let sign_in = match &state.sessions {
         Some(v) if v.is_configured() => "configured",
         Some(v) if v.accepts_dev_sessions() => {

@@ -635,27 +635,58 @@ pub struct Index {
     pub docs: &'static str,
 }
 
+/// `GET /` for JSON clients.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct IndexAnswer {
+    service: &'static str,
+    version: &'static str,
+    about: &'static str,
+    switches: IndexSwitches,
+    /// Whether admin sign-in is configured, and what to do when it is not.
+    admin_sign_in: &'static str,
+    links: IndexLinks,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct IndexSwitches {
+    #[serde(rename = "ADMIN_CONSOLE_ENABLED")]
+    console: bool,
+    #[serde(rename = "ADMIN_API_TOKEN_AUTH_ENABLED")]
+    token_auth: bool,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct IndexLinks {
+    admin: &'static str,
+    sign_in: &'static str,
+    openapi: &'static str,
+    docs: &'static str,
+    health: &'static str,
+    ready: &'static str,
+    checkpoint: &'static str,
+}
+
 impl Index {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "service": "tokenledger",
-            "version": self.version,
-            "about": "Event-sourced, audit-first machine-to-machine API tokens",
-            "switches": {
-                "ADMIN_CONSOLE_ENABLED": self.console,
-                "ADMIN_API_TOKEN_AUTH_ENABLED": self.token_auth,
+    pub fn json(&self) -> IndexAnswer {
+        IndexAnswer {
+            service: "tokenledger",
+            version: self.version,
+            about: "Event-sourced, audit-first machine-to-machine API tokens",
+            switches: IndexSwitches {
+                console: self.console,
+                token_auth: self.token_auth,
             },
-            "admin_sign_in": self.sign_in,
-            "links": {
-                "admin": "/admin/tokens",
-                "sign_in": "/admin/sign-in",
-                "openapi": "/openapi.json",
-                "docs": self.docs,
-                "health": "/healthz",
-                "ready": "/readyz",
-                "checkpoint": "/v1/checkpoint",
+            admin_sign_in: self.sign_in,
+            links: IndexLinks {
+                admin: "/admin/tokens",
+                sign_in: "/admin/sign-in",
+                openapi: "/openapi.json",
+                docs: self.docs,
+                health: "/healthz",
+                ready: "/readyz",
+                checkpoint: "/v1/checkpoint",
             },
-        })
+        }
     }
 }
 
