@@ -1,7 +1,8 @@
 //! `tokenledger preflight` against a real server on both backends: a production-like one
-//! passes, one with the console switched on fails that check, `--json` carries the same
-//! result, and a URL that does not answer (or is not tokenledger) is one line, a non-zero
-//! exit, and nothing minted.
+//! passes every check; five misconfigurations (the console on, token auth on, pending
+//! migrations, a server trusting forged X-Forwarded-For, no signing key) each fail their check
+//! with the reason; `--json` carries the same result; and a URL that does not answer (or is
+//! not tokenledger) is one line, a non-zero exit, and nothing minted.
 
 use std::process::Output;
 use std::time::Duration;
@@ -76,10 +77,7 @@ async fn a_production_like_deployment_passes(db: TestDb) {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     for line in text.lines() {
-        assert!(
-            line.starts_with("✅ ") || line.starts_with("⚠ "),
-            "not ✅ or ⚠: {line}"
-        );
+        assert!(line.starts_with("✅ "), "not ✅: {line}\n{text}");
     }
     for check in [
         "console switch",
@@ -97,7 +95,7 @@ async fn a_production_like_deployment_passes(db: TestDb) {
     ] {
         assert!(line_of(&text, check).starts_with("✅"), "{text}");
     }
-    assert!(line_of(&text, "signing key").starts_with("⚠"));
+    assert!(line_of(&text, "signing key").starts_with("✅"), "{text}");
 
     // The throwaway tokens are preflight's, by name and actor, and none still works.
     let rows = d.app.ledger().tokens().await.expect("tokens");
@@ -149,7 +147,7 @@ async fn the_console_switched_on_fails_that_check(db: TestDb) {
     };
     assert_eq!(status("console switch"), "fail");
     assert_eq!(status("scope enforcement"), "pass");
-    assert_eq!(status("signing key"), "warn");
+    assert_eq!(status("signing key"), "pass");
     d.follow.abort();
     d.app.stop().await;
 }
@@ -214,7 +212,41 @@ async fn token_auth_switched_on_fails_and_the_console_refuses_the_scope(db: Test
     d.app.stop().await;
 }
 
+/// A server that takes the client address from `X-Forwarded-For` while the operator says no
+/// proxy stands in front: anyone can forge the address its audit records.
+async fn a_server_trusting_forged_addresses_fails_that_check(db: TestDb) {
+    let d = deploy(&db, |c| c.switches.trust_proxy_hops = 1).await;
+    let out = preflight(&db, d.keys.path(), &d.app.base, &[]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    let line = line_of(&text, "TRUST_PROXY_HOPS");
+    assert!(
+        line.starts_with("❌") && line.contains("it trusts the header"),
+        "{line}"
+    );
+    d.follow.abort();
+    d.app.stop().await;
+}
+
+/// In production, no signing key where the deployment's configuration says it is.
+async fn a_missing_signing_key_fails_that_check(db: TestDb) {
+    let d = deploy(&db, |_| {}).await;
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let out = preflight(&db, elsewhere.path(), &d.app.base, &[]).await;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    let line = line_of(&text, "signing key");
+    assert!(
+        line.starts_with("❌") && line.contains("refuses to start in production"),
+        "{line}"
+    );
+    d.follow.abort();
+    d.app.stop().await;
+}
+
 on_both_backends!(
+    a_server_trusting_forged_addresses_fails_that_check,
+    a_missing_signing_key_fails_that_check,
     token_auth_switched_on_fails_and_the_console_refuses_the_scope,
     a_production_like_deployment_passes,
     the_console_switched_on_fails_that_check,
