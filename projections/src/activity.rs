@@ -67,6 +67,21 @@ pub struct Activity {
     pub lifecycle: Vec<LifeEvent>,
     /// The last event folded in.
     pub position: u64,
+    /// The day key of the last event folded, by day number: events come in time order, so a
+    /// use costs no date formatting.
+    #[serde(skip)]
+    day: Option<(i64, String)>,
+    /// Scratch space for a command key, so a use costs no allocation once its key is known.
+    #[serde(skip)]
+    key: String,
+}
+
+/// Add to the counts under `key`, allocating the key only the first time.
+fn bump<'m>(map: &'m mut BTreeMap<String, Counts>, key: &str) -> &'m mut Counts {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), Counts::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 fn day(t: Timestamp) -> String {
@@ -106,12 +121,20 @@ impl Activity {
         match decoded {
             TokenEvent::Used(u) => {
                 self.totals.used += 1;
-                self.per_day.entry(day(at)).or_default().used += 1;
-                let command = match &u.command {
-                    Some(c) => format!("console {c}"),
-                    None => format!("{} {}", u.method, u.path),
-                };
-                self.per_command.entry(command).or_default().used += 1;
+                self.on_day(at).used += 1;
+                self.key.clear();
+                match &u.command {
+                    Some(c) => {
+                        self.key.push_str("console ");
+                        self.key.push_str(c);
+                    }
+                    None => {
+                        self.key.push_str(&u.method);
+                        self.key.push(' ');
+                        self.key.push_str(&u.path);
+                    }
+                }
+                bump(&mut self.per_command, &self.key).used += 1;
                 seen(
                     &mut self.ips,
                     u.ip.as_deref().unwrap_or(NO_ADDRESS),
@@ -145,6 +168,16 @@ impl Activity {
         }
     }
 
+    /// The counts of `at`'s UTC day.
+    fn on_day(&mut self, at: Timestamp) -> &mut Counts {
+        let number = at.as_micros().div_euclid(86_400_000_000);
+        let key = match &mut self.day {
+            Some((n, key)) if *n == number => key,
+            slot => &mut slot.insert((number, day(at))).1,
+        };
+        bump(&mut self.per_day, key)
+    }
+
     #[expect(
         clippy::too_many_arguments,
         reason = "one denial's fields, named at the call"
@@ -160,8 +193,8 @@ impl Activity {
         last: Timestamp,
     ) {
         self.totals.denied += count;
-        self.per_day.entry(day(at)).or_default().denied += count;
-        self.per_command.entry(path.to_owned()).or_default().denied += count;
+        self.on_day(at).denied += count;
+        bump(&mut self.per_command, path).denied += count;
         *self.denial_reasons.entry(reason.to_owned()).or_default() += count;
         seen(
             &mut self.ips,
