@@ -481,7 +481,8 @@ impl Queries {
     }
 
     /// Fold `id`'s events at positions from `from` on (all of them for 1), a page at a time,
-    /// handing each to `f` with the row just before it.
+    /// handing each to `f` with the row just before it (its lifecycle fields: uses are not
+    /// folded into it).
     async fn walk(
         &self,
         row: &TokenRow,
@@ -518,6 +519,9 @@ impl Queries {
                 let decoded = decode(e)?;
                 f(e, &decoded, before.as_ref());
                 match (&mut before, &decoded) {
+                    // What a sentence says of a row (status, expiry, successor) does not
+                    // change with a use: a busy token's uses are not folded into it.
+                    (_, TokenEvent::Used(_)) => {}
                     (Some(b), d) => b.apply(e, d),
                     (None, TokenEvent::Created(c)) => before = Some(TokenRow::created(e, c)),
                     (None, _) => {}
