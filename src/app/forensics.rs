@@ -7,19 +7,21 @@
 //! Nothing here appends, except the incident report's revocation when it is asked for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokenledger_events::{EventLog, StoredEvent, StreamId, Timestamp, TokenEvent};
+use tokenledger_events::{EventLog, StoredEvent, StreamId, Timestamp, TokenEvent, verify_head};
 use tokenledger_projections::{
     Activity, Counts, LifeEvent, StreamAt, TokenRow, last_use_version, narrate, row_as_of,
 };
 use uuid::Uuid;
 
-use super::queries::{Queries, QueryError, TokenView};
+use super::queries::{QueryError, TokenView};
 use super::tokens::{TokenCursor, clamp};
+use crate::clock::Clock;
 use crate::config::parse_duration;
-use crate::store::{StoreError, StoredCheckpoint};
+use crate::store::{DatabaseUrl, Store, StoreError, StoredCheckpoint};
 
 /// The schema of the projections crate's `Counts` (a pure crate, kept free of utoipa).
 #[derive(utoipa::ToSchema)]
@@ -263,7 +265,53 @@ fn decode(e: &StoredEvent) -> Result<TokenEvent, QueryError> {
     })
 }
 
-impl Queries {
+/// The forensic reads: the log and a clock, no token cache. The service reaches them through
+/// [`super::Queries::forensics`]; the CLI opens them alone ([`Forensics::open`]), so a
+/// reviewer's command does not first load every token.
+#[derive(Clone)]
+pub struct Forensics {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Forensics {
+    pub(crate) fn new(store: Arc<Store>, clock: Arc<dyn Clock>) -> Forensics {
+        Forensics { store, clock }
+    }
+
+    /// Open the log for forensic reads: migrations applied and its head verified, as every
+    /// command does.
+    pub async fn open(url: &DatabaseUrl, clock: Arc<dyn Clock>) -> Result<Forensics, StoreError> {
+        let store = Arc::new(Store::open(url).await?);
+        verify_head(store.as_ref())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Forensics { store, clock })
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// A token's current row.
+    pub async fn token(&self, id: Uuid) -> Result<TokenRow, QueryError> {
+        self.store
+            .token(id)
+            .await
+            .map_err(unavailable("Token table"))?
+            .ok_or(QueryError::NotFound(id))
+    }
+
+    async fn head(&self) -> Result<tokenledger_events::Head, QueryError> {
+        self.store
+            .head()
+            .await
+            .map_err(|e| unavailable("Event log")(e.into()))
+    }
     /// Resolve `as_of` against the log: the position, and the instant statuses are judged
     /// at. A time in the future, or a position past the head, is refused naming the head.
     pub async fn resolve(&self, as_of: AsOf) -> Result<AsOfPoint, QueryError> {

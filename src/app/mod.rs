@@ -29,8 +29,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use forensics::{
-    AS_OF_FORMS, Admitted, AsOf, AsOfPage, AsOfPoint, Chapter, Incident, Related, RevokeStep,
-    SeenView, UseCounts,
+    AS_OF_FORMS, Admitted, AsOf, AsOfPage, AsOfPoint, Chapter, Forensics, Incident, Related,
+    RevokeStep, SeenView, UseCounts,
 };
 pub use ledger::{
     CreateRequest, Ledger, LedgerError, Minted, Refusal, Revocation, RotateRequest, ShownOnce,

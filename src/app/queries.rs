@@ -254,12 +254,9 @@ impl Queries {
         }
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn now(&self) -> Timestamp {
-        self.clock.now()
+    /// The forensic reads (as-of pages, incident reports, histories) on this node's log.
+    pub fn forensics(&self) -> super::forensics::Forensics {
+        super::forensics::Forensics::new(self.store.clone(), self.clock.clone())
     }
 
     /// Signed checkpoints, newest first, at most `limit`.

@@ -8,7 +8,11 @@ use uuid::Uuid;
 use super::audit::{Since, since_arg};
 use super::output::{self, escape, say};
 use super::{Failure, cli_actor, token_id_arg};
-use crate::app::{AsOf, AsOfPoint, Chapter, Incident, QueryError, RevokeStep, Services};
+use std::sync::Arc;
+
+use crate::app::{AsOf, AsOfPoint, Chapter, Forensics, Incident, QueryError, RevokeStep};
+use crate::clock::{Clock as _, SystemClock};
+use crate::config::{DatabaseUrl, TokenSettings};
 
 /// `--as-of`: RFC 3339, a date, `position:N` or a duration ago.
 pub(super) fn as_of_arg(raw: &str) -> Result<AsOf, String> {
@@ -67,15 +71,23 @@ pub(super) fn print_point(p: &AsOfPoint) {
     }
 }
 
-pub(super) async fn run_incident(services: &Services, args: IncidentArgs) -> Result<(), Failure> {
-    let ledger = services.ledger();
-    let queries = services.queries();
+/// The log for forensic reads alone: no token cache is loaded.
+pub(super) async fn open_forensics(url: &DatabaseUrl) -> Result<Forensics, Failure> {
+    Ok(Forensics::open(url, Arc::new(SystemClock)).await?)
+}
+
+pub(super) async fn run_incident(
+    url: &DatabaseUrl,
+    settings: TokenSettings,
+    args: IncidentArgs,
+) -> Result<(), Failure> {
+    let now = SystemClock.now();
     let since = args.since.map(|s| match s {
         Since::At(t) => t,
-        Since::Ago(d) => ledger.now().minus(d),
+        Since::Ago(d) => now.minus(d),
     });
     if let Some(t) = since
-        && t > ledger.now()
+        && t > now
     {
         return Err(refuse(
             "--since",
@@ -85,40 +97,47 @@ pub(super) async fn run_incident(services: &Services, args: IncidentArgs) -> Res
             )),
         ));
     }
-    // Before anything is written: an unknown id is bad input.
-    let row = match ledger.token(args.id).await {
-        Ok(row) => row,
-        Err(crate::app::LedgerError::NotFound(id)) => {
-            return Err(refuse("ID", QueryError::NotFound(id)));
-        }
-        Err(e) => return Err(e.into()),
+    // Only --revoke writes, and only it needs the ledger (and the token cache it loads).
+    let services = match args.revoke {
+        true => Some(super::open(url, settings).await?),
+        false => None,
     };
-    let revocation = if !args.revoke {
-        RevokeStep {
+    let forensics = match &services {
+        Some(s) => s.queries().forensics(),
+        None => open_forensics(url).await?,
+    };
+    // Before anything is written: an unknown id is bad input.
+    let row = forensics
+        .token(args.id)
+        .await
+        .map_err(|e| refuse("ID", e))?;
+    let revocation = match (&services, row.revoked_at) {
+        (None, at) => RevokeStep {
             asked: false,
-            outcome: match row.revoked_at {
+            outcome: match at {
                 Some(at) => format!("already revoked at {}", at.to_rfc3339()),
                 None => "not revoked: run again with --revoke to revoke it now".to_owned(),
             },
-            revoked_at: row.revoked_at.map(|t| t.to_rfc3339()),
-        }
-    } else if let Some(at) = row.revoked_at {
-        RevokeStep {
+            revoked_at: at.map(|t| t.to_rfc3339()),
+        },
+        (Some(_), Some(at)) => RevokeStep {
             asked: true,
             outcome: format!("already revoked at {}; nothing appended", at.to_rfc3339()),
             revoked_at: Some(at.to_rfc3339()),
-        }
-    } else {
-        let revoked = ledger
-            .revoke(args.id, &cli_actor(), Some("incident".to_owned()))
-            .await?;
-        RevokeStep {
-            asked: true,
-            outcome: format!("revoked now by {} with reason incident", cli_actor()),
-            revoked_at: revoked.revoked_at.map(|t| t.to_rfc3339()),
+        },
+        (Some(services), None) => {
+            let revoked = services
+                .ledger()
+                .revoke(args.id, &cli_actor(), Some("incident".to_owned()))
+                .await?;
+            RevokeStep {
+                asked: true,
+                outcome: format!("revoked now by {} with reason incident", cli_actor()),
+                revoked_at: revoked.revoked_at.map(|t| t.to_rfc3339()),
+            }
         }
     };
-    let report = queries
+    let report = forensics
         .incident(args.id, since, revocation, &crate::server::admitted)
         .await
         .map_err(|e| refuse("--since", e))?;
@@ -279,9 +298,9 @@ fn print_incident(r: &Incident) {
     }
 }
 
-pub(super) async fn run_history(services: &Services, id: Uuid, json: bool) -> Result<(), Failure> {
-    let (row, chapters) = services
-        .queries()
+pub(super) async fn run_history(url: &DatabaseUrl, id: Uuid, json: bool) -> Result<(), Failure> {
+    let (row, chapters) = open_forensics(url)
+        .await?
         .history(id)
         .await
         .map_err(|e| refuse("ID", e))?;
@@ -314,7 +333,7 @@ pub(super) async fn run_history(services: &Services, id: Uuid, json: bool) -> Re
                 let list = |s: &std::collections::BTreeSet<String>| {
                     escape(&s.iter().cloned().collect::<Vec<_>>().join(", ")).into_owned()
                 };
-                if count == &1 {
+                if *count == 1 {
                     say!(
                         "{first_position:>8}  {first_at}  used from {} on {}",
                         list(ips),

@@ -403,6 +403,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Migrate { status } => migrate(&cli.database_url, status).await.map_err(Failure),
         Command::Verify { quiet } => verify(&cli.database_url, quiet).await.map_err(Failure),
+        // The table as it was needs only the log: no token cache is loaded for it.
+        Command::Token { command } if command.as_of().is_some() => {
+            match forensics::open_forensics(&cli.database_url).await {
+                Ok(f) => token::run_as_of(&f, command).await,
+                Err(e) => Err(e),
+            }
+        }
         Command::Token { command } => match open(&cli.database_url, settings).await {
             Ok(services) => token::run(&services, command).await,
             Err(e) => Err(e),
@@ -461,14 +468,8 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(services) => export::run_consistency(&services, old, new, out.as_deref()).await,
             Err(e) => Err(e),
         },
-        Command::Incident(args) => match open(&cli.database_url, settings).await {
-            Ok(services) => forensics::run_incident(&services, args).await,
-            Err(e) => Err(e),
-        },
-        Command::History { id, json } => match open(&cli.database_url, settings).await {
-            Ok(services) => forensics::run_history(&services, id, json).await,
-            Err(e) => Err(e),
-        },
+        Command::Incident(args) => forensics::run_incident(&cli.database_url, settings, args).await,
+        Command::History { id, json } => forensics::run_history(&cli.database_url, id, json).await,
         Command::Audit(args) => audit::run(&cli.database_url, args).await,
         Command::Preflight(args) => {
             return match preflight::run(&cli.database_url, &cli.tokens, &cli.signing, args).await {

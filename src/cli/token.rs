@@ -9,8 +9,9 @@ use super::forensics::{as_of_arg, print_point, refuse};
 use super::output::{self, escape, say};
 use super::{Failure, cli_actor, token_id_arg};
 use crate::app::{
-    AsOf, CreateRequest, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Minted, NotACursor, RotateRequest,
-    Services, TokenCursor, TokenQuery, TokenView, parse_environment, parse_status, status_names,
+    AsOf, CreateRequest, Forensics, MAX_NAME_PREFIX, MAX_TOKEN_PAGE, Minted, NotACursor,
+    RotateRequest, Services, TokenCursor, TokenQuery, TokenView, parse_environment, parse_status,
+    status_names,
 };
 use crate::config::{parse_duration, parse_positive_duration};
 use crate::lifecycle::{parse_name, parse_reason, parse_scope};
@@ -269,26 +270,19 @@ fn print_token(view: &TokenView) {
     );
 }
 
-pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<(), Failure> {
-    let ledger = services.ledger();
-    let actor = cli_actor();
-    match command {
-        TokenCommand::Create {
-            name,
-            scopes,
-            expires_in,
-            json,
-        } => {
-            let minted = ledger
-                .create(CreateRequest {
-                    name,
-                    scopes,
-                    expires_in,
-                    actor,
-                })
-                .await?;
-            print_minted(&minted, json);
+impl TokenCommand {
+    /// The point in the past a list or show asks about, if any.
+    pub fn as_of(&self) -> Option<AsOf> {
+        match self {
+            TokenCommand::List { as_of, .. } | TokenCommand::Show { as_of, .. } => *as_of,
+            _ => None,
         }
+    }
+}
+
+/// `token list --as-of` and `token show --as-of`: reads of the log alone.
+pub(super) async fn run_as_of(forensics: &Forensics, command: TokenCommand) -> Result<(), Failure> {
+    match command {
         // clap refuses the other filters beside --as-of.
         TokenCommand::List {
             cursor,
@@ -297,8 +291,7 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             as_of: Some(as_of),
             ..
         } => {
-            let page = services
-                .queries()
+            let page = forensics
                 .tokens_as_of(as_of, cursor, limit)
                 .await
                 .map_err(|e| refuse("--as-of", e))?;
@@ -323,6 +316,64 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                     "tokens",
                 );
             }
+        }
+        TokenCommand::Show {
+            id,
+            json,
+            as_of: Some(as_of),
+        } => {
+            let (point, view) = forensics
+                .token_as_of(id, as_of)
+                .await
+                .map_err(|e| refuse("--as-of", e))?;
+            if json {
+                say!(
+                    "{}",
+                    output::json(&serde_json::json!({"as_of": point, "token": view}))
+                );
+                return Ok(());
+            }
+            print_point(&point);
+            match view {
+                Some(view) => print_token(&view),
+                None => say!(
+                    "token {id} did not exist yet at position {}",
+                    point.position
+                ),
+            }
+        }
+        _ => {
+            return Err(Failure(
+                "only `token list` and `token show` take --as-of".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<(), Failure> {
+    let ledger = services.ledger();
+    let actor = cli_actor();
+    match command {
+        TokenCommand::Create {
+            name,
+            scopes,
+            expires_in,
+            json,
+        } => {
+            let minted = ledger
+                .create(CreateRequest {
+                    name,
+                    scopes,
+                    expires_in,
+                    actor,
+                })
+                .await?;
+            print_minted(&minted, json);
+        }
+        command @ (TokenCommand::List { as_of: Some(_), .. }
+        | TokenCommand::Show { as_of: Some(_), .. }) => {
+            return run_as_of(&services.queries().forensics(), command).await;
         }
         TokenCommand::List {
             status,
@@ -367,32 +418,6 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                     page.next.as_deref(),
                     "matching tokens",
                 );
-            }
-        }
-        TokenCommand::Show {
-            id,
-            json,
-            as_of: Some(as_of),
-        } => {
-            let (point, view) = services
-                .queries()
-                .token_as_of(id, as_of)
-                .await
-                .map_err(|e| refuse("--as-of", e))?;
-            if json {
-                say!(
-                    "{}",
-                    output::json(&serde_json::json!({"as_of": point, "token": view}))
-                );
-                return Ok(());
-            }
-            print_point(&point);
-            match view {
-                Some(view) => print_token(&view),
-                None => say!(
-                    "token {id} did not exist yet at position {}",
-                    point.position
-                ),
             }
         }
         TokenCommand::Show {

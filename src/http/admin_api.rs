@@ -103,6 +103,7 @@ pub(super) async fn list(
         Some(as_of) => Ok(Json(TokenList::AsOf(
             state
                 .queries
+                .forensics()
                 .tokens_as_of(as_of, query.after, query.limit)
                 .await
                 .map_err(|e| named("as_of", e))?,
@@ -168,6 +169,7 @@ pub(super) async fn incident(
     let since = since_param(uri.query(), state.ledger.now())?;
     let report = state
         .queries
+        .forensics()
         .incident(id, since, not_asked(), &crate::http::policy::admitted)
         .await
         .map_err(|e| named("since", e))?;

@@ -142,6 +142,7 @@ async fn as_of_table(svc: &TestApp, as_of: AsOf) -> (u64, Vec<TokenView>) {
         // Pages of two: the cursor is exercised too.
         let page = svc
             .queries()
+            .forensics()
             .tokens_as_of(as_of, cursor, Some(2))
             .await
             .expect("as of");
@@ -191,6 +192,7 @@ async fn the_table_as_of_five_instants_is_the_table_as_it_was(h: &History) {
     // One token as of an instant, and before it existed.
     let (_, view) = svc
         .queries()
+        .forensics()
         .token_as_of(h.b, AsOf::At(h.moments[3].at))
         .await
         .expect("show as of");
@@ -200,6 +202,7 @@ async fn the_table_as_of_five_instants_is_the_table_as_it_was(h: &History) {
     );
     let (_, before) = svc
         .queries()
+        .forensics()
         .token_as_of(h.b, AsOf::At(h.moments[2].at))
         .await
         .expect("show as of");
@@ -208,6 +211,7 @@ async fn the_table_as_of_five_instants_is_the_table_as_it_was(h: &History) {
     // In the future: refused, naming the head.
     let future = svc
         .queries()
+        .forensics()
         .tokens_as_of(AsOf::At(svc.now().plus(DAY)), None, None)
         .await
         .expect_err("future");
@@ -220,6 +224,7 @@ async fn the_table_as_of_five_instants_is_the_table_as_it_was(h: &History) {
     );
     let past_head = svc
         .queries()
+        .forensics()
         .tokens_as_of(AsOf::Position(svc.head().await + 1), None, None)
         .await;
     assert!(matches!(past_head, Err(QueryError::BadInput(_))));
@@ -236,6 +241,7 @@ async fn the_incident_report_walks_the_five_steps(h: &History) {
     };
     let r = svc
         .queries()
+        .forensics()
         .incident(h.a, None, not_asked(), &admits)
         .await
         .expect("report");
@@ -338,6 +344,7 @@ async fn the_incident_report_walks_the_five_steps(h: &History) {
     let since = h.moments[2].at.minus(HOUR);
     let r = svc
         .queries()
+        .forensics()
         .incident(h.a, Some(since), not_asked(), &admits)
         .await
         .expect("report");
@@ -351,6 +358,7 @@ async fn the_incident_report_walks_the_five_steps(h: &History) {
     // Never used: every section, saying so.
     let r = svc
         .queries()
+        .forensics()
         .incident(h.unused, None, not_asked(), &admits)
         .await
         .expect("report");
@@ -366,7 +374,13 @@ async fn the_incident_report_walks_the_five_steps(h: &History) {
 }
 
 async fn history_tells_each_event(h: &History) {
-    let (_, chapters) = h.svc.queries().history(h.a).await.expect("history");
+    let (_, chapters) = h
+        .svc
+        .queries()
+        .forensics()
+        .history(h.a)
+        .await
+        .expect("history");
     let json = serde_json::to_value(&chapters).expect("json");
     let kinds: Vec<&str> = json
         .as_array()

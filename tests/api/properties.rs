@@ -687,6 +687,7 @@ async fn run_case(backend: &Backend, ops: &[Op]) -> anyhow::Result<()> {
         want.sort_by_key(|v| v.id);
         let mut got: Vec<TokenView> = services
             .queries()
+            .forensics()
             .rows_as_of(&ids, p)
             .await?
             .iter()

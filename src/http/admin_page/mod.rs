@@ -109,6 +109,7 @@ async fn tokens(
     if let Some(as_of) = as_of {
         let answer = state
             .queries
+            .forensics()
             .tokens_as_of(as_of, query.after, query.limit)
             .await
             .map_err(|e| super::admin_api::named("as_of", e));
@@ -292,6 +293,7 @@ async fn incident(
     let since = super::admin_api::since_param(uri.query(), state.ledger.now())?;
     let report = state
         .queries
+        .forensics()
         .incident(
             id,
             since,
