@@ -48,6 +48,21 @@ pub struct LifeEvent {
     pub what: String,
 }
 
+/// Uses of one token that share a UTC day, an address, a path, a method and a command: what a
+/// database aggregates so that a window of a million uses crosses as a few rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UseGroup {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    pub ip: Option<String>,
+    pub path: String,
+    pub method: String,
+    pub command: Option<String>,
+    pub count: u64,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+}
+
 /// The address a use came from, or this when none was recorded.
 pub const NO_ADDRESS: &str = "(none recorded)";
 
@@ -166,6 +181,28 @@ impl Activity {
                 self.note(event, decoded, before);
             }
         }
+    }
+
+    /// Add a group of uses: the same as folding each of them.
+    pub fn add_uses(&mut self, g: &UseGroup) {
+        self.totals.used += g.count;
+        self.on_day(g.first_at).used += g.count;
+        self.key.clear();
+        match &g.command {
+            Some(c) => {
+                self.key.push_str("console ");
+                self.key.push_str(c);
+            }
+            None => {
+                self.key.push_str(&g.method);
+                self.key.push(' ');
+                self.key.push_str(&g.path);
+            }
+        }
+        bump(&mut self.per_command, &self.key).used += g.count;
+        let ip = g.ip.as_deref().unwrap_or(NO_ADDRESS);
+        seen(&mut self.ips, ip, g.count, 0, g.first_at, g.last_at);
+        seen(&mut self.paths, &g.path, g.count, 0, g.first_at, g.last_at);
     }
 
     /// The counts of `at`'s UTC day.
@@ -288,5 +325,92 @@ pub fn narrate(decoded: &TokenEvent, before: Option<&TokenRow>) -> String {
                 r.successor_id
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenledger_events::{Hash, StreamId, TokenUsed};
+    use uuid::Uuid;
+
+    const DAY: i64 = 86_400_000_000;
+
+    fn used(at: i64, ip: &str, path: &str, command: Option<&str>) -> (StoredEvent, TokenEvent) {
+        let event = StoredEvent {
+            position: 1,
+            stream_id: StreamId::for_token(Uuid::from_u128(1)),
+            stream_version: 2,
+            event_id: Uuid::from_u128(at as u128),
+            recorded_at: Timestamp::from_micros(at),
+            actor: "token:x".to_owned(),
+            event_type: "TokenUsed".to_owned(),
+            schema_version: 2,
+            bytes: Vec::new(),
+            hash: Hash([0; 32]),
+            openings: Vec::new(),
+        };
+        let decoded = TokenEvent::Used(TokenUsed {
+            ip: Some(ip.to_owned()),
+            method: "POST".to_owned(),
+            path: path.to_owned(),
+            command: command.map(str::to_owned),
+            user_agent: None,
+        });
+        (event, decoded)
+    }
+
+    #[test]
+    fn adding_groups_of_uses_equals_folding_each_use() {
+        let uses = [
+            (5, "192.0.2.1", "/api/admin/console", Some("ping")),
+            (9, "192.0.2.1", "/api/admin/console", Some("ping")),
+            (DAY + 3, "192.0.2.1", "/api/admin/console", Some("ping")),
+            (DAY + 4, "192.0.2.2", "/v1/verify", None),
+            (DAY + 8, "192.0.2.2", "/v1/verify", None),
+        ];
+        let mut folded = Activity::default();
+        for (at, ip, path, command) in uses {
+            let (e, d) = used(at, ip, path, command);
+            folded.fold(&e, &d, None);
+        }
+        let mut grouped: std::collections::BTreeMap<(i64, &str, &str, Option<&str>), UseGroup> =
+            std::collections::BTreeMap::new();
+        for (at, ip, path, command) in uses {
+            let g = grouped
+                .entry((at.div_euclid(DAY), ip, path, command))
+                .or_insert(UseGroup {
+                    day: at.div_euclid(DAY),
+                    ip: Some(ip.to_owned()),
+                    path: path.to_owned(),
+                    method: "POST".to_owned(),
+                    command: command.map(str::to_owned),
+                    count: 0,
+                    first_at: Timestamp::from_micros(at),
+                    last_at: Timestamp::from_micros(at),
+                });
+            g.count += 1;
+            g.last_at = Timestamp::from_micros(at);
+        }
+        let mut added = Activity::default();
+        for g in grouped.values() {
+            added.add_uses(g);
+        }
+        assert_eq!(
+            (
+                added.totals,
+                &added.per_day,
+                &added.per_command,
+                &added.ips,
+                &added.paths
+            ),
+            (
+                folded.totals,
+                &folded.per_day,
+                &folded.per_command,
+                &folded.ips,
+                &folded.paths
+            )
+        );
     }
 }

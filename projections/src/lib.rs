@@ -24,7 +24,7 @@ pub mod csv;
 pub mod ocsf;
 pub mod tokens;
 
-pub use activity::{Activity, Counts, LifeEvent, Seen, narrate};
+pub use activity::{Activity, Counts, LifeEvent, Seen, UseGroup, narrate};
 pub use addresses::{AddressUse, AddressUses};
 pub use as_of::{StreamAt, last_use_version, row_as_of};
 pub use audit::{AuditAction, AuditRow, audit_row};

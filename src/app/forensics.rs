@@ -671,10 +671,42 @@ impl Forensics {
             .await
             .map_err(unavailable("Event log"))?;
 
-        // Steps 2 and 3: the window's events of this token, along its stream.
+        // Steps 2 and 3: the window's uses, grouped by the database, then its other events
+        // told against the row just before each.
+        let stream = StreamId::for_token(id);
+        let first_version = if from <= 1 {
+            1
+        } else {
+            store
+                .first_version_from(&stream, from, row.version)
+                .await
+                .map_err(unavailable("Event log"))?
+        };
         let mut activity = Activity::default();
-        self.walk(&row, from, |e, d, before| activity.fold(e, d, before))
-            .await?;
+        for group in store
+            .use_groups(&stream, first_version)
+            .await
+            .map_err(unavailable("Event log"))?
+        {
+            activity.add_uses(&group);
+        }
+        let mut before = match from {
+            0 | 1 => None,
+            p => self.rows_as_of(&[id], p - 1).await?.pop(),
+        };
+        for e in store
+            .lifecycle_from(&stream, from)
+            .await
+            .map_err(unavailable("Event log"))?
+        {
+            let decoded = decode(&e)?;
+            activity.fold(&e, &decoded, before.as_ref());
+            match (&mut before, &decoded) {
+                (Some(b), d) => b.apply(&e, d),
+                (None, TokenEvent::Created(c)) => before = Some(TokenRow::created(&e, c)),
+                (None, _) => {}
+            }
+        }
         let all_time: HashMap<String, Timestamp> = store
             .addresses_of(id)
             .await

@@ -8,6 +8,31 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoredCheckpoint};
 
+/// A token's uses from a stream version on, grouped by UTC day, address, path, method and
+/// command inside the database: a window of a million uses crosses as a few rows. Bodies of
+/// schema version 1 hold the payload under `data`.
+pub(crate) const USE_GROUPS_SQLITE: &str = "\
+    SELECT recorded_at / 86400000000 AS day, ip, path, method, command, COUNT(*) AS n, \
+           MIN(recorded_at) AS first_at, MAX(recorded_at) AS last_at \
+    FROM (SELECT recorded_at, json_extract(b, '$.ip') AS ip, json_extract(b, '$.path') AS path, \
+                 json_extract(b, '$.method') AS method, json_extract(b, '$.command') AS command \
+          FROM (SELECT recorded_at, \
+                       CASE WHEN schema_version >= 2 THEN CAST(body AS TEXT) \
+                            ELSE json_extract(CAST(body AS TEXT), '$.data') END AS b \
+                FROM events \
+                WHERE stream_id = $1 AND stream_version >= $2 AND event_type = 'TokenUsed')) \
+    GROUP BY day, ip, path, method, command";
+pub(crate) const USE_GROUPS_POSTGRES: &str = "\
+    SELECT recorded_at / 86400000000 AS day, d ->> 'ip' AS ip, d ->> 'path' AS path, \
+           d ->> 'method' AS method, d ->> 'command' AS command, COUNT(*) AS n, \
+           MIN(recorded_at) AS first_at, MAX(recorded_at) AS last_at \
+    FROM (SELECT recorded_at, \
+                 CASE WHEN schema_version >= 2 THEN convert_from(body, 'UTF8')::jsonb \
+                      ELSE convert_from(body, 'UTF8')::jsonb -> 'data' END AS d \
+          FROM events \
+          WHERE stream_id = $1 AND stream_version >= $2 AND event_type = 'TokenUsed') u \
+    GROUP BY 1, 2, 3, 4, 5";
+
 /// Instantiates the forensic statements for one dialect, beside `sql_event_log!` (whose
 /// helpers they use); `forensic_reads!()` then adds the methods to the log type.
 macro_rules! forensic_sql {
@@ -80,6 +105,57 @@ macro_rules! forensic_sql {
             }
             events.sort_by_key(|e| e.position);
             Ok(events)
+        }
+
+        /// `stream`'s uses from `from_version` on, grouped (see [`USE_GROUPS_SQLITE`]).
+        pub(crate) async fn use_groups(
+            conn: &mut $conn,
+            stream: &StreamId,
+            from_version: u64,
+        ) -> Result<Vec<tokenledger_projections::UseGroup>, sqlx::Error> {
+            let sql = match PARAMS {
+                $crate::store::sql::Params::Numbered => super::forensics::USE_GROUPS_POSTGRES,
+                $crate::store::sql::Params::Anonymous => super::forensics::USE_GROUPS_SQLITE,
+            };
+            sqlx::query(sql)
+                .bind(stream.as_str())
+                .bind(to_sql(from_version))
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(tokenledger_projections::UseGroup {
+                        day: row.try_get("day")?,
+                        ip: row.try_get("ip")?,
+                        path: row.try_get::<Option<String>, _>("path")?.unwrap_or_default(),
+                        method: row.try_get::<Option<String>, _>("method")?.unwrap_or_default(),
+                        command: row.try_get("command")?,
+                        count: from_sql(row.try_get("n")?, "count")?,
+                        first_at: Timestamp::from_micros(row.try_get("first_at")?),
+                        last_at: Timestamp::from_micros(row.try_get("last_at")?),
+                    })
+                })
+                .collect()
+        }
+
+        /// `stream`'s lifecycle events (all but uses) at or after `from`, in order.
+        pub(crate) async fn lifecycle_from(
+            conn: &mut $conn,
+            stream: &StreamId,
+            from: u64,
+        ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 \
+                 AND event_type <> 'TokenUsed' AND position >= $2 ORDER BY position"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(stream.as_str())
+                .bind(to_sql(from))
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(event_from_row)
+                .collect()
         }
 
         /// The log position of `stream`'s event at `version`, if there is one.
@@ -236,6 +312,26 @@ macro_rules! forensic_sql {
                         .map_err(StoreError::db)
                 }
 
+                pub(crate) async fn use_groups(
+                    &self,
+                    stream: &StreamId,
+                    from_version: u64,
+                ) -> Result<Vec<tokenledger_projections::UseGroup>, StoreError> {
+                    use_groups(&mut *self.reader().await?, stream, from_version)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
+                pub(crate) async fn lifecycle_from(
+                    &self,
+                    stream: &StreamId,
+                    from: u64,
+                ) -> Result<Vec<StoredEvent>, StoreError> {
+                    lifecycle_from(&mut *self.reader().await?, stream, from)
+                        .await
+                        .map_err(StoreError::db)
+                }
+
                 pub(crate) async fn position_of_version(
                     &self,
                     stream: &StreamId,
@@ -335,6 +431,25 @@ impl Store {
         upto: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         delegate!(self, l => l.lifecycle_events(ids, upto).await)
+    }
+
+    /// `stream`'s uses from `from_version` on, grouped by UTC day, address, path, method and
+    /// command in the database.
+    pub async fn use_groups(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+    ) -> Result<Vec<tokenledger_projections::UseGroup>, StoreError> {
+        delegate!(self, l => l.use_groups(stream, from_version).await)
+    }
+
+    /// `stream`'s lifecycle events (all but uses) at or after position `from`, in order.
+    pub async fn lifecycle_from(
+        &self,
+        stream: &StreamId,
+        from: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        delegate!(self, l => l.lifecycle_from(stream, from).await)
     }
 
     /// The position of `stream`'s event at `version`.

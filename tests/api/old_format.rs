@@ -79,6 +79,30 @@ async fn a_database_of_the_old_event_format_opens_verifies_and_serves() {
         "13 old events, 2 uses by verify, 1 by ping"
     );
     assert_eq!(every.events.len(), 16);
+    // The incident report groups old and new bodies alike: its counts are the table's.
+    let mut uses = 0;
+    for row in app.ledger().tokens().await.expect("tokens") {
+        let report = app
+            .queries()
+            .forensics()
+            .incident(
+                row.id,
+                None,
+                tokenledger::app::RevokeStep {
+                    asked: false,
+                    outcome: String::new(),
+                    revoked_at: None,
+                },
+                &tokenledger::http::policy::admitted,
+            )
+            .await
+            .expect("incident");
+        assert_eq!(report.trail.totals.used, row.use_count, "{}", row.name);
+        let by_address: u64 = report.addresses.iter().map(|a| a.used).sum();
+        assert_eq!(by_address, row.use_count, "{}", row.name);
+        uses += row.use_count;
+    }
+    assert!(uses >= 5, "the fixture's uses and the new ones: {uses}");
     app.stop().await;
 
     // New events are version 2, and the chain verifies across both formats.
