@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenledger_events::{EventLog as _, StoredEvent, Timestamp, TokenEvent, verify_head};
+use tokenledger_events::{EventLog as _, StoredEvent, Timestamp, TokenEvent};
 use tokenledger_projections::{AuditAction, AuditRow, audit_row};
 use uuid::Uuid;
 
@@ -169,10 +169,7 @@ pub struct AuditReader {
 
 impl AuditReader {
     pub async fn open(url: &DatabaseUrl) -> Result<AuditReader, StoreError> {
-        let store = Arc::new(Store::open(url).await?);
-        verify_head(store.as_ref())
-            .await
-            .map_err(StoreError::from)?;
+        let (store, _) = super::open_verified(url).await?;
         Ok(AuditReader { store })
     }
 

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokenledger_events::{EventLog, StoredEvent, StreamId, Timestamp, TokenEvent, verify_head};
+use tokenledger_events::{EventLog, StoredEvent, StreamId, Timestamp, TokenEvent};
 use tokenledger_projections::{
     Activity, Counts, LifeEvent, StreamAt, TokenRow, last_use_version, narrate, row_as_of,
 };
 use uuid::Uuid;
 
-use super::queries::{QueryError, TokenView};
+use super::queries::{QueryError, TokenView, unavailable};
 use super::tokens::{TokenCursor, clamp};
 use crate::clock::Clock;
 use crate::config::parse_duration;
@@ -32,10 +32,6 @@ use crate::store::{DatabaseUrl, Store, StoreError, StoredCheckpoint};
 pub struct UseCounts {
     used: u64,
     denied: u64,
-}
-
-fn unavailable(what: &'static str) -> impl FnOnce(StoreError) -> QueryError {
-    move |source| QueryError::Unavailable { what, source }
 }
 
 /// A point in the log's history, as asked for.
@@ -282,10 +278,7 @@ impl Forensics {
     /// Open the log for forensic reads: migrations applied and its head verified, as every
     /// command does.
     pub async fn open(url: &DatabaseUrl, clock: Arc<dyn Clock>) -> Result<Forensics, StoreError> {
-        let store = Arc::new(Store::open(url).await?);
-        verify_head(store.as_ref())
-            .await
-            .map_err(StoreError::from)?;
+        let (store, _) = super::open_verified(url).await?;
         Ok(Forensics { store, clock })
     }
 

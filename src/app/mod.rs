@@ -82,6 +82,18 @@ pub struct Services {
     pub(crate) checkpointer: Option<Arc<Checkpointer>>,
 }
 
+/// Open the log at `url` (applying pending migrations) and verify its head: what every
+/// command and the service do first, with or without the token cache.
+pub(crate) async fn open_verified(
+    url: &DatabaseUrl,
+) -> Result<(Arc<Store>, tokenledger_events::Head), StoreError> {
+    let store = Arc::new(Store::open(url).await?);
+    let head = verify_head(store.as_ref())
+        .await
+        .map_err(StoreError::from)?;
+    Ok((store, head))
+}
+
 impl Services {
     /// Open the log at `url` (applying pending migrations), verify its head and load the
     /// token projection. Nothing is served or changed on a log whose head does not verify.
@@ -90,10 +102,7 @@ impl Services {
         settings: TokenSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Services, StoreError> {
-        let store = Arc::new(Store::open(url).await?);
-        let head = verify_head(store.as_ref())
-            .await
-            .map_err(StoreError::from)?;
+        let (store, head) = open_verified(url).await?;
         tracing::debug!(
             backend = store.backend(),
             head.position = head.position,

@@ -39,7 +39,7 @@ pub enum QueryError {
     },
 }
 
-fn unavailable(what: &'static str) -> impl FnOnce(StoreError) -> QueryError {
+pub(super) fn unavailable(what: &'static str) -> impl FnOnce(StoreError) -> QueryError {
     move |source| QueryError::Unavailable { what, source }
 }
 

@@ -404,6 +404,32 @@ pub struct AuditPage {
     pub more_before_start: bool,
 }
 
+impl AuditPage {
+    /// A page from a scan: `rows` already in the order asked for; the scan ran newest first
+    /// when `scan_desc`, found more rows past its limit (`more_in_scan`) and rows behind the
+    /// cursor it started from (`behind_start`).
+    pub(crate) fn from_scan(
+        rows: Vec<AuditRow>,
+        total: u64,
+        scan_desc: bool,
+        newest_first: bool,
+        more_in_scan: bool,
+        behind_start: bool,
+    ) -> AuditPage {
+        let (more_past_end, more_before_start) = if scan_desc == newest_first {
+            (more_in_scan, behind_start)
+        } else {
+            (behind_start, more_in_scan)
+        };
+        AuditPage {
+            rows,
+            total,
+            more_past_end,
+            more_before_start,
+        }
+    }
+}
+
 impl Store {
     pub async fn token(&self, id: uuid::Uuid) -> Result<Option<TokenRow>, StoreError> {
         delegate!(self, l => l.token(id).await)

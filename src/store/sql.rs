@@ -1768,17 +1768,14 @@ macro_rules! sql_event_log {
             if scan_desc != filter.newest_first {
                 rows.reverse();
             }
-            let (more_later, more_earlier) = if scan_desc == filter.newest_first {
-                (more_in_scan, behind_start)
-            } else {
-                (behind_start, more_in_scan)
-            };
-            Ok($crate::store::AuditPage {
+            Ok($crate::store::AuditPage::from_scan(
                 rows,
                 total,
-                more_past_end: more_later,
-                more_before_start: more_earlier,
-            })
+                scan_desc,
+                filter.newest_first,
+                more_in_scan,
+                behind_start,
+            ))
         }
 
         /// An audit page whose filter needs each candidate's body (see [`audit_query`]): one
@@ -1862,17 +1859,14 @@ macro_rules! sql_event_log {
             if filter.newest_first {
                 rows.reverse();
             }
-            let (more_later, more_earlier) = if scan_desc == filter.newest_first {
-                (more_in_scan, behind_start)
-            } else {
-                (behind_start, more_in_scan)
-            };
-            Ok($crate::store::AuditPage {
+            Ok($crate::store::AuditPage::from_scan(
                 rows,
                 total,
-                more_past_end: more_later,
-                more_before_start: more_earlier,
-            })
+                scan_desc,
+                filter.newest_first,
+                more_in_scan,
+                behind_start,
+            ))
         }
 
         /// The version of `stream`'s event at `position`, if the event there is of that stream.
