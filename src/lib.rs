@@ -31,6 +31,7 @@
 //! canonical bytes, the hash chain and its verification) and `tokenledger-projections` (what
 //! is true at a position). `docs/ARCHITECTURE.md` has the data flow and the invariants.
 
+pub mod allowlist;
 pub mod app;
 pub mod cli;
 pub mod clock;

@@ -11,6 +11,7 @@ use tokenledger_events::{
 use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
+use crate::allowlist::{self, AllowListError};
 use crate::scope::{Scope, UnknownScope};
 use crate::text::is_unsafe;
 use crate::token_entry::TokenEntry;
@@ -74,6 +75,12 @@ pub enum DomainError {
     AlreadyRotated(Uuid, Uuid),
     #[error("token {0} has expired; create a new token instead")]
     Expired(Uuid),
+    #[error(transparent)]
+    AllowList(#[from] AllowListError),
+    #[error(
+        "grace must be a duration like 0s, 15m or 24h, or until-used, or until-used:MAX with MAX a duration like 7d"
+    )]
+    BadGrace,
 }
 
 /// Check a scope name against [`Scope::ALL`].
@@ -132,6 +139,8 @@ pub struct CreateToken {
     pub expires_in: Option<Duration>,
     pub environment: Environment,
     pub actor: String,
+    /// Client networks the token may be used from (`--allow-ip`); empty: any.
+    pub allowed_ips: Vec<String>,
 }
 
 fn checked_scopes(scopes: &[String]) -> Result<Vec<String>, DomainError> {
@@ -185,6 +194,7 @@ pub fn decide_create(
         created_by: cmd.actor.clone(),
         secret_commitment,
         rotated_from: None,
+        allowed_ips: allowlist::parse(&cmd.allowed_ips)?,
     })
 }
 
@@ -208,7 +218,8 @@ pub enum UseDecision {
     Denied(TokenUseDenied),
 }
 
-/// Decide a use, with DESIGN's order of checks: environment, revoked, expired, scope. Reads
+/// Decide a use, with DESIGN's order of checks: environment, revoked, expired, client
+/// address, scope. Reads
 /// only the compact entry, as the authentication path holds it.
 pub fn decide_use(token: &TokenEntry, attempt: &UseAttempt, now: Timestamp) -> UseDecision {
     let deny = |reason| {
@@ -225,6 +236,11 @@ pub fn decide_use(token: &TokenEntry, attempt: &UseAttempt, now: Timestamp) -> U
         TokenStatus::Revoked => return deny(DenyReason::Revoked),
         TokenStatus::Expired => return deny(DenyReason::Expired),
         TokenStatus::Active | TokenStatus::RotatedInGrace => {}
+    }
+    if let Some(allowed) = token.allowed()
+        && !allowed.admits(attempt.ip.as_deref())
+    {
+        return deny(DenyReason::IpNotAllowed);
     }
     if !token.scopes().any_of(&attempt.required_any) {
         return deny(DenyReason::InsufficientScope);
@@ -255,17 +271,46 @@ pub fn decide_revoke(
     })
 }
 
-/// A rotation, as asked for: the name and scopes are kept from the old token unless
-/// overridden; the successor's expiry is `expires_in` or the policy's default, counted from
-/// the rotation (a rotation renews).
+/// How long a rotated token keeps working.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grace {
+    /// For this long after the rotation; zero revokes it at once.
+    For(Duration),
+    /// Until the successor's first use, and at most `max` after the rotation (without `max`,
+    /// at most until its own expiry). The successor's first use revokes it in the same
+    /// append; presented after that, it is treated as reuse.
+    UntilUsed { max: Option<Duration> },
+}
+
+/// `24h`, `0s`, `until-used` or `until-used:7d`.
+pub fn parse_grace(raw: &str) -> Result<Grace, DomainError> {
+    let raw = raw.trim();
+    let duration = |d: &str| crate::config::parse_duration(d).map_err(|_| DomainError::BadGrace);
+    match raw.strip_prefix("until-used") {
+        Some("") => Ok(Grace::UntilUsed { max: None }),
+        Some(rest) => {
+            let max = duration(rest.strip_prefix(':').ok_or(DomainError::BadGrace)?)?;
+            if max.is_zero() {
+                return Err(DomainError::BadGrace);
+            }
+            Ok(Grace::UntilUsed { max: Some(max) })
+        }
+        None => duration(raw).map(Grace::For),
+    }
+}
+
+/// A rotation, as asked for: the name, scopes and allowlist are kept from the old token
+/// unless overridden; the successor's expiry is `expires_in` or the policy's default, counted
+/// from the rotation (a rotation renews).
 #[derive(Clone, Debug, Default)]
 pub struct RotateToken {
     pub name: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub expires_in: Option<Duration>,
-    /// How long the old token keeps working; `None` means the policy's default, zero means
-    /// it is revoked now.
-    pub grace: Option<Duration>,
+    /// How long the old token keeps working; `None` means the policy's default.
+    pub grace: Option<Grace>,
+    /// A new allowlist for the successor (`Some(vec![])` lifts it); `None` keeps the old one.
+    pub allowed_ips: Option<Vec<String>>,
     pub actor: String,
 }
 
@@ -303,19 +348,29 @@ pub fn decide_rotate(
             expires_in: cmd.expires_in,
             environment: token.environment,
             actor: cmd.actor.clone(),
+            allowed_ips: cmd
+                .allowed_ips
+                .clone()
+                .unwrap_or_else(|| token.allowed_ips.clone()),
         },
         successor_id,
         secret_commitment,
         now,
         policy,
     )?;
-    let grace = cmd.grace.unwrap_or(policy.default_grace);
+    let grace = cmd.grace.unwrap_or(Grace::For(policy.default_grace));
+    let (old_expires_at, until_successor_used) = match grace {
+        Grace::For(grace) => (token.expires_at.min(now.plus(grace)), false),
+        Grace::UntilUsed { max: Some(max) } => (token.expires_at.min(now.plus(max)), true),
+        Grace::UntilUsed { max: None } => (token.expires_at, true),
+    };
     Ok(Rotation {
         rotated: TokenRotated {
             successor_id,
-            old_expires_at: token.expires_at.min(now.plus(grace)),
+            old_expires_at,
+            until_successor_used,
         },
-        revoked: grace.is_zero().then(|| TokenRevoked {
+        revoked: (grace == Grace::For(Duration::ZERO)).then(|| TokenRevoked {
             actor: cmd.actor.clone(),
             reason: Some(format!("rotated to {successor_id} with no grace period")),
         }),

@@ -16,6 +16,7 @@ use tokenledger_events::{
 use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
+use crate::allowlist::AllowList;
 use crate::scope::{Scope, ScopeSet};
 
 /// An optional instant in eight bytes (`Option<Timestamp>` takes sixteen): `i64::MIN`, long
@@ -49,12 +50,22 @@ pub struct TokenEntry {
     rotated_to: Option<Uuid>,
     version: u64,
     position: u64,
-    /// Scope names this version does not know, as stored (almost always none). Shared, so
-    /// copying an entry out of the cache never allocates; boxed twice to keep the pointer thin.
-    legacy_scopes: Option<Arc<Box<[Box<str>]>>>,
+    /// What few tokens have: scope names this version does not know, and a client
+    /// allowlist. Shared, so copying an entry out of the cache never allocates.
+    extra: Option<Arc<Extra>>,
     scopes: ScopeSet,
     environment: Environment,
     has_hash: bool,
+    /// Its rotation's overlap ends at the successor's first use.
+    until_successor_used: bool,
+}
+
+/// The rare parts of an entry, kept behind one pointer.
+#[derive(Debug, PartialEq, Eq)]
+struct Extra {
+    /// Scope names this version does not know, as stored.
+    legacy_scopes: Box<[Box<str>]>,
+    allowed: Option<AllowList>,
 }
 
 /// The fields of a stored `api_tokens` row an entry is built from; the store streams these at
@@ -73,20 +84,34 @@ pub struct EntryFields<'a> {
     pub last_used_at: Option<Timestamp>,
     pub version: u64,
     pub position: u64,
+    /// Space-separated CIDR blocks, as stored; empty: any address.
+    pub allowed_ips: &'a str,
+    pub until_successor_used: bool,
 }
 
-type Legacy = Option<Arc<Box<[Box<str>]>>>;
-
-fn scopes_of<'a>(names: impl IntoIterator<Item = &'a str>) -> (ScopeSet, Legacy) {
+/// The scope set of these names, and the entry's rare parts (unknown scope names and the
+/// allowlist), allocated only when there are any.
+fn scopes_of<'a, 'b>(
+    names: impl IntoIterator<Item = &'a str>,
+    allowed: impl IntoIterator<Item = &'b str>,
+) -> (ScopeSet, Option<Arc<Extra>>) {
     let (set, unknown) = ScopeSet::parse(names);
-    let legacy = (!unknown.is_empty())
-        .then(|| Arc::new(unknown.into_iter().map(Box::from).collect::<Box<[_]>>()));
-    (set, legacy)
+    let allowed = AllowList::from_stored(allowed);
+    let extra = (!unknown.is_empty() || allowed.is_some()).then(|| {
+        Arc::new(Extra {
+            legacy_scopes: unknown.into_iter().map(Box::from).collect(),
+            allowed,
+        })
+    });
+    (set, extra)
 }
 
 impl TokenEntry {
     pub fn from_fields(f: &EntryFields<'_>) -> TokenEntry {
-        let (scopes, legacy_scopes) = scopes_of(f.scopes.split_whitespace());
+        let (scopes, extra) = scopes_of(
+            f.scopes.split_whitespace(),
+            f.allowed_ips.split_whitespace(),
+        );
         TokenEntry {
             id: f.id,
             hash: f.hash.map_or([0; 32], |h| h.0),
@@ -99,15 +124,19 @@ impl TokenEntry {
             rotated_to: f.rotated_to,
             version: f.version,
             position: f.position,
-            legacy_scopes,
+            extra,
             scopes,
             environment: f.environment,
+            until_successor_used: f.until_successor_used,
         }
     }
 
     /// The entry of a full row.
     pub fn of(row: &TokenRow) -> TokenEntry {
-        let (scopes, legacy_scopes) = scopes_of(row.scopes.iter().map(String::as_str));
+        let (scopes, extra) = scopes_of(
+            row.scopes.iter().map(String::as_str),
+            row.allowed_ips.iter().map(String::as_str),
+        );
         TokenEntry {
             id: row.id,
             hash: row.hash.map_or([0; 32], |h| h.0),
@@ -120,9 +149,10 @@ impl TokenEntry {
             rotated_to: row.rotated_to,
             version: row.version,
             position: row.position,
-            legacy_scopes,
+            extra,
             scopes,
             environment: row.environment,
+            until_successor_used: row.until_successor_used,
         }
     }
 
@@ -131,7 +161,10 @@ impl TokenEntry {
         let hash = event
             .opening(TokenCreated::SECRET_FIELD)
             .and_then(|o| TokenHash::from_slice(&o.value));
-        let (scopes, legacy_scopes) = scopes_of(c.scopes.iter().map(String::as_str));
+        let (scopes, extra) = scopes_of(
+            c.scopes.iter().map(String::as_str),
+            c.allowed_ips.iter().map(String::as_str),
+        );
         TokenEntry {
             id: c.token_id,
             hash: hash.map_or([0; 32], |h| h.0),
@@ -144,9 +177,10 @@ impl TokenEntry {
             rotated_to: None,
             version: event.stream_version,
             position: event.position,
-            legacy_scopes,
+            extra,
             scopes,
             environment: c.environment,
+            until_successor_used: false,
         }
     }
 
@@ -164,6 +198,7 @@ impl TokenEntry {
             TokenEvent::Rotated(r) => {
                 self.rotated_to = Some(r.successor_id);
                 self.expires_at = self.expires_at.min(r.old_expires_at);
+                self.until_successor_used = r.until_successor_used;
             }
         }
         self.version = event.stream_version;
@@ -231,10 +266,20 @@ impl TokenEntry {
     pub fn scope_names(&self) -> Vec<String> {
         let known = self.scopes.iter().map(|s| s.as_str().to_owned());
         let legacy = self
-            .legacy_scopes
+            .extra
             .iter()
-            .flat_map(|l| l.iter().map(|s| s.to_string()));
+            .flat_map(|e| e.legacy_scopes.iter().map(|s| s.to_string()));
         known.chain(legacy).collect()
+    }
+
+    /// The token's client allowlist; `None`: any address.
+    pub fn allowed(&self) -> Option<&AllowList> {
+        self.extra.as_ref().and_then(|e| e.allowed.as_ref())
+    }
+
+    /// Whether its rotation's overlap ends at the successor's first use.
+    pub fn until_successor_used(&self) -> bool {
+        self.until_successor_used
     }
 
     /// [`TokenRow::status_at`], on the same fields.
@@ -257,7 +302,8 @@ impl fmt::Debug for TokenEntry {
             .field("id", &self.id)
             .field("hash", &self.has_hash.then_some("<redacted>"))
             .field("scopes", &self.scopes)
-            .field("legacy_scopes", &self.legacy_scopes)
+            .field("extra", &self.extra)
+            .field("until_successor_used", &self.until_successor_used)
             .field("environment", &self.environment)
             .field("expires_at", &self.expires_at)
             .field("revoked_at", &self.revoked_at())
@@ -297,6 +343,8 @@ mod tests {
             last_used_at: None,
             version: 1,
             position: 1,
+            allowed_ips: "10.0.0.0/8",
+            until_successor_used: false,
         };
         let entry = TokenEntry::from_fields(&fields);
         let shown = format!("{entry:?}");

@@ -82,6 +82,8 @@ fn row(i: usize) -> TokenRow {
         denied_count: n % 7,
         version: 1 + n % 1000,
         position: n + 1,
+        allowed_ips: Vec::new(),
+        until_successor_used: false,
     }
 }
 

@@ -200,6 +200,7 @@ fn created(index: u64, id: Uuid, at: Timestamp, rotated_from: Option<Uuid>) -> N
         created_by: by.into(),
         secret_commitment: opening.commitment(),
         rotated_from,
+        allowed_ips: Vec::new(),
     };
     new_event(at, by.into(), TokenEvent::Created(event), vec![opening])
 }
@@ -492,6 +493,7 @@ fn lifecycle_batch(
                     TokenEvent::Rotated(TokenRotated {
                         successor_id: successor,
                         old_expires_at: at.plus(7 * DAY),
+                        until_successor_used: false,
                     }),
                     Vec::new(),
                 )],

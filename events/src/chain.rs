@@ -246,6 +246,7 @@ mod tests {
                 created_by: "admin:alice".to_owned(),
                 secret_commitment: field_commitment(&opening.field, &opening.salt, &opening.value),
                 rotated_from,
+                allowed_ips: Vec::new(),
             }),
         );
         e.openings.push(opening);
@@ -293,6 +294,7 @@ mod tests {
                     TokenEvent::Rotated(TokenRotated {
                         successor_id: NEW_TOKEN,
                         old_expires_at: Timestamp::from_micros(1_700_000_100_000_000),
+                        until_successor_used: false,
                     }),
                 ),
             ),

@@ -374,6 +374,7 @@ mod tests {
             created_by: "admin:alice".to_owned(),
             secret_commitment: Commitment([0xc3; 32]),
             rotated_from: Some(Uuid::from_u128(0xbb)),
+            allowed_ips: Vec::new(),
         })
     }
 
@@ -415,6 +416,7 @@ mod tests {
             TokenEvent::Rotated(TokenRotated {
                 successor_id: Uuid::from_u128(0xcc),
                 old_expires_at: Timestamp::from_micros(-1),
+                until_successor_used: false,
             }),
         ]
     }

@@ -480,6 +480,7 @@ mod tests {
                 created_by: "admin:alice".to_owned(),
                 secret_commitment: field_commitment(&opening.field, &opening.salt, &opening.value),
                 rotated_from: None,
+                allowed_ips: Vec::new(),
             }),
             openings: vec![opening],
             ..used(n)

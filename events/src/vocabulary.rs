@@ -41,6 +41,11 @@ pub struct TokenCreated {
     pub secret_commitment: Commitment,
     /// Set when this token is the successor of a rotation.
     pub rotated_from: Option<Uuid>,
+    /// The client networks the token may be used from, as canonical CIDR blocks (`10.0.0.0/8`,
+    /// `2001:db8::/32`); empty means any address. Absent from the payload when empty, so events
+    /// written before allowlists existed keep their exact bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
 }
 
 impl TokenCreated {
@@ -68,6 +73,11 @@ pub enum DenyReason {
     Expired,
     InsufficientScope,
     EnvironmentMismatch,
+    /// The client's address is outside the token's allowlist.
+    IpNotAllowed,
+    /// A superseded token was presented after its successor took over: the rotation chain
+    /// was revoked in the same append.
+    ReuseDetected,
 }
 
 impl DenyReason {
@@ -77,6 +87,8 @@ impl DenyReason {
             DenyReason::Expired => "expired",
             DenyReason::InsufficientScope => "insufficient_scope",
             DenyReason::EnvironmentMismatch => "environment_mismatch",
+            DenyReason::IpNotAllowed => "ip_not_allowed",
+            DenyReason::ReuseDetected => "reuse_detected",
         }
     }
 }
@@ -124,6 +136,15 @@ pub struct TokenRotated {
     pub successor_id: Uuid,
     /// The old token's new expiry: the end of the grace period.
     pub old_expires_at: Timestamp,
+    /// The overlap ends earlier, at the successor's first use: that use's append also revokes
+    /// this token. Such a rotation has one holder, so this token presented after the switch
+    /// is treated as reuse. Absent from the payload when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub until_successor_used: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Every event the log holds.

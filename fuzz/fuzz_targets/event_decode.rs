@@ -44,6 +44,8 @@ fn reason(u: &mut Unstructured<'_>) -> Result<DenyReason> {
         DenyReason::Expired,
         DenyReason::InsufficientScope,
         DenyReason::EnvironmentMismatch,
+        DenyReason::IpNotAllowed,
+        DenyReason::ReuseDetected,
     ])?)
 }
 
@@ -62,6 +64,7 @@ fn event(u: &mut Unstructured<'_>) -> Result<TokenEvent> {
             created_by: u.arbitrary()?,
             secret_commitment: Commitment(u.arbitrary()?),
             rotated_from: if u.arbitrary()? { Some(uuid(u)?) } else { None },
+            allowed_ips: u.arbitrary()?,
         }),
         1 => TokenEvent::Used(TokenUsed {
             ip: u.arbitrary()?,
@@ -91,6 +94,7 @@ fn event(u: &mut Unstructured<'_>) -> Result<TokenEvent> {
         _ => TokenEvent::Rotated(TokenRotated {
             successor_id: uuid(u)?,
             old_expires_at: time(u)?,
+            until_successor_used: u.arbitrary()?,
         }),
     })
 }

@@ -281,6 +281,9 @@ pub fn narrate(decoded: &TokenEvent, before: Option<&TokenRow>) -> String {
             if let Some(from) = c.rotated_from {
                 s.push_str(&format!("; the successor of {from}"));
             }
+            if !c.allowed_ips.is_empty() {
+                s.push_str(&format!("; usable only from {}", c.allowed_ips.join(", ")));
+            }
             s
         }
         TokenEvent::Used(u) => format!(
@@ -319,8 +322,13 @@ pub fn narrate(decoded: &TokenEvent, before: Option<&TokenRow>) -> String {
                 ),
                 _ => String::new(),
             };
+            let overlap = if r.until_successor_used {
+                "; it works until the successor's first use at the latest"
+            } else {
+                ""
+            };
             format!(
-                "status {} -> rotated; successor {}{expiry}",
+                "status {} -> rotated; successor {}{expiry}{overlap}",
                 status(before),
                 r.successor_id
             )

@@ -106,6 +106,7 @@ mod tests {
                 created_by: "admin:x".to_owned(),
                 secret_commitment: Commitment([7; 32]),
                 rotated_from: None,
+                allowed_ips: Vec::new(),
             }),
             used("192.0.2.1", "/a"),
             used("192.0.2.2", "/b"),
@@ -118,6 +119,7 @@ mod tests {
             TokenEvent::Rotated(TokenRotated {
                 successor_id: Uuid::from_u128(2),
                 old_expires_at: Timestamp::from_micros(500_000),
+                until_successor_used: false,
             }),
             used("192.0.2.1", "/e"),
             TokenEvent::UseDeniedSummary(TokenUseDeniedSummary {

@@ -76,17 +76,18 @@ pub struct AuditRow {
 pub fn audit_row(event: &StoredEvent, decoded: &TokenEvent, scopes: &[String]) -> Option<AuditRow> {
     let token_id = event.stream_id.token_id()?;
     let (action, ip, path, details) = match decoded {
-        TokenEvent::Created(c) => (
-            AuditAction::Created,
-            None,
-            None,
-            json!({
+        TokenEvent::Created(c) => {
+            let mut details = json!({
                 "name": c.name,
                 "environment": c.environment.as_str(),
                 "expires_at": c.expires_at.to_rfc3339(),
                 "rotated_from": c.rotated_from,
-            }),
-        ),
+            });
+            if !c.allowed_ips.is_empty() {
+                details["allowed_ips"] = json!(c.allowed_ips);
+            }
+            (AuditAction::Created, None, None, details)
+        }
         TokenEvent::Used(u) => (
             AuditAction::Used,
             u.ip.clone(),
@@ -117,12 +118,16 @@ pub fn audit_row(event: &StoredEvent, decoded: &TokenEvent, scopes: &[String]) -
             None,
             json!({"reason": r.reason, "revoked_by": r.actor}),
         ),
-        TokenEvent::Rotated(r) => (
-            AuditAction::Rotated,
-            None,
-            None,
-            json!({"successor_id": r.successor_id, "grace_until": r.old_expires_at.to_rfc3339()}),
-        ),
+        TokenEvent::Rotated(r) => {
+            let mut details = json!({
+                "successor_id": r.successor_id,
+                "grace_until": r.old_expires_at.to_rfc3339(),
+            });
+            if r.until_successor_used {
+                details["until_successor_used"] = json!(true);
+            }
+            (AuditAction::Rotated, None, None, details)
+        }
     };
     let scopes = match decoded {
         TokenEvent::Created(c) => c.scopes.clone(),

@@ -39,6 +39,11 @@ pub struct TokenRow {
     pub version: u64,
     /// Log position of the last event folded in.
     pub position: u64,
+    /// The client networks the token may be used from (canonical CIDR blocks); empty: any.
+    pub allowed_ips: Vec<String>,
+    /// Its rotation's overlap ends at the successor's first use (see
+    /// [`tokenledger_events::TokenRotated::until_successor_used`]).
+    pub until_successor_used: bool,
 }
 
 impl fmt::Debug for TokenRow {
@@ -54,6 +59,8 @@ impl fmt::Debug for TokenRow {
             .field("rotated_to", &self.rotated_to)
             .field("use_count", &self.use_count)
             .field("denied_count", &self.denied_count)
+            .field("allowed_ips", &self.allowed_ips)
+            .field("until_successor_used", &self.until_successor_used)
             .field("version", &self.version)
             .field("position", &self.position)
             .finish_non_exhaustive()
@@ -109,6 +116,8 @@ impl TokenRow {
             denied_count: 0,
             version: event.stream_version,
             position: event.position,
+            allowed_ips: c.allowed_ips.clone(),
+            until_successor_used: false,
         }
     }
 
@@ -139,6 +148,7 @@ impl TokenRow {
                 self.rotated_to = Some(r.successor_id);
                 self.rotated_at = Some(event.recorded_at);
                 self.expires_at = self.expires_at.min(r.old_expires_at);
+                self.until_successor_used = r.until_successor_used;
             }
         }
         self.version = event.stream_version;

@@ -62,6 +62,7 @@ fn created(token_id: Uuid, n: u8, rotated_from: Option<Uuid>) -> (TokenEvent, Ve
         created_by: "admin:alice".to_owned(),
         secret_commitment: field_commitment(&o.field, &o.salt, &o.value),
         rotated_from,
+        allowed_ips: Vec::new(),
     });
     (event, vec![o])
 }
@@ -119,6 +120,7 @@ fn log() -> (Vec<StoredEvent>, Vec<Hash>) {
                 TokenEvent::Rotated(TokenRotated {
                     successor_id: NEW,
                     old_expires_at: Timestamp::from_micros(1_700_000_100_000_000),
+                    until_successor_used: false,
                 }),
                 Vec::new(),
             ),

@@ -21,8 +21,8 @@ use crate::app::token_cache::TokenCache;
 use crate::clock::Clock;
 use crate::config::TokenSettings;
 use crate::lifecycle::{
-    CreateToken, DomainError, RotateToken, UseAttempt, UseDecision, decide_create, decide_revoke,
-    decide_rotate, decide_use,
+    CreateToken, DomainError, Grace, RotateToken, UseAttempt, UseDecision, decide_create,
+    decide_revoke, decide_rotate, decide_use,
 };
 use crate::scope::Scope;
 use crate::store::{Store, StoreError};
@@ -52,6 +52,8 @@ pub enum Refusal {
         /// Any one of these would have done.
         required_any: Vec<Scope>,
     },
+    #[error("Client IP not allowed for this token")]
+    IpNotAllowed,
 }
 
 impl Refusal {
@@ -61,7 +63,9 @@ impl Refusal {
             DenyReason::EnvironmentMismatch => Refusal::EnvironmentMismatch {
                 expected: attempt.server_environment,
             },
-            DenyReason::Revoked => Refusal::Revoked,
+            // Reuse revokes the whole rotation chain in the denial's own append.
+            DenyReason::Revoked | DenyReason::ReuseDetected => Refusal::Revoked,
+            DenyReason::IpNotAllowed => Refusal::IpNotAllowed,
             DenyReason::Expired => Refusal::Expired,
             DenyReason::InsufficientScope => Refusal::MissingScope {
                 required_any: attempt.required_any.clone(),
@@ -111,6 +115,9 @@ pub struct ShownOnce {
     /// The token this one succeeds (a rotation only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotated_from: Option<uuid::Uuid>,
+    /// The client networks it may be used from; left out when any address may.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allowed_ips: Vec<String>,
 }
 
 impl Minted {
@@ -126,6 +133,7 @@ impl Minted {
             environment: row.environment.as_str(),
             expires_at: row.expires_at.to_rfc3339(),
             rotated_from: row.rotated_from,
+            allowed_ips: row.allowed_ips.clone(),
         }
     }
 
@@ -150,9 +158,16 @@ pub struct CreateRequest {
     pub scopes: Vec<String>,
     pub expires_in: Option<Duration>,
     pub actor: String,
+    /// Client networks the token may be used from; empty: any.
+    pub allowed_ips: Vec<String>,
 }
 
 pub use crate::lifecycle::RotateToken as RotateRequest;
+
+/// The actor of the revocations reuse detection appends.
+pub const REUSE_ACTOR: &str = "system:reuse-detection";
+/// The actor that closes a rotated token at its successor's first use.
+pub const OVERLAP_ACTOR: &str = "system:rotation";
 
 /// How often a decision is retried when its token changed between reading and appending.
 const ATTEMPTS: usize = 5;
@@ -343,6 +358,7 @@ impl Ledger {
                 expires_in: req.expires_in,
                 environment: self.settings.environment,
                 actor: req.actor.clone(),
+                allowed_ips: req.allowed_ips,
             },
             id,
             field_commitment(&opening.field, &opening.salt, &opening.value),
@@ -570,7 +586,11 @@ impl Ledger {
             let now = self.now();
             let mut decisions: Vec<UseDecision> = Vec::with_capacity(uses.len());
             for ((_, attempt), row) in uses.iter().zip(&current) {
-                let decision = decide_use(row, attempt, now);
+                let decision = if self.is_reuse(row, attempt) {
+                    reuse_denial(attempt)
+                } else {
+                    decide_use(row, attempt, now)
+                };
                 let refused = matches!(decision, UseDecision::Denied(_));
                 decisions.push(decision);
                 if refused && decisions.len() == 1 {
@@ -580,6 +600,20 @@ impl Ledger {
             let mut batch: Vec<StreamAppend> = Vec::new();
             let mut opened = Vec::new();
             for (decision, row) in decisions.iter().zip(&current) {
+                if let UseDecision::Denied(d) = decision
+                    && d.reason == DenyReason::ReuseDetected
+                {
+                    let reuse = self.reuse_batch(row.id(), d.clone(), now).await?;
+                    if !reuse.is_empty() {
+                        batch.extend(reuse);
+                        continue;
+                    }
+                }
+                if let UseDecision::Allowed(_) = decision
+                    && let Some(close) = self.close_overlap(row, now).await?
+                {
+                    batch.push(close);
+                }
                 let event = match decision {
                     UseDecision::Allowed(used) => TokenEvent::Used(used.clone()),
                     UseDecision::Denied(d) => {
@@ -616,6 +650,9 @@ impl Ledger {
             }
             match appended {
                 Ok(_) => return Ok(decisions),
+                // A rotation chain changed under reuse detection or an overlap's close: both
+                // are read again from the store.
+                Err(AppendError::Conflict { .. }) => continue,
                 // A revocation got there first: decide that token's use again on its stored row.
                 Err(AppendError::Closed { stream }) => {
                     for row in current.iter_mut() {
@@ -685,11 +722,246 @@ impl Ledger {
         token: &TokenEntry,
         attempt: &UseAttempt,
     ) -> Result<(), LedgerError> {
+        if self.is_reuse(token, attempt) {
+            return self.admit(token, attempt).await;
+        }
         match decide_use(token, attempt, self.now()) {
             UseDecision::Allowed(_) => Ok(()),
             UseDecision::Denied(_) => self.admit(token, attempt).await,
         }
     }
+}
+
+/// Rotation overlaps that end at first use, reuse detection, and self-rotation.
+impl Ledger {
+    /// Whether presenting `token` now is reuse: it was rotated with an overlap that ends at
+    /// its successor's first use (a self-rotation always is), and that successor has been
+    /// used. Such a rotation has one holder, who has switched; whoever still presents the old
+    /// token holds a copy. Read from this node's cache: no database round trip on the
+    /// authentication path.
+    fn is_reuse(&self, token: &TokenEntry, attempt: &UseAttempt) -> bool {
+        token.until_successor_used()
+            && token.environment() == attempt.server_environment
+            && token
+                .rotated_to()
+                .and_then(|s| self.cache.get(&s))
+                .is_some_and(|s| s.last_used_at().is_some())
+    }
+
+    /// The append of a detected reuse: the denial on the presented token, and a revocation
+    /// of every token of its rotation chain not yet revoked (the presented one included),
+    /// each at its stored version, with [`REUSE_ACTOR`] and the cause. Empty when the whole
+    /// chain is already revoked (the denial is then recorded as any other).
+    async fn reuse_batch(
+        &self,
+        id: Uuid,
+        denial: tokenledger_events::TokenUseDenied,
+        now: Timestamp,
+    ) -> Result<Vec<StreamAppend>, LedgerError> {
+        let row = self.stored(id).await?;
+        let successor = row
+            .rotated_to
+            .map_or_else(|| "none".to_owned(), |s| s.to_string());
+        let cause = format!(
+            "reuse detected: token {id} was presented after its successor {successor} took over; its rotation chain is revoked"
+        );
+        let revoke = |r: &TokenRow| {
+            (r.revoked_at.is_none()).then(|| {
+                self.event(
+                    now,
+                    REUSE_ACTOR,
+                    TokenEvent::Revoked(tokenledger_events::TokenRevoked {
+                        actor: REUSE_ACTOR.to_owned(),
+                        reason: Some(cause.clone()),
+                    }),
+                    Vec::new(),
+                )
+            })
+        };
+        let chain = self.chain_of(&row).await?;
+        let mut batch = Vec::new();
+        for other in &chain {
+            if let Some(event) = revoke(other) {
+                batch.push(StreamAppend {
+                    stream_id: StreamId::for_token(other.id),
+                    expected: ExpectedVersion::Exact(other.version),
+                    events: vec![event],
+                });
+            }
+        }
+        let own = revoke(&row);
+        if batch.is_empty() && own.is_none() {
+            return Ok(Vec::new());
+        }
+        let denial = self.event(
+            now,
+            &format!("token:{id}"),
+            TokenEvent::UseDenied(denial),
+            Vec::new(),
+        );
+        batch.insert(
+            0,
+            StreamAppend {
+                stream_id: StreamId::for_token(id),
+                expected: ExpectedVersion::Exact(row.version),
+                events: std::iter::once(denial).chain(own).collect(),
+            },
+        );
+        tracing::warn!(token_id = %id, revoked = batch.len(), "reuse detected: rotation chain revoked");
+        Ok(batch)
+    }
+
+    /// The first use of a successor whose predecessor's overlap ends at that use: the
+    /// predecessor's revocation, to append with the use, recorded with [`OVERLAP_ACTOR`] and
+    /// the cause. Read from the store only on such a first use.
+    async fn close_overlap(
+        &self,
+        successor: &TokenEntry,
+        now: Timestamp,
+    ) -> Result<Option<StreamAppend>, LedgerError> {
+        let Some(old) = successor.rotated_from() else {
+            return Ok(None);
+        };
+        if successor.last_used_at().is_some()
+            || !self
+                .cache
+                .get(&old)
+                .is_some_and(|o| o.until_successor_used() && o.revoked_at().is_none())
+        {
+            return Ok(None);
+        }
+        let row = self.stored(old).await?;
+        if !row.until_successor_used || row.revoked_at.is_some() || row.expires_at <= now {
+            return Ok(None);
+        }
+        let revoked = tokenledger_events::TokenRevoked {
+            actor: OVERLAP_ACTOR.to_owned(),
+            reason: Some(format!(
+                "rotation overlap ended: its successor {} was first used",
+                successor.id()
+            )),
+        };
+        Ok(Some(StreamAppend {
+            stream_id: StreamId::for_token(old),
+            expected: ExpectedVersion::Exact(row.version),
+            events: vec![self.event(now, OVERLAP_ACTOR, TokenEvent::Revoked(revoked), Vec::new())],
+        }))
+    }
+
+    /// A token rotates itself (`POST /v1/tokens/self/rotate`): its use and the rotation in
+    /// one append. The successor keeps its name, scopes and allowlist; its lifetime is the
+    /// old token's (or `expires_in`), at most the policy's maximum; the old token works until
+    /// the successor's first use, and at most the policy's default grace. A token already
+    /// rotated that rotates again is reuse: its whole chain is revoked instead, and the
+    /// answer is the recorded denial.
+    pub async fn rotate_self(
+        &self,
+        token: &TokenEntry,
+        attempt: &UseAttempt,
+        expires_in: Option<Duration>,
+    ) -> Result<Minted, LedgerError> {
+        let id = token.id();
+        let actor = format!("token:{id}");
+        for _ in 0..ATTEMPTS {
+            let row = self.stored(id).await?;
+            let entry = TokenEntry::of(&row);
+            let now = self.now();
+            let reused = row.rotated_to.is_some() || self.is_reuse(&entry, attempt);
+            let decision = if reused {
+                reuse_denial(attempt)
+            } else {
+                decide_use(&entry, attempt, now)
+            };
+            let used = match decision {
+                UseDecision::Allowed(used) => used,
+                UseDecision::Denied(d) if d.reason == DenyReason::ReuseDetected => {
+                    let batch = self.reuse_batch(id, d.clone(), now).await?;
+                    if batch.is_empty() {
+                        self.admit(&entry, attempt).await?;
+                        return Err(LedgerError::Denied(Refusal::Revoked));
+                    }
+                    match self.append(batch).await {
+                        Ok(_) => return Err(LedgerError::Denied(Refusal::Revoked)),
+                        Err(AppendError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                UseDecision::Denied(_) => {
+                    self.admit(&entry, attempt).await?;
+                    return Err(LedgerError::Busy(id));
+                }
+            };
+            let lifetime = Duration::from_micros(
+                u64::try_from(row.expires_at.as_micros() - row.created_at.as_micros()).unwrap_or(0),
+            )
+            .min(self.settings.policy.max_ttl);
+            let (plain, opening) = self.mint()?;
+            let successor = Uuid::now_v7();
+            let rotation = decide_rotate(
+                &row,
+                &RotateToken {
+                    expires_in: Some(expires_in.unwrap_or(lifetime)),
+                    grace: Some(Grace::UntilUsed {
+                        max: Some(self.settings.policy.default_grace),
+                    }),
+                    actor: actor.clone(),
+                    ..RotateToken::default()
+                },
+                successor,
+                field_commitment(&opening.field, &opening.salt, &opening.value),
+                now,
+                &self.settings.policy,
+            )?;
+            let mut batch = vec![
+                StreamAppend {
+                    stream_id: StreamId::for_token(id),
+                    expected: ExpectedVersion::Exact(row.version),
+                    events: vec![
+                        self.event(now, &actor, TokenEvent::Used(used), Vec::new()),
+                        self.event(
+                            now,
+                            &actor,
+                            TokenEvent::Rotated(rotation.rotated),
+                            Vec::new(),
+                        ),
+                    ],
+                },
+                StreamAppend {
+                    stream_id: StreamId::for_token(successor),
+                    expected: ExpectedVersion::NoStream,
+                    events: vec![self.event(
+                        now,
+                        &actor,
+                        TokenEvent::Created(rotation.created),
+                        vec![opening],
+                    )],
+                },
+            ];
+            // This use may be the first of a successor whose predecessor waits for it.
+            if let Some(close) = self.close_overlap(&entry, now).await? {
+                batch.push(close);
+            }
+            match self.append(batch).await {
+                Ok(stored) => {
+                    let row = fold_new(&stored, successor)?;
+                    tracing::info!(token_id = %id, successor_id = %successor, "token rotated itself");
+                    return Ok(Minted { token: plain, row });
+                }
+                Err(AppendError::Conflict { .. } | AppendError::Closed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LedgerError::Busy(id))
+    }
+}
+
+/// The denial of a detected reuse.
+fn reuse_denial(attempt: &UseAttempt) -> UseDecision {
+    UseDecision::Denied(tokenledger_events::TokenUseDenied {
+        reason: DenyReason::ReuseDetected,
+        ip: attempt.ip.clone(),
+        path: attempt.path.clone(),
+    })
 }
 
 fn corrupt(e: impl std::fmt::Display) -> LedgerError {

@@ -66,6 +66,10 @@ pub struct TokenView {
     pub last_used_path: Option<String>,
     pub use_count: u64,
     pub denied_count: u64,
+    /// The client networks it may be used from (CIDR blocks); empty: any address.
+    pub allowed_ips: Vec<String>,
+    /// Rotated with an overlap that ends at its successor's first use.
+    pub overlap_ends_at_first_use: bool,
 }
 
 impl TokenView {
@@ -90,6 +94,8 @@ impl TokenView {
             last_used_path: row.last_used_path.clone(),
             use_count: row.use_count,
             denied_count: row.denied_count,
+            allowed_ips: row.allowed_ips.clone(),
+            overlap_ends_at_first_use: row.until_successor_used,
         }
     }
 }

@@ -697,6 +697,7 @@ impl Throwaways<'_> {
                 // Ten minutes at most: a token preflight failed to revoke dies soon anyway.
                 expires_in: Some(expires_in.unwrap_or(Duration::from_secs(600))),
                 actor: self.actor.clone(),
+                allowed_ips: Vec::new(),
             })
             .await?;
         self.minted.push(minted);

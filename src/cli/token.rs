@@ -13,8 +13,8 @@ use crate::app::{
     RotateRequest, Services, TokenCursor, TokenQuery, TokenView, parse_environment, parse_status,
     status_names,
 };
-use crate::config::{parse_duration, parse_positive_duration};
-use crate::lifecycle::{parse_name, parse_reason, parse_scope};
+use crate::config::parse_positive_duration;
+use crate::lifecycle::{Grace, parse_grace, parse_name, parse_reason, parse_scope};
 use crate::scope::Scope;
 use crate::token::Environment;
 use tokenledger_projections::TokenStatus;
@@ -27,12 +27,16 @@ pub enum TokenCommand {
         #[arg(long, value_parser = name_arg)]
         name: String,
         /// A scope the token holds; repeat for more. Known: admin, console:exec, logs:read,
-        /// registry:read, registry:write, tokens:verify.
+        /// registry:read, registry:write, tokens:verify, tokens:rotate-self.
         #[arg(long = "scope", value_name = "SCOPE", required = true, value_parser = scope_arg)]
         scopes: Vec<String>,
         /// Lifetime like 90s, 15m, 24h or 30d (default 90d, at most API_TOKEN_MAX_TTL).
         #[arg(long, value_name = "D", allow_hyphen_values = true, value_parser = parse_positive_duration)]
         expires_in: Option<Duration>,
+        /// A client network the token may be used from, like 10.0.0.0/8, 192.0.2.7 or
+        /// 2001:db8::/32; repeat for more (default: any address).
+        #[arg(long = "allow-ip", value_name = "CIDR", value_parser = allow_ip_arg)]
+        allowed_ips: Vec<String>,
         /// Print {"id","token","name","scopes","environment","expires_at"} as JSON.
         #[arg(long)]
         json: bool,
@@ -99,10 +103,18 @@ pub enum TokenCommand {
         /// The token's id (a UUID).
         #[arg(value_parser = token_id_arg)]
         id: Uuid,
-        /// How long the old token keeps working, like 0s, 15m or 24h (default 24h; 0 revokes
-        /// it now).
-        #[arg(long, value_name = "D", allow_hyphen_values = true, value_parser = parse_duration)]
-        grace: Option<Duration>,
+        /// How long the old token keeps working: a duration like 0s, 15m or 24h (default 24h;
+        /// 0 revokes it now), or until-used[:MAX]: until the new token's first use, and at
+        /// most MAX (default: the old token's expiry).
+        #[arg(long, value_name = "G", allow_hyphen_values = true, value_parser = grace_arg)]
+        grace: Option<Grace>,
+        /// The new token's client networks, replacing the old token's list; repeatable
+        /// (default: the old token's list).
+        #[arg(long = "allow-ip", value_name = "CIDR", value_parser = allow_ip_arg)]
+        allowed_ips: Vec<String>,
+        /// The new token may be used from any address (lifts the old token's list).
+        #[arg(long, conflicts_with = "allowed_ips")]
+        allow_any_ip: bool,
         /// A new name (default: the old token's).
         #[arg(long, value_parser = name_arg)]
         name: Option<String>,
@@ -116,6 +128,29 @@ pub enum TokenCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The `--allow-ip` list as a whole (each entry was checked alone by clap): bad input, so
+/// exit 2 before anything is opened.
+fn check_allowlist(entries: &[String]) {
+    if let Err(e) = crate::allowlist::parse(entries) {
+        super::refuse_input(&format!("--allow-ip: {e}"));
+    }
+}
+
+fn grace_arg(raw: &str) -> Result<Grace, String> {
+    parse_grace(raw).map_err(|e| e.to_string())
+}
+
+/// One `--allow-ip` entry, checked alone (the whole list is checked again on create).
+fn allow_ip_arg(raw: &str) -> Result<String, String> {
+    crate::allowlist::parse(&[raw.to_owned()])
+        .map(|mut one| one.pop().unwrap_or_default())
+        .or_else(|e| match e {
+            // 0.0.0.0/0 beside other entries is judged with the whole list.
+            crate::allowlist::AllowListError::CoversEverything => Ok(raw.trim().to_owned()),
+            e => Err(e.to_string().replace("entry 1", "entry")),
+        })
 }
 
 fn reason_arg(raw: &str) -> Result<String, String> {
@@ -212,6 +247,9 @@ fn print_minted(minted: &Minted, json: bool) {
     say!("  environment: {}", row.environment.as_str());
     say!("  scopes:      {}", row.scopes.join(" "));
     say!("  expires at:  {}", row.expires_at.to_rfc3339());
+    if !row.allowed_ips.is_empty() {
+        say!("  allowed IPs: {}", row.allowed_ips.join(" "));
+    }
     say!("Copy the token below now; it is not stored and will not be shown again:");
     say!("{}", minted.token.expose());
 }
@@ -241,6 +279,9 @@ fn print_token(view: &TokenView) {
     say!("scopes:       {}", view.scopes.join(" "));
     say!("created at:   {} by {}", view.created_at, view.created_by);
     say!("expires at:   {}", view.expires_at);
+    if !view.allowed_ips.is_empty() {
+        say!("allowed IPs:  {}", view.allowed_ips.join(" "));
+    }
     if let Some(at) = &view.revoked_at {
         say!(
             "revoked at:   {at} by {}{}",
@@ -255,7 +296,10 @@ fn print_token(view: &TokenView) {
         say!("rotated from: {from}");
     }
     if let Some(to) = view.rotated_to {
-        say!("rotated to:   {to}");
+        match view.overlap_ends_at_first_use {
+            true => say!("rotated to:   {to} (the overlap ends at its first use)"),
+            false => say!("rotated to:   {to}"),
+        }
     }
     say!(
         "last used:    {} from {} on {}",
@@ -359,14 +403,17 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             name,
             scopes,
             expires_in,
+            allowed_ips,
             json,
         } => {
+            check_allowlist(&allowed_ips);
             let minted = ledger
                 .create(CreateRequest {
                     name,
                     scopes,
                     expires_in,
                     actor,
+                    allowed_ips,
                 })
                 .await?;
             print_minted(&minted, json);
@@ -475,8 +522,11 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
             name,
             scopes,
             expires_in,
+            allowed_ips,
+            allow_any_ip,
             json,
         } => {
+            check_allowlist(&allowed_ips);
             let minted = ledger
                 .rotate(
                     id,
@@ -485,6 +535,11 @@ pub(super) async fn run(services: &Services, command: TokenCommand) -> Result<()
                         scopes: (!scopes.is_empty()).then_some(scopes),
                         expires_in,
                         grace,
+                        allowed_ips: if allow_any_ip {
+                            Some(Vec::new())
+                        } else {
+                            (!allowed_ips.is_empty()).then_some(allowed_ips)
+                        },
                         actor,
                     },
                 )

@@ -20,6 +20,7 @@ use crate::app::{
     RotateRequest, ShownOnce, StalePage, StaleQuery, StatusName, TokenPage, TokenView,
 };
 use crate::config::parse_duration;
+use crate::lifecycle::parse_grace;
 use crate::scope::Scope;
 
 pub fn router() -> Router<AppState> {
@@ -67,7 +68,7 @@ pub(super) struct TimelineAnswer {
 }
 
 /// A plaintext answer: never cached.
-fn shown_once(minted: &Minted) -> Response {
+pub(super) fn shown_once(minted: &Minted) -> Response {
     (
         StatusCode::CREATED,
         [(header::CACHE_CONTROL, "no-store")],
@@ -199,9 +200,14 @@ pub(super) struct CreateBody {
     /// A duration like 90s, 15m, 24h, 30d (default 90d, at most API_TOKEN_MAX_TTL).
     #[schema(pattern = "^[0-9]+[smhd]$")]
     expires_in: Option<String>,
+    /// Client networks the token may be used from, like "10.0.0.0/8", "192.0.2.7" or
+    /// "2001:db8::/32" (default: any address).
+    #[serde(default)]
+    allowed_ips: Vec<String>,
 }
 
-/// `POST /api/admin/tokens` `{"name", "scopes", "expires_in"}`: the plaintext, once.
+/// `POST /api/admin/tokens` `{"name", "scopes", "expires_in", "allowed_ips"}`: the
+/// plaintext, once.
 #[utoipa::path(post, path = path::API_TOKENS, operation_id = "create_token", tag = "admin",
     request_body(content = CreateBody, content_type = "application/json"),
     responses(
@@ -226,6 +232,7 @@ pub(super) async fn create(
             scopes: body.scopes,
             expires_in: duration("expires_in", body.expires_in)?,
             actor: session.actor(),
+            allowed_ips: body.allowed_ips,
         })
         .await?;
     Ok(shown_once(&minted))
@@ -288,9 +295,14 @@ pub(super) async fn revoke(
 #[serde(deny_unknown_fields)]
 #[schema(as = RotateRequest)]
 pub(super) struct RotateBody {
-    /// How long the old token keeps working: a duration like 24h (default none).
-    #[schema(pattern = "^[0-9]+[smhd]$")]
+    /// How long the old token keeps working: a duration like 24h (default 24h; 0s revokes
+    /// it now), or "until-used" / "until-used:7d": until the successor's first use, at most
+    /// the given time (default: the old token's expiry).
+    #[schema(pattern = "^([0-9]+[smhd]|until-used(:[0-9]+[smhd])?)$")]
     grace: Option<String>,
+    /// The successor's client networks, replacing the old token's; [] lifts the list
+    /// (default: the old token's list).
+    allowed_ips: Option<Vec<String>>,
 }
 
 /// `POST /api/admin/tokens/{id}/rotate` `{"grace"}`: the successor's plaintext, once.
@@ -312,8 +324,13 @@ pub(super) async fn rotate(
     TokenId(id): TokenId,
     AppJson(body): AppJson<RotateBody>,
 ) -> Result<Response, ApiError> {
+    let grace = body
+        .grace
+        .map(|raw| parse_grace(&raw).map_err(|e| ApiError::BadRequest(format!("\"grace\": {e}"))))
+        .transpose()?;
     let request = RotateRequest {
-        grace: duration("grace", body.grace)?,
+        grace,
+        allowed_ips: body.allowed_ips,
         actor: session.actor(),
         ..RotateRequest::default()
     };

@@ -103,7 +103,9 @@ impl ApiError {
             E::Session(SessionError::Unavailable(_)) | E::SignInNotConfigured => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            E::Refused(Refusal::MissingScope { .. }) => StatusCode::FORBIDDEN,
+            E::Refused(Refusal::MissingScope { .. } | Refusal::IpNotAllowed) => {
+                StatusCode::FORBIDDEN
+            }
             E::Refused(_) => StatusCode::UNAUTHORIZED,
             E::Domain(
                 DomainError::AlreadyRevoked(_)
@@ -131,6 +133,7 @@ impl ApiError {
             E::Refused(Refusal::Revoked) => "revoked",
             E::Refused(Refusal::Expired) => "expired",
             E::Refused(Refusal::MissingScope { .. }) => "missing_scope",
+            E::Refused(Refusal::IpNotAllowed) => "ip_not_allowed",
             E::TokenAuthDisabled => "token_auth_disabled",
             E::DuplicateAuthorization => "duplicate_authorization",
             E::UnsupportedScheme => "unsupported_scheme",
@@ -245,6 +248,11 @@ mod tests {
                 },
                 403,
                 "Missing required scope: console:exec or admin",
+            ),
+            (
+                Refusal::IpNotAllowed,
+                403,
+                "Client IP not allowed for this token",
             ),
         ];
         for (refusal, status, text) in cases {

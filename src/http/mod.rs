@@ -26,6 +26,7 @@ mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod rotate_self;
 pub mod state;
 pub mod verify;
 
@@ -59,6 +60,7 @@ pub fn router(services: &Services) -> Router {
         .merge(openapi::router())
         .merge(console::router())
         .merge(verify::router())
+        .merge(rotate_self::router())
         .merge(admin_api::router())
         .merge(admin_page::router())
         .route_layer(axum::middleware::from_fn_with_state(

@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
         openapi_json,
         super::console::console,
         super::verify::verify,
+        super::rotate_self::rotate_self,
         super::admin_api::list,
         super::admin_api::create,
         super::admin_api::stale,

@@ -74,6 +74,7 @@ pub mod path {
     pub const READYZ: &str = "/readyz";
     pub const CONSOLE: &str = "/api/admin/console";
     pub const VERIFY: &str = "/v1/verify";
+    pub const ROTATE_SELF: &str = "/v1/tokens/self/rotate";
     pub const CHECKPOINT: &str = "/v1/checkpoint";
     pub const PAGE_TOKENS: &str = "/admin/tokens";
     pub const PAGE_TOKEN: &str = "/admin/tokens/{id}";
@@ -96,6 +97,7 @@ pub mod path {
 /// The guide: the console needs `console:exec` or `admin`.
 pub const CONSOLE_SCOPES: &[Scope] = &[Scope::ConsoleExec, Scope::Admin];
 pub const VERIFY_SCOPES: &[Scope] = &[Scope::TokensVerify];
+pub const ROTATE_SELF_SCOPES: &[Scope] = &[Scope::TokensRotateSelf];
 
 const fn public(methods: &'static str, path: &'static str, summary: &'static str) -> Route {
     Route {
@@ -175,6 +177,17 @@ pub static ROUTES: &[Route] = &[
         switch: None,
         answer: Answer::Json,
         summary: "check another token {\"token\", \"scopes\", \"ip\", \"path\"}",
+    },
+    Route {
+        methods: "POST",
+        path: path::ROTATE_SELF,
+        access: Access::ApiToken {
+            any_of: ROTATE_SELF_SCOPES,
+            tokens_switch: None,
+        },
+        switch: None,
+        answer: Answer::Json,
+        summary: "the calling token rotates itself {\"expires_in\"} (successor once; reuse revokes the chain)",
     },
     admin(
         "GET,POST",

@@ -33,7 +33,8 @@ pub(super) struct Body {
     /// Scopes the token must all hold.
     #[serde(default)]
     scopes: Option<Vec<Scope>>,
-    /// The client address the checked use came from (IPv4 or IPv6).
+    /// The client address the checked use came from (IPv4 or IPv6); a token with an
+    /// allowlist is checked against it, and is refused when it is missing.
     #[serde(default)]
     ip: Option<String>,
     /// The request path the checked use was for: starts with `/`, at most 2048 bytes.
@@ -52,6 +53,11 @@ pub(super) enum Code {
     EnvMismatch,
     Malformed,
     NotFound,
+    /// The checked token's allowlist does not hold the given `ip` (or none was given).
+    IpNotAllowed,
+    /// The checked token was superseded and presented after its successor took over: its
+    /// rotation chain was revoked.
+    ReuseDetected,
 }
 
 impl Code {
@@ -65,6 +71,8 @@ impl Code {
             Code::EnvMismatch => "ENV_MISMATCH",
             Code::Malformed => "MALFORMED",
             Code::NotFound => "NOT_FOUND",
+            Code::IpNotAllowed => "IP_NOT_ALLOWED",
+            Code::ReuseDetected => "REUSE_DETECTED",
         }
     }
 }
@@ -192,6 +200,8 @@ pub(super) async fn verify(
             DenyReason::Expired => Code::Expired,
             DenyReason::InsufficientScope => Code::InsufficientScope,
             DenyReason::EnvironmentMismatch => Code::EnvMismatch,
+            DenyReason::IpNotAllowed => Code::IpNotAllowed,
+            DenyReason::ReuseDetected => Code::ReuseDetected,
         },
     };
     state.metrics.verify_check(code.as_str());
@@ -212,6 +222,8 @@ mod code_tests {
             Code::EnvMismatch,
             Code::Malformed,
             Code::NotFound,
+            Code::IpNotAllowed,
+            Code::ReuseDetected,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).expect("json"),

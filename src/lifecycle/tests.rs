@@ -18,7 +18,7 @@ const OLD: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
 const SUCCESSOR: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002);
 const EARLIER_SUCCESSOR: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003);
 const ADMIN: &str = "alice@example.com";
-const KNOWN: &str = "admin, console:exec, logs:read, registry:read, registry:write, tokens:verify";
+const KNOWN: &str = "admin, console:exec, logs:read, registry:read, registry:write, tokens:verify, tokens:rotate-self";
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -99,6 +99,7 @@ impl Given {
             TokenEvent::Rotated(TokenRotated {
                 successor_id: successor,
                 old_expires_at,
+                until_successor_used: false,
             }),
         )
     }
@@ -152,6 +153,7 @@ fn given_token(environment: Environment, scopes: &[&str], expires_at: Timestamp)
         created_by: ADMIN.into(),
         secret_commitment: commitment(),
         rotated_from: None,
+        allowed_ips: Vec::new(),
     };
     Given {
         id: OLD,
@@ -182,6 +184,7 @@ fn create(name: &str, scopes: &[&str]) -> CreateToken {
         expires_in: None,
         environment: Environment::Test,
         actor: ADMIN.into(),
+        allowed_ips: Vec::new(),
     }
 }
 
@@ -534,6 +537,7 @@ fn create_records_id_commitment_actor_and_environment_and_no_predecessor() {
             created_by: ADMIN.into(),
             secret_commitment: commitment(),
             rotated_from: None,
+            allowed_ips: Vec::new(),
         }
     );
 }
@@ -914,6 +918,7 @@ fn rotate_keeps_the_name_and_scopes_of_the_old_token_by_default() {
             created_by: "bob@example.com".into(),
             secret_commitment: commitment(),
             rotated_from: Some(OLD),
+            allowed_ips: Vec::new(),
         }
     );
 }
@@ -1031,6 +1036,7 @@ fn rotate_with_the_default_grace_keeps_the_old_token_for_24_hours() {
         TokenRotated {
             successor_id: SUCCESSOR,
             old_expires_at: NOW.plus(hours(24)),
+            until_successor_used: false,
         }
     );
     assert_eq!(rotation.revoked, None);
@@ -1039,7 +1045,7 @@ fn rotate_with_the_default_grace_keeps_the_old_token_for_24_hours() {
 #[test]
 fn rotate_with_an_explicit_grace_keeps_the_old_token_that_long() {
     let cmd = RotateToken {
-        grace: Some(hours(2)),
+        grace: Some(Grace::For(hours(2))),
         ..rotate()
     };
     let rotation = when_rotate(&given_active(), &cmd).expect("accepted");
@@ -1058,7 +1064,7 @@ fn rotate_never_extends_the_old_token_beyond_its_own_expiry() {
 #[test]
 fn rotate_with_zero_grace_revokes_the_old_token_now() {
     let cmd = RotateToken {
-        grace: Some(Duration::ZERO),
+        grace: Some(Grace::For(Duration::ZERO)),
         ..rotate()
     };
     let rotation = when_rotate(&given_active(), &cmd).expect("accepted");
@@ -1093,7 +1099,7 @@ fn rotation_folded_into_the_old_stream_keeps_it_working_until_the_grace_ends() {
 fn rotation_with_zero_grace_folded_into_the_old_stream_denies_it_as_revoked() {
     let given = given_active();
     let cmd = RotateToken {
-        grace: Some(Duration::ZERO),
+        grace: Some(Grace::For(Duration::ZERO)),
         ..rotate()
     };
     let rotation = when_rotate(&given, &cmd).expect("accepted");

@@ -229,7 +229,7 @@ static WRITE_PLAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
            SELECT * FROM UNNEST($15::uuid[], $16::text[], $17::bytea[], $18::text[], $19::text[], \
              $20::bigint[], $21::text[], $22::bigint[], $23::bigint[], $24::text[], $25::text[], \
              $26::uuid[], $27::uuid[], $28::bigint[], $29::bigint[], $30::text[], $31::text[], \
-             $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[]) \
+             $32::bigint[], $33::bigint[], $34::bigint[], $35::bigint[], $46::text[], $47::text[]) \
            WHERE {moved} \
            ON CONFLICT (id) DO UPDATE SET {updates}), \
          th AS (\
@@ -310,6 +310,10 @@ async fn write_plan_at_once(conn: &mut PgConnection, plan: &Plan) -> Result<bool
         .bind(to_sql(plan.head.position))
         .bind(&plan.head.hash.0[..])
         .bind(to_sql(plan.start.position))
+        .bind(col(tokens, |t| t.allowed_ips.join(" ")))
+        .bind(col(tokens, |t| {
+            crate::store::sql::overlap_column(t.until_successor_used)
+        }))
         .fetch_one(&mut *conn)
         .await?
         .try_get::<i64, _>("moved")

@@ -89,17 +89,27 @@ pub(crate) fn in_list(n: usize, params: Params) -> String {
 }
 
 /// Rows per multi-row statement; keeps every statement far below both dialects' parameter
-/// limits (SQLite 32766, PostgreSQL 65535) at 21 columns.
+/// limits (SQLite 32766, PostgreSQL 65535) at 23 columns.
 pub(crate) const CHUNK: usize = 500;
 
 pub(crate) const EVENT_COLUMNS: &str = "position, stream_id, stream_version, event_id, recorded_at, actor, event_type, schema_version, body, hash";
 
-pub(crate) const TOKEN_COLUMNS: &str = "id, name, hash, environment, scopes, created_at, created_by, expires_at, revoked_at, revoked_by, revoke_reason, rotated_from, rotated_to, rotated_at, last_used_at, last_used_ip, last_used_path, use_count, denied_count, stream_version, position";
+pub(crate) const TOKEN_COLUMNS: &str = "id, name, hash, environment, scopes, created_at, created_by, expires_at, revoked_at, revoked_by, revoke_reason, rotated_from, rotated_to, rotated_at, last_used_at, last_used_ip, last_used_path, use_count, denied_count, stream_version, position, allowed_ips, rotation_overlap";
 
 pub(crate) const ADDRESS_COLUMNS: &str = "token_id, ip, first_seen, last_seen, uses";
 
+/// `api_tokens.rotation_overlap` of a row: the one value it holds, or NULL.
+pub(crate) fn overlap_column(until_successor_used: bool) -> Option<&'static str> {
+    until_successor_used.then_some("until_successor_used")
+}
+
+/// Read back `api_tokens.rotation_overlap`.
+pub(crate) fn overlap_until_used(stored: Option<String>) -> bool {
+    stored.as_deref() == Some("until_successor_used")
+}
+
 /// What the start-up load reads of each `api_tokens` row: the compact entry's columns.
-pub(crate) const ENTRY_COLUMNS: &str = "id, hash, environment, scopes, created_at, expires_at, revoked_at, rotated_from, rotated_to, last_used_at, stream_version, position";
+pub(crate) const ENTRY_COLUMNS: &str = "id, hash, environment, scopes, created_at, expires_at, revoked_at, rotated_from, rotated_to, last_used_at, stream_version, position, allowed_ips, rotation_overlap";
 
 /// An argument of a generated statement (a token filter, an audit page), bound in order.
 #[derive(Clone)]
@@ -986,6 +996,14 @@ macro_rules! sql_event_log {
                 denied_count: from_sql(row.try_get("denied_count")?, "denied_count")?,
                 version: from_sql(row.try_get("stream_version")?, "stream_version")?,
                 position: from_sql(row.try_get("position")?, "position")?,
+                allowed_ips: row
+                    .try_get::<String, _>("allowed_ips")?
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+                until_successor_used: $crate::store::sql::overlap_until_used(
+                    row.try_get("rotation_overlap")?,
+                ),
             })
         }
 
@@ -1067,6 +1085,8 @@ macro_rules! sql_event_log {
                 last_used_at: micros(9)?,
                 version: from_sql(row.try_get(10)?, "stream_version")?,
                 position: from_sql(row.try_get(11)?, "position")?,
+                allowed_ips: row.try_get(12)?,
+                until_successor_used: $crate::store::sql::overlap_until_used(row.try_get(13)?),
             };
             add($crate::token_entry::TokenEntry::from_fields(&fields));
             Ok(())
@@ -1159,7 +1179,7 @@ macro_rules! sql_event_log {
                     .collect::<Vec<_>>()
                     .join(", ");
                 b.statement(&format!("INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES "));
-                b.values(chunk.len(), 21);
+                b.values(chunk.len(), 23);
                 b.sql.push_str(&format!(" ON CONFLICT (id) DO UPDATE SET {updates}"));
                 for t in chunk {
                     b.bind(t.id)?;
@@ -1183,6 +1203,8 @@ macro_rules! sql_event_log {
                     b.bind(to_sql(t.denied_count))?;
                     b.bind(to_sql(t.version))?;
                     b.bind(to_sql(t.position))?;
+                    b.bind(t.allowed_ips.join(" "))?;
+                    b.bind($crate::store::sql::overlap_column(t.until_successor_used))?;
                 }
             }
             Ok(())

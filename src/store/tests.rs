@@ -104,6 +104,7 @@ fn created(token_id: Uuid) -> NewEvent {
             created_by: "test:store".into(),
             secret_commitment: field_commitment(TokenCreated::SECRET_FIELD, &salt, &value),
             rotated_from: None,
+            allowed_ips: Vec::new(),
         }),
         vec![Opening {
             field: TokenCreated::SECRET_FIELD.into(),

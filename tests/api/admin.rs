@@ -105,6 +105,7 @@ async fn without_sign_in_configured_the_admin_surface_is_closed() {
             scopes: vec!["admin".into()],
             expires_in: None,
             actor: "test".into(),
+            allowed_ips: Vec::new(),
         })
         .await
         .expect("create");

@@ -17,6 +17,7 @@ use tokenledger::app::{
 };
 use tokenledger::clock::{Clock as _, ManualClock};
 use tokenledger::config::{ServeConfig, Switches};
+use tokenledger::lifecycle::Grace;
 use tokenledger::store::{DatabaseUrl, Store};
 use tokenledger_events::chain::field_commitment;
 use tokenledger_events::{
@@ -164,6 +165,7 @@ pub fn created(token_id: Uuid, name: &str) -> NewEvent {
             created_by: "test:suite".into(),
             secret_commitment: commitment,
             rotated_from: None,
+            allowed_ips: Vec::new(),
         }),
         openings: vec![Opening {
             field: TokenCreated::SECRET_FIELD.into(),
@@ -202,6 +204,7 @@ pub fn rotated(successor: Uuid) -> NewEvent {
     event(TokenEvent::Rotated(TokenRotated {
         successor_id: successor,
         old_expires_at: at(1_700_086_400_000_000),
+        until_successor_used: false,
     }))
 }
 
@@ -530,6 +533,7 @@ impl TestApp {
                 scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
                 expires_in,
                 actor: "test:admin".into(),
+                allowed_ips: Vec::new(),
             })
             .await
             .expect("create")
@@ -547,7 +551,7 @@ impl TestApp {
             .rotate(
                 id,
                 RotateRequest {
-                    grace: Some(grace),
+                    grace: Some(Grace::For(grace)),
                     actor: "test:admin".into(),
                     ..RotateRequest::default()
                 },

@@ -17,7 +17,7 @@ use tokenledger::app::{
 };
 use tokenledger::clock::{Clock as _, ManualClock};
 use tokenledger::config::TokenSettings;
-use tokenledger::lifecycle::{DomainError, UseAttempt, UseDecision};
+use tokenledger::lifecycle::{DomainError, Grace, UseAttempt, UseDecision};
 use tokenledger::scope::Scope;
 use tokenledger::store::{AuditFilter, Store};
 use tokenledger::token_entry::TokenEntry;
@@ -243,6 +243,7 @@ impl Model {
                         scopes: scopes.clone(),
                         expires_in,
                         actor: "test:lifecycle".into(),
+                        allowed_ips: Vec::new(),
                     })
                     .await;
                 let ttl = expires_in.unwrap_or(policy.default_ttl);
@@ -390,7 +391,8 @@ impl Model {
                             name: None,
                             scopes: None,
                             expires_in: None,
-                            grace,
+                            grace: grace.map(Grace::For),
+                            allowed_ips: None,
                             actor: "user:lifecycle".into(),
                         },
                     )

@@ -17,7 +17,7 @@ use sqlx::sqlite::SqliteConnection;
 use tokenledger::app::{CreateRequest, Minted, RotateRequest, Services};
 use tokenledger::clock::{Clock as _, ManualClock, SystemClock};
 use tokenledger::config::TokenSettings;
-use tokenledger::lifecycle::{UseAttempt, UseDecision};
+use tokenledger::lifecycle::{Grace, UseAttempt, UseDecision};
 use tokenledger::scope::Scope;
 use tokenledger::store::{AuditFilter, Store};
 use tokenledger::token::{TokenPrefix, hash_token};
@@ -464,6 +464,7 @@ async fn secrets_never_leak(db: TestDb) {
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         expires_in: None,
         actor: "user:canary".into(),
+        allowed_ips: Vec::new(),
     };
     let attempt = |scope: &str, env: Environment, ip: &str, path: &str| UseAttempt {
         required_any: vec![scope.parse::<Scope>().expect("a known scope")],
@@ -584,7 +585,8 @@ async fn secrets_never_leak(db: TestDb) {
         name: None,
         scopes: None,
         expires_in: None,
-        grace,
+        grace: grace.map(Grace::For),
+        allowed_ips: None,
         actor: "user:canary".into(),
     };
     let successor = ledger

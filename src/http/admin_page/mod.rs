@@ -25,8 +25,8 @@ use super::policy::path;
 use super::state::AppState;
 use crate::app::sign_in::LinkRefused;
 use crate::app::{AuditQuery, CreateRequest, LedgerError, RotateRequest, TokenQuery};
-use crate::config::{parse_duration, parse_positive_duration};
-use crate::lifecycle::{DomainError, parse_name, parse_scope};
+use crate::config::parse_positive_duration;
+use crate::lifecycle::{DomainError, parse_grace, parse_name, parse_scope};
 use crate::monitoring::StaleParams;
 use crate::session::Session;
 use tokenledger_projections::TokenRow;
@@ -161,12 +161,21 @@ fn first(pairs: &[(String, String)], key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// A list typed into one box: entries separated by spaces, commas or new lines.
+fn split_list(raw: &str) -> Vec<String> {
+    raw.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn field_of(e: &DomainError) -> &'static str {
     match e {
         DomainError::BadName(_) | DomainError::NameHasControl | DomainError::NameHoldsToken => {
             "name"
         }
         DomainError::NoScopes | DomainError::UnknownScope(_) => "scope",
+        DomainError::AllowList(_) => "allowed_ips",
         _ => "expires_in",
     }
 }
@@ -187,8 +196,13 @@ async fn create(
             .map(|(_, v)| v.clone())
             .collect(),
         expires_in: first(&pairs, "expires_in"),
+        allowed_ips: first(&pairs, "allowed_ips"),
         errors: HashMap::new(),
     };
+    let allowed_ips = split_list(&form.allowed_ips);
+    if let Err(e) = crate::allowlist::parse(&allowed_ips) {
+        form.errors.insert("allowed_ips", e.to_string());
+    }
     if let Err(e) = parse_name(&form.name) {
         form.errors.insert("name", e.to_string());
     }
@@ -223,6 +237,7 @@ async fn create(
         scopes: form.scopes.clone(),
         expires_in,
         actor: session.actor(),
+        allowed_ips,
     };
     Ok(match state.ledger.create(request).await {
         Ok(minted) => {
@@ -394,10 +409,15 @@ async fn rotate(
     let grace = if raw.is_empty() {
         None
     } else {
-        Some(parse_duration(&raw).map_err(|e| ApiError::BadRequest(format!("Grace period: {e}")))?)
+        Some(parse_grace(&raw).map_err(|e| ApiError::BadRequest(format!("Grace period: {e}")))?)
     };
     let request = RotateRequest {
         grace,
+        // The form shows the old list: what it sends is the new token's list.
+        allowed_ips: pairs
+            .iter()
+            .any(|(k, _)| k == "allowed_ips")
+            .then(|| split_list(&first(&pairs, "allowed_ips"))),
         actor: session.actor(),
         ..RotateRequest::default()
     };

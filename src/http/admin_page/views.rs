@@ -103,6 +103,8 @@ pub struct CreateForm {
     pub name: String,
     pub scopes: Vec<String>,
     pub expires_in: String,
+    /// Client networks, separated by spaces, commas or new lines; empty: any address.
+    pub allowed_ips: String,
     pub errors: HashMap<&'static str, String>,
 }
 
@@ -198,6 +200,9 @@ pub fn list(p: &ListPage<'_>) -> Markup {
                 label for="expires_in" { "Expires in " span.muted { "(like 30d, 24h; default 90d)" } }
                 input type="text" id="expires_in" name="expires_in" value=(form.expires_in) placeholder="90d";
                 @if let Some(e) = form.errors.get("expires_in") { p.error id="expires-error" { (e) } }
+                label for="allowed_ips" { "Allowed IPs " span.muted { "(CIDR blocks or addresses, like 10.0.0.0/8 2001:db8::/32; empty: any address)" } }
+                input type="text" id="allowed_ips" name="allowed_ips" value=(form.allowed_ips) placeholder="any address";
+                @if let Some(e) = form.errors.get("allowed_ips") { p.error id="allowed-ips-error" { (e) } }
                 p { button id="create-submit" type="submit" { "Create token" } }
             }
         }
@@ -408,10 +413,12 @@ pub fn confirm_rotate(row: &TokenRow) -> Markup {
     html! {
         section.warning {
             h2 { "Rotate " (escape(&row.name)) "?" }
-            p { "A new token with the same name and scopes is created and shown once. The old token keeps working for the grace period, so you can switch your integration over first; a grace of 0s revokes it now." }
+            p { "A new token with the same name, scopes and allowed IPs is created and shown once. The old token keeps working for the grace period, so you can switch your integration over first; a grace of 0s revokes it now, and until-used keeps it working only until the new token is first used (until-used:7d: and at most 7 days)." }
             form id="confirm-rotate" method="post" action={"/admin/tokens/" (row.id) "/rotate"} {
-                label for="grace" { "Grace period " span.muted { "(like 24h, 15m, 0s)" } }
+                label for="grace" { "Grace period " span.muted { "(like 24h, 15m, 0s, until-used or until-used:7d)" } }
                 input type="text" id="grace" name="grace" value="24h";
+                label for="allowed_ips" { "Allowed IPs of the new token " span.muted { "(empty: any address)" } }
+                input type="text" id="allowed_ips" name="allowed_ips" value=(row.allowed_ips.join(" "));
                 p { button id="confirm-rotate-submit" type="submit" { "Rotate token" } " "
                     a.button.secondary href="/admin/tokens" { "Cancel" } }
             }
