@@ -27,3 +27,4 @@ mod secrets;
 mod service;
 mod sessions;
 mod token_pages;
+mod webhooks;
