@@ -28,6 +28,10 @@ CREATE TABLE webhook_outbox (
 
 CREATE INDEX webhook_outbox_due ON webhook_outbox (status, next_attempt_at);
 
+-- The expiry scan's read: active tokens by expiry.
+CREATE INDEX api_tokens_active_by_expiry ON api_tokens (expires_at)
+    WHERE revoked_at IS NULL AND rotated_to IS NULL;
+
 -- How far the webhook subscriber has read the log; moved in the same transaction as the
 -- outbox rows it inserts. No row until webhooks are first enabled: they start at the head.
 CREATE TABLE webhook_checkpoints (

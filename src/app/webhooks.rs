@@ -722,6 +722,74 @@ mod tests {
         }
     }
 
+    /// A stored event of a type this build may not know, its payload read generically.
+    fn stored(event_type: &str, actor: &str, payload: Value) -> StoredEvent {
+        StoredEvent {
+            position: 42,
+            stream_id: tokenledger_events::StreamId::for_token(Uuid::now_v7()),
+            stream_version: 3,
+            event_id: Uuid::now_v7(),
+            recorded_at: Timestamp::from_micros(1_800_000_000_000_000),
+            actor: actor.into(),
+            event_type: event_type.into(),
+            // Version 1 rows store the whole event as their body; enough for a payload read.
+            schema_version: 1,
+            bytes: payload.to_string().into_bytes(),
+            hash: tokenledger_events::Hash::ZERO,
+            openings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_leak_report_is_read_from_its_stored_payload_field_by_field() {
+        let e = stored(
+            "LeakReported",
+            "leak:github",
+            json!({
+                "url": "https://github.com/acme/app/blob/main/.env",
+                "source": "github",
+                "token_type": "tl_live",
+                "reporter": "github-secret-scanning",
+                "token": "tl_live_PLAINTEXT-never-copied",
+                "hash": "deadbeef",
+                "reason": 7,
+            }),
+        );
+        let d = delivery_of(&e, Some("deploy bot")).expect("a leak report is sent");
+        assert_eq!(d.event_type, TOKEN_LEAK_REPORTED);
+        assert_eq!(d.id, e.event_id);
+        assert_eq!(d.position, Some(42));
+        let body: Value = serde_json::from_str(&d.body).expect("json");
+        assert_eq!(body["id"], json!(e.event_id));
+        assert_eq!(body["type"], TOKEN_LEAK_REPORTED);
+        let data = &body["data"];
+        assert_eq!(data["url"], "https://github.com/acme/app/blob/main/.env");
+        assert_eq!(data["source"], "github");
+        assert_eq!(data["token_type"], "tl_live");
+        assert_eq!(data["reporter"], "github-secret-scanning");
+        assert_eq!(data["actor"], "leak:github");
+        assert_eq!(data["name"], "deploy bot");
+        assert_eq!(data["position"], 42);
+        assert!(
+            !d.body.contains("PLAINTEXT") && !d.body.contains("deadbeef"),
+            "{}",
+            d.body
+        );
+        // A reuse revocation, and events no receiver is told of.
+        let reuse = stored(
+            "TokenRevoked",
+            REUSE_DETECTION_ACTOR,
+            json!({"actor": REUSE_DETECTION_ACTOR, "reason": "reuse"}),
+        );
+        let d = delivery_of(&reuse, None).expect("sent");
+        assert_eq!(d.event_type, TOKEN_REUSE_DETECTED);
+        let body: Value = serde_json::from_str(&d.body).expect("json");
+        assert_eq!(body["data"]["reason"], "reuse");
+        assert_eq!(body["data"]["name"], Value::Null);
+        assert!(delivery_of(&stored("TokenUsed", "token:x", json!({})), None).is_none());
+        assert!(delivery_of(&stored("SomethingNew", "x", json!({"url": "u"})), None).is_none());
+    }
+
     #[test]
     fn thresholds_and_keys() {
         assert_eq!(threshold_for(DAY * 31), None);

@@ -768,7 +768,46 @@ async fn a_failed_delivery_is_shown_and_requeued_by_the_cli(db: TestDb) {
     app.stop().await;
 }
 
+async fn two_nodes_share_the_outbox_and_never_send_a_row_twice(db: TestDb) {
+    const TOKENS: usize = 40;
+    let receiver = Receiver::start().await;
+    receiver.set_delay(Duration::from_millis(30));
+    let a = spawn_app_with(&db, |c| c.webhooks = Some(config_for(&receiver))).await;
+    let b = spawn_app_with(&db, |c| c.webhooks = Some(config_for(&receiver))).await;
+    // Both clocks start at the same instant and stay there.
+    receiver.use_clock(&a);
+    let store = a.services().store().clone();
+    while store
+        .outbox_checkpoint(SUBSCRIBER)
+        .await
+        .expect("read")
+        .is_none()
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..TOKENS {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let id = create(node, &format!("shared {i}"), None).await;
+        node.revoke(id).await;
+    }
+    receiver
+        .wait_until("every revocation", |s| distinct(s).len() >= TOKENS)
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let seen = receiver.received();
+    assert_eq!(
+        (seen.len(), distinct(&seen).len()),
+        (TOKENS, TOKENS),
+        "each row sent once by one of the two nodes"
+    );
+    let counts = store.outbox_counts().await.expect("counts");
+    assert_eq!(counts.delivered as usize, TOKENS);
+    a.stop().await;
+    b.stop().await;
+}
+
 crate::on_both_backends!(
+    two_nodes_share_the_outbox_and_never_send_a_row_twice,
     revocations_are_delivered_signed_once_and_survive_a_rebuild,
     a_refused_delivery_is_retried_with_exponential_backoff,
     expiry_warnings_come_30_7_and_1_days_before_once_each,
