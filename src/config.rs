@@ -278,6 +278,147 @@ pub fn switch(
     }
 }
 
+/// The shortest `WEBHOOK_SECRET` accepted, in bytes (256 bits as hex is 64).
+pub const MIN_WEBHOOK_SECRET: usize = 32;
+
+/// The webhook signing secret. Never printed: `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    /// A secret of at least [`MIN_WEBHOOK_SECRET`] bytes, without control characters.
+    pub fn new(raw: &str) -> Result<WebhookSecret, String> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            // Unset (an empty variable, as docker-compose passes one): checked with WEBHOOK_URL.
+            return Ok(WebhookSecret(String::new()));
+        }
+        if raw.len() < MIN_WEBHOOK_SECRET {
+            return Err(format!(
+                "WEBHOOK_SECRET is {} bytes long; it must be at least {MIN_WEBHOOK_SECRET} \
+                 (make one with `openssl rand -hex 32`)",
+                raw.len()
+            ));
+        }
+        if raw.chars().any(crate::text::is_unsafe) {
+            return Err(
+                "WEBHOOK_SECRET holds control or invisible characters; use printable ones, \
+                 like the output of `openssl rand -hex 32`"
+                    .into(),
+            );
+        }
+        Ok(WebhookSecret(raw.to_owned()))
+    }
+
+    /// The key bytes, for signing only.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WebhookSecret(<{} bytes>)", self.0.len())
+    }
+}
+
+/// `WEBHOOK_URL`: an http:// or https:// URL with a host; empty means unset. The value is
+/// never echoed (a webhook URL may carry a secret of its own).
+pub fn parse_webhook_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(String::new());
+    }
+    const FORMS: &str =
+        "expected an http:// or https:// URL like https://hooks.example.com/tokenledger";
+    let url =
+        reqwest::Url::parse(raw).map_err(|e| format!("WEBHOOK_URL is not a URL ({e}); {FORMS}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "WEBHOOK_URL has the scheme {}; {FORMS}",
+            shown(url.scheme())
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("WEBHOOK_URL has no host; {FORMS}"));
+    }
+    Ok(url.to_string())
+}
+
+fn parse_webhook_secret(raw: &str) -> Result<WebhookSecret, String> {
+    WebhookSecret::new(raw)
+}
+
+/// Where webhooks go and how they are signed (`serve` only).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// POST a signed JSON body here on every revocation, leak report and expiry warning
+    /// (30, 7 and 1 days before); unset, no webhooks are sent.
+    #[arg(long = "webhook-url", env = "WEBHOOK_URL", value_name = "URL",
+          value_parser = parse_webhook_url, hide_env_values = true)]
+    pub url: Option<String>,
+    /// The HMAC-SHA256 key of the Tokenledger-Signature header (at least 32 bytes); required
+    /// with WEBHOOK_URL.
+    #[arg(long = "webhook-secret", env = "WEBHOOK_SECRET", value_name = "SECRET",
+          value_parser = parse_webhook_secret, hide_env_values = true)]
+    pub secret: Option<WebhookSecret>,
+    /// How long one delivery may take before it counts as failed and is retried.
+    #[arg(long = "webhook-timeout", env = "WEBHOOK_TIMEOUT", value_name = "DURATION",
+          default_value = "10s", value_parser = timeout("WEBHOOK_TIMEOUT"))]
+    pub timeout: Duration,
+}
+
+impl WebhookArgs {
+    /// The configuration, `None` without a URL; a URL without a secret is refused.
+    pub fn config(&self) -> Result<Option<WebhookConfig>, String> {
+        let Some(url) = self.url.clone().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let Some(secret) = self.secret.clone().filter(|s| !s.is_empty()) else {
+            return Err(format!(
+                "WEBHOOK_URL is set but WEBHOOK_SECRET is not; every webhook is signed: set \
+                 WEBHOOK_SECRET to at least {MIN_WEBHOOK_SECRET} random bytes (`openssl rand -hex 32`)"
+            ));
+        };
+        let mut config = WebhookConfig::new(url, secret);
+        config.timeout = self.timeout;
+        Ok(Some(config))
+    }
+}
+
+/// What the webhook sender needs.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: WebhookSecret,
+    /// One delivery's timeout (`WEBHOOK_TIMEOUT`).
+    pub timeout: Duration,
+    /// Attempts before a delivery is `failed`.
+    pub max_attempts: u32,
+    /// The wait after the first failed attempt; it doubles after each (with jitter), up to
+    /// `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+impl WebhookConfig {
+    /// Defaults: 10 s timeout, 12 attempts, 5 s doubling to 1 h (about 2.5 hours in all).
+    pub fn new(url: String, secret: WebhookSecret) -> WebhookConfig {
+        WebhookConfig {
+            url,
+            secret,
+            timeout: Duration::from_secs(10),
+            max_attempts: 12,
+            retry_base: Duration::from_secs(5),
+            retry_cap: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// What `tokenledger serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -307,6 +448,8 @@ pub struct ServeConfig {
     /// development key yet, or an empty log): the development key is made then, and the
     /// link's nonce kept in memory.
     pub sign_in_link: bool,
+    /// `WEBHOOK_URL` and its secret: deliveries are sent when set.
+    pub webhooks: Option<WebhookConfig>,
 }
 
 /// Where the log's signing keys are, the name they sign for, and how often.
@@ -414,6 +557,7 @@ impl ServeConfig {
             signing: SigningConfig::default(),
             metrics_bind_addr: None,
             sign_in_link: false,
+            webhooks: None,
         }
     }
 

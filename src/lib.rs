@@ -15,13 +15,14 @@
 //! - [`cli`]: the `tokenledger` commands.
 //! - [`app`]: the application layer: [`app::Ledger`] (decide, append, fold into the token
 //!   cache), [`app::Queries`] (the reads both edges share) and [`app::Application`] (with
-//!   the connection loop that bounds how long and how many clients are served).
+//!   the connection loop that bounds how long and how many clients are served);
+//!   `app::webhooks` sends revocations, leak reports and expiry warnings from an outbox.
 //! - [`session`]: Clerk session verification, the JWKS cache and the development key.
 //! - [`signing`]: the log's Ed25519 signing keys (key file, origin); `app::checkpoints` signs
 //!   and stores checkpoints of the Merkle tree with them.
 //! - [`lifecycle`]: pure decisions; [`monitoring`]: the guide's monitoring list (pure).
 //! - [`store`]: every byte written to a database: the SQLite and PostgreSQL logs, the
-//!   group-commit writer, migrations.
+//!   group-commit writer, migrations, and the webhook outbox (`store::outbox`).
 //! - [`token_entry`]: the compact token entry the in-memory cache holds (pure).
 //! - [`config`], [`clock`], [`token`] (the token format, and redaction of token-shaped
 //!   values), [`scope`] (the scopes, the only place their names are spelled), [`text`]

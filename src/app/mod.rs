@@ -18,6 +18,7 @@ pub mod sign_in;
 pub mod telemetry;
 mod token_cache;
 mod tokens;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,6 +81,8 @@ pub struct Services {
     /// Signs checkpoints with the log's keys; `None` where no key was loaded (most CLI
     /// commands).
     pub(crate) checkpointer: Option<Arc<Checkpointer>>,
+    /// The webhook subscriber and sender, when `WEBHOOK_URL` is set.
+    pub(crate) webhooks: Option<Arc<webhooks::Webhooks>>,
 }
 
 /// Open the log at `url` (applying pending migrations) and verify its head: what every
@@ -130,6 +133,7 @@ impl Services {
             production: false,
             request_timeout: Limits::default().request_timeout,
             checkpointer: None,
+            webhooks: None,
         })
     }
 
@@ -157,6 +161,11 @@ impl Services {
     /// The log itself.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The webhook workers, when `WEBHOOK_URL` is set.
+    pub fn webhooks(&self) -> Option<&Arc<webhooks::Webhooks>> {
+        self.webhooks.as_ref()
     }
 
     /// The checkpointer, when keys were loaded.
@@ -331,6 +340,20 @@ impl Application {
         workers.spawn(denial_flusher(&services.ledger));
         if services.metrics.is_exported() {
             workers.spawn(metrics_upkeep(&services.metrics));
+        }
+        if let Some(hooks) = &config.webhooks {
+            let hooks = webhooks::Webhooks::new(
+                services.store.clone(),
+                hooks.clone(),
+                clock.clone(),
+                services.metrics.clone(),
+            )
+            .map_err(StartError::Config)?;
+            workers.spawn(hooks.subscriber());
+            workers.spawn(hooks.expiry_scanner());
+            workers.spawn(hooks.sender());
+            tracing::info!("webhooks on: revocations, leak reports and expiry warnings are sent");
+            services.webhooks = Some(hooks);
         }
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)

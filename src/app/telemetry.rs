@@ -49,6 +49,8 @@ pub mod name {
     pub const TOKENS: &str = "tokenledger_tokens";
     /// Gauge: seconds since the newest signed checkpoint was signed (absent before the first).
     pub const CHECKPOINT_AGE: &str = "tokenledger_checkpoint_age_seconds";
+    /// Counter: webhook delivery attempts by `outcome` (`delivered`, `retry`, `failed`).
+    pub const WEBHOOK_DELIVERIES: &str = "tokenledger_webhook_deliveries_total";
 }
 
 /// Append latency buckets, in seconds: a SQLite fsync is around a millisecond, a PostgreSQL
@@ -180,6 +182,10 @@ impl Metrics {
             );
             describe_gauge!(name::LOG_HEAD, Unit::Count, "The log's head position");
             describe_gauge!(name::TOKENS, Unit::Count, "Tokens by status");
+            describe_counter!(
+                name::WEBHOOK_DELIVERIES,
+                "Webhook delivery attempts by outcome (delivered, retry, failed)"
+            );
             describe_gauge!(
                 name::CHECKPOINT_AGE,
                 Unit::Seconds,
@@ -235,6 +241,13 @@ impl Metrics {
     }
 
     /// One request answered 429.
+    /// One webhook delivery attempt; `outcome` is `delivered`, `retry` or `failed`.
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.record(|| {
+            ::metrics::counter!(name::WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+        });
+    }
+
     pub fn rate_limited(&self) {
         self.record(|| ::metrics::counter!(name::RATE_LIMITED).increment(1));
     }

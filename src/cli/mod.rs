@@ -15,6 +15,7 @@ pub mod output;
 mod preflight;
 mod progress;
 mod token;
+mod webhooks;
 
 use output::say;
 
@@ -25,7 +26,7 @@ use crate::app::{self, Application, LedgerError, QueryError, Services};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{
     DEFAULT_DATABASE_URL, DatabaseUrl, Limits, ServeConfig, SigningConfig, Switches, TokenArgs,
-    TokenSettings, parse_bind_addr, parse_database_url, parse_max_connections,
+    TokenSettings, WebhookArgs, parse_bind_addr, parse_database_url, parse_max_connections,
     parse_metrics_bind_addr, parse_trust_proxy_hops, switch, timeout, trust_proxy_removed,
 };
 use crate::session::{ClerkArgs, DevKey};
@@ -81,6 +82,19 @@ fn usage_error(e: clap::Error) -> ! {
         e.kind(),
         ErrorKind::ValueValidation | ErrorKind::InvalidValue
     ) {
+        // clap's line quotes the value; a webhook secret (or URL, which may hold one) is
+        // never echoed: only the parser's own message, which names the variable.
+        let hidden = matches!(
+            e.get(clap::error::ContextKind::InvalidArg),
+            Some(clap::error::ContextValue::String(arg))
+                if arg.starts_with("--webhook-secret") || arg.starts_with("--webhook-url")
+        );
+        if hidden {
+            let why = std::error::Error::source(&e)
+                .map_or_else(|| "invalid value".to_owned(), ToString::to_string);
+            eprintln!("error: {}", output::escape(&why));
+            std::process::exit(2);
+        }
         let rendered = e.to_string();
         let line = rendered.lines().next().unwrap_or("error: invalid value");
         eprintln!("{}", output::escape(&crate::token::redact(line)));
@@ -152,6 +166,8 @@ pub struct ServeArgs {
     pub metrics_bind_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub clerk: ClerkArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +279,12 @@ pub enum Command {
     /// Throwaway tokens are minted in DATABASE_URL's log (actor preflight:<user>), used
     /// against --url and revoked. Exits 1 on any ❌.
     Preflight(preflight::PreflightArgs),
+    /// The webhook outbox: pending and failed deliveries (`status`), and re-queueing them
+    /// (`retry`).
+    Webhooks {
+        #[command(subcommand)]
+        command: webhooks::WebhooksCommand,
+    },
     /// Maintain the projections built from the log.
     Projections {
         #[command(subcommand)]
@@ -372,6 +394,13 @@ pub async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            let webhooks = match args.webhooks.config() {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let production = cli.tokens.is_production();
             let config = ServeConfig {
                 sign_in_link: !production && clerk.is_none(),
@@ -394,6 +423,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 auth_failures_per_minute: args.auth_failures_per_minute,
                 signing: cli.signing.clone(),
                 metrics_bind_addr: args.metrics_bind_addr,
+                webhooks,
             };
             if let Err(e) = config.check() {
                 eprintln!("error: {e}");
@@ -471,6 +501,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Incident(args) => forensics::run_incident(&cli.database_url, settings, args).await,
         Command::History { id, json } => forensics::run_history(&cli.database_url, id, json).await,
         Command::Audit(args) => audit::run(&cli.database_url, args).await,
+        Command::Webhooks { command } => webhooks::run(&cli.database_url, command).await,
         Command::Preflight(args) => {
             return match preflight::run(&cli.database_url, &cli.tokens, &cli.signing, args).await {
                 Ok(true) => ExitCode::SUCCESS,

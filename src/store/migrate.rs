@@ -32,6 +32,7 @@ pub(crate) const SQLITE: &[MigrationFile] = &[
     migration!("sqlite", 5, "0005_tree_hashes"),
     migration!("sqlite", 6, "0006_forensics"),
     migration!("sqlite", 7, "0007_token_safety"),
+    migration!("sqlite", 8, "0008_webhook_outbox"),
 ];
 pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 1, "0001_event_log"),
@@ -41,6 +42,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 5, "0005_tree_hashes"),
     migration!("postgres", 6, "0006_forensics"),
     migration!("postgres", 7, "0007_token_safety"),
+    migration!("postgres", 8, "0008_webhook_outbox"),
 ];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {

@@ -7,6 +7,7 @@
 
 mod forensics;
 pub mod migrate;
+pub mod outbox;
 pub mod postgres;
 pub mod preflight;
 pub(crate) mod sql;

@@ -469,6 +469,11 @@ impl SqliteLog {
         &self.read
     }
 
+    /// The projector's write connection, for the webhook outbox (`super::outbox`).
+    pub(super) fn write_pool(&self) -> &SqlitePool {
+        &self.projector
+    }
+
     /// Tell `observer` of every group commit of this node's writer.
     pub fn observe_commits(&self, observer: super::writer::CommitObserver) {
         self.writer.observe(observer);

@@ -28,3 +28,4 @@ mod service;
 mod sessions;
 mod token_pages;
 mod token_safety;
+mod webhooks;

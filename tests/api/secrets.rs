@@ -454,6 +454,16 @@ async fn secrets_never_leak(db: TestDb) {
         .await
         .expect("open services");
     let ledger = services.ledger();
+    // Webhooks of this session go to a loopback receiver; their bodies are scanned below.
+    let receiver = crate::webhooks::Receiver::start().await;
+    let hooks = tokenledger::app::webhooks::Webhooks::new(
+        services.store().clone(),
+        crate::webhooks::config_for(&receiver),
+        Arc::new(clock.clone()),
+        services.metrics().clone(),
+    )
+    .expect("webhooks");
+    hooks.start().await.expect("the webhook subscriber starts");
     // The same log opened beside the application layer: its events and the audit rows.
     let store = Store::open(&db.url()).await.expect("open store");
     let mut made: Vec<Made> = Vec::new();
@@ -802,8 +812,38 @@ async fn secrets_never_leak(db: TestDb) {
         }
     }
 
+    // Every webhook of the session: the revocations, and expiry warnings a day before the
+    // tokens' expiry.
+    let head = store.head().await.expect("head").position;
+    let mut last = hooks.start().await.expect("checkpoint");
+    while last < head {
+        last = hooks
+            .step(last, Duration::from_millis(10))
+            .await
+            .expect("subscriber step");
+    }
+    clock.advance(Duration::from_secs(89 * 86_400));
+    assert!(hooks.enqueue_expiring().await.expect("expiry scan") > 0);
+    while hooks.send_due().await.expect("send") > 0 {}
+    let webhooks = receiver.received();
+    for kind in ["token.revoked", "token.expiring"] {
+        assert!(
+            webhooks.iter().any(|w| w.event_type == kind),
+            "a {kind} webhook was received, so its scan means something"
+        );
+    }
+
     // The scan. Tables first (live), then again after a rebuild through the CLI.
     let mut leaks = Vec::new();
+    for (i, w) in webhooks.iter().enumerate() {
+        let place = format!("webhook {i} ({})", w.event_type);
+        canaries.scan(&format!("{place} body"), w.body.as_bytes(), &mut leaks);
+        canaries.scan(
+            &format!("{place} headers"),
+            format!("{} {}", w.key, w.signature).as_bytes(),
+            &mut leaks,
+        );
+    }
     let tables = all_tables(&db).await;
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
     for expected in ["api_tokens", OPENINGS, "audit_logs", "events", "log_head"] {
@@ -831,6 +871,10 @@ async fn secrets_never_leak(db: TestDb) {
         "{allowed:?}"
     );
 
+    printed.plain(
+        "webhooks status --json",
+        &cli(&url, &["webhooks", "status", "--json"]).await,
+    );
     printed.plain(
         "projections rebuild",
         &cli(&url, &["projections", "rebuild"]).await,
