@@ -611,6 +611,52 @@ async fn two_self_rotations_racing_on_two_connections_mint_one_successor_then_re
     app.stop().await;
 }
 
+async fn reuse_detection_sends_a_webhook_for_every_token_of_the_chain(db: TestDb) {
+    let receiver = crate::webhooks::Receiver::start().await;
+    let app = spawn_app_with(&db, |c| {
+        c.switches.console_enabled = true;
+        c.switches.token_auth_enabled = true;
+        c.switches.trust_proxy_hops = 1;
+        c.webhooks = Some(crate::webhooks::config_for(&receiver));
+    })
+    .await;
+    receiver.use_clock(&app);
+    let old = create(&app, "agent", SELF_SCOPES, &[]).await;
+    let (_, new) = rotate_self(&app, &plain(&old)).await;
+    let new_token = new["token"].as_str().expect("token").to_owned();
+    let new_id: Uuid = new["id"].as_str().expect("id").parse().expect("uuid");
+    assert_eq!(ping(&app, &new_token, "10.1.1.1").await.0, StatusCode::OK);
+    // The old token was closed by the first use (a revocation too, so a webhook of its own).
+    let closed = receiver
+        .wait_until("the overlap's close", |seen| {
+            seen.iter().any(|r| r.event_type == "token.revoked")
+        })
+        .await;
+    assert_eq!(closed[0].json["data"]["actor"], "system:rotation");
+    assert_eq!(
+        ping(&app, &plain(&old), "198.51.100.66").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let seen = receiver
+        .wait_until("reuse detection", |seen| {
+            seen.iter().any(|r| r.event_type == "token.reuse_detected")
+        })
+        .await;
+    let reuse: Vec<&Value> = seen
+        .iter()
+        .filter(|r| r.event_type == "token.reuse_detected")
+        .map(|r| &r.json)
+        .collect();
+    // The old token was already revoked by the overlap's close: only its successor is left.
+    assert_eq!(reuse.len(), 1, "{reuse:#?}");
+    assert_eq!(reuse[0]["data"]["token_id"], json!(new_id));
+    assert!(
+        seen.iter().all(|r| r.verified.is_ok()),
+        "every delivery is signed"
+    );
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rotation overlap that ends at first use
 // ---------------------------------------------------------------------------------------------
@@ -785,6 +831,7 @@ crate::on_both_backends!(
     a_replayed_old_token_revokes_the_whole_chain,
     a_second_self_rotation_is_reuse,
     two_self_rotations_racing_on_two_connections_mint_one_successor_then_revoke_it,
+    reuse_detection_sends_a_webhook_for_every_token_of_the_chain,
     an_until_used_overlap_ends_at_first_use_or_at_its_maximum,
     the_cli_and_the_page_offer_until_used,
 );

@@ -237,6 +237,7 @@ async fn create(app: &TestApp, name: &str, expires_in: Option<Duration>) -> Uuid
             scopes: vec!["logs:read".into()],
             expires_in,
             actor: "test:admin".into(),
+            allowed_ips: Vec::new(),
         })
         .await
         .expect("create")
@@ -900,6 +901,7 @@ async fn nothing_is_lost_or_sent_twice_across_a_killed_sender(db: TestDb) {
                 scopes: vec!["logs:read".into()],
                 expires_in: None,
                 actor: "test:admin".into(),
+                allowed_ips: Vec::new(),
             })
             .await
             .expect("create");
