@@ -140,6 +140,9 @@ impl TokenRow {
                 self.rotated_at = Some(event.recorded_at);
                 self.expires_at = self.expires_at.min(r.old_expires_at);
             }
+            // A report changes nothing by itself: a live token's revocation is its own event,
+            // appended with it.
+            TokenEvent::LeakReported(_) => {}
         }
         self.version = event.stream_version;
         self.position = event.position;

@@ -31,6 +31,7 @@ pub(crate) const SQLITE: &[MigrationFile] = &[
     migration!("sqlite", 4, "0004_compact_audit"),
     migration!("sqlite", 5, "0005_tree_hashes"),
     migration!("sqlite", 6, "0006_forensics"),
+    migration!("sqlite", 9, "0009_leak_reports"),
 ];
 pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 1, "0001_event_log"),
@@ -39,6 +40,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 4, "0004_compact_audit"),
     migration!("postgres", 5, "0005_tree_hashes"),
     migration!("postgres", 6, "0006_forensics"),
+    migration!("postgres", 9, "0009_leak_reports"),
 ];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {
