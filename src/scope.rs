@@ -20,6 +20,8 @@ pub enum Scope {
     RegistryWrite,
     /// Check other tokens through `POST /v1/verify`.
     TokensVerify,
+    /// Report leaked tokens through `POST /v1/leaks` (a secret scanner's token).
+    LeaksReport,
 }
 
 /// In the OpenAPI document a scope is its name, one of [`Scope::ALL`].
@@ -36,13 +38,14 @@ impl utoipa::ToSchema for Scope {}
 
 impl Scope {
     /// Every scope, in the canonical order tokens store them in.
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 7] = [
         Scope::Admin,
         Scope::ConsoleExec,
         Scope::LogsRead,
         Scope::RegistryRead,
         Scope::RegistryWrite,
         Scope::TokensVerify,
+        Scope::LeaksReport,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Scope {
             Scope::RegistryRead => "registry:read",
             Scope::RegistryWrite => "registry:write",
             Scope::TokensVerify => "tokens:verify",
+            Scope::LeaksReport => "leaks:report",
         }
     }
 

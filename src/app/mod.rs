@@ -11,6 +11,7 @@ pub mod checkpoints;
 mod denials;
 pub mod export;
 mod forensics;
+pub mod leaks;
 mod ledger;
 mod listen;
 mod queries;
@@ -80,6 +81,8 @@ pub struct Services {
     /// Signs checkpoints with the log's keys; `None` where no key was loaded (most CLI
     /// commands).
     pub(crate) checkpointer: Option<Arc<Checkpointer>>,
+    /// GitHub's secret scanning keys, when `GITHUB_SECRET_SCANNING_KEYS` is set.
+    pub(crate) github_keys: Option<Arc<leaks::GithubKeys>>,
 }
 
 /// Open the log at `url` (applying pending migrations) and verify its head: what every
@@ -130,6 +133,7 @@ impl Services {
             production: false,
             request_timeout: Limits::default().request_timeout,
             checkpointer: None,
+            github_keys: None,
         })
     }
 
@@ -176,6 +180,11 @@ impl Services {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// GitHub's secret scanning keys, when reports from GitHub are accepted.
+    pub fn github_keys(&self) -> Option<&Arc<leaks::GithubKeys>> {
+        self.github_keys.as_ref()
     }
 
     /// The development sign-in links, where one was printed.
@@ -305,6 +314,15 @@ impl Application {
             services.metrics = metrics;
         }
         services.switches = config.switches;
+        // The route exists exactly when its keys are configured.
+        services.switches.github_secret_scanning = config.github_secret_scanning_keys.is_some();
+        if let Some(source) = &config.github_secret_scanning_keys {
+            services.github_keys = Some(Arc::new(
+                leaks::GithubKeys::new(source.clone(), clock.clone())
+                    .map_err(StartError::Config)?,
+            ));
+            tracing::info!(keys = %source, "GitHub secret scanning reports accepted on POST /v1/leaks/github");
+        }
         services.auth_failures_per_minute = config.auth_failures_per_minute;
         services.production = config.production;
         services.request_timeout = config.limits.request_timeout;

@@ -150,8 +150,26 @@ pub struct ServeArgs {
     #[arg(long = "metrics-bind", env = "METRICS_BIND_ADDR", value_name = "IP:PORT",
           value_parser = parse_metrics_bind_addr)]
     pub metrics_bind_addr: Option<SocketAddr>,
+    /// Accept GitHub secret scanning reports on POST /v1/leaks/github, checked against the
+    /// keys at this URL (GitHub's: https://api.github.com/meta/public_keys/secret_scanning) or
+    /// file; unset or empty (the default), the route answers 404.
+    #[arg(long = "github-secret-scanning-keys", env = "GITHUB_SECRET_SCANNING_KEYS",
+          value_name = "URL|PATH", value_parser = github_keys_setting)]
+    pub github_secret_scanning_keys: Option<GithubKeysSetting>,
     #[command(flatten)]
     pub clerk: ClerkArgs,
+}
+
+/// `GITHUB_SECRET_SCANNING_KEYS` as set: empty means unset (docker-compose passes an unset
+/// variable on as empty).
+#[derive(Clone, Debug)]
+pub struct GithubKeysSetting(Option<crate::app::leaks::KeySource>);
+
+fn github_keys_setting(raw: &str) -> Result<GithubKeysSetting, String> {
+    if raw.trim().is_empty() {
+        return Ok(GithubKeysSetting(None));
+    }
+    crate::app::leaks::parse_key_source(raw).map(|s| GithubKeysSetting(Some(s)))
 }
 
 #[derive(Debug, Subcommand)]
@@ -373,6 +391,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             };
             let production = cli.tokens.is_production();
+            let github_keys = args.github_secret_scanning_keys.and_then(|s| s.0);
             let config = ServeConfig {
                 sign_in_link: !production && clerk.is_none(),
                 clerk,
@@ -384,6 +403,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     console_enabled: args.admin_console_enabled,
                     token_auth_enabled: args.admin_api_token_auth_enabled,
                     trust_proxy_hops: args.trust_proxy_hops,
+                    github_secret_scanning: github_keys.is_some(),
                 },
                 limits: Limits {
                     header_read_timeout: args.header_read_timeout,
@@ -394,6 +414,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 auth_failures_per_minute: args.auth_failures_per_minute,
                 signing: cli.signing.clone(),
                 metrics_bind_addr: args.metrics_bind_addr,
+                github_secret_scanning_keys: github_keys,
             };
             if let Err(e) = config.check() {
                 eprintln!("error: {e}");

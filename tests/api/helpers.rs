@@ -463,7 +463,7 @@ pub fn console_on() -> Switches {
     Switches {
         console_enabled: true,
         token_auth_enabled: true,
-        trust_proxy_hops: 0,
+        ..Switches::default()
     }
 }
 

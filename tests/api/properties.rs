@@ -452,13 +452,13 @@ impl Model {
 
 /// Every projection a store keeps, as read back from the database.
 #[derive(Debug, PartialEq)]
-struct Projections {
-    tokens: Vec<TokenRow>,
-    audit: Vec<AuditRow>,
-    addresses: Vec<AddressUse>,
+pub(crate) struct Projections {
+    pub(crate) tokens: Vec<TokenRow>,
+    pub(crate) audit: Vec<AuditRow>,
+    pub(crate) addresses: Vec<AddressUse>,
 }
 
-async fn projections(store: &Store) -> anyhow::Result<Projections> {
+pub(crate) async fn projections(store: &Store) -> anyhow::Result<Projections> {
     Ok(Projections {
         tokens: store.tokens().await?,
         audit: store.audit(&AuditFilter::everything()).await?.rows,
@@ -536,7 +536,7 @@ fn same_rows<T: PartialEq + std::fmt::Debug>(
 
 /// The whole log read through [`EventLog::read_from`] in small pages, folded with the
 /// projections crate: the token table and the audit rows it implies.
-async fn fold_log(
+pub(crate) async fn fold_log(
     store: &Store,
     head: u64,
 ) -> anyhow::Result<(Vec<TokenRow>, Vec<AuditRow>, Vec<AddressUse>)> {
