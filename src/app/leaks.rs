@@ -72,8 +72,8 @@ impl Reporter {
     }
 }
 
-/// One reported token and where it was found; the text fields are already bounded and inert
-/// ([`inert`] or [`checked`]). `Debug` never shows the token.
+/// One reported token and where it was found (caller text, made inert again before it is
+/// kept). `Debug` never shows the token, nor one pasted into the other fields.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LeakReport {
     pub token: String,
@@ -84,11 +84,14 @@ pub struct LeakReport {
 
 impl std::fmt::Debug for LeakReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn shown(t: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+            t.as_deref().map(crate::token::redact)
+        }
         f.debug_struct("LeakReport")
             .field("token", &"<redacted>")
-            .field("url", &self.url)
-            .field("source", &self.source)
-            .field("token_type", &self.token_type)
+            .field("url", &shown(&self.url))
+            .field("source", &shown(&self.source))
+            .field("token_type", &shown(&self.token_type))
             .finish()
     }
 }
@@ -478,12 +481,22 @@ mod tests {
 
     #[test]
     fn a_report_never_shows_its_token() {
+        let token = crate::token::mint(
+            &crate::token::TokenPrefix::default(),
+            crate::token::Environment::Test,
+        )
+        .expect("mint");
         let report = LeakReport {
-            token: "tl_test_secret".into(),
-            url: None,
+            token: token.expose().to_owned(),
+            url: Some(format!("https://x.test/{}", token.expose())),
             source: None,
             token_type: None,
         };
-        assert!(!format!("{report:?}").contains("secret"));
+        let debug = format!("{report:?}");
+        assert!(!debug.contains(token.expose()), "{debug}");
+        assert!(
+            debug.contains("https://x.test/tl_test_[redacted]"),
+            "{debug}"
+        );
     }
 }

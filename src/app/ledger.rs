@@ -17,7 +17,9 @@ use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::app::denials::{self, Denials};
-use crate::app::leaks::{Label, LeakReport, Reporter};
+use crate::app::leaks::{
+    Label, LeakReport, MAX_SOURCE_CHARS, MAX_TYPE_CHARS, MAX_URL_CHARS, Reporter, inert,
+};
 use crate::app::token_cache::TokenCache;
 use crate::clock::Clock;
 use crate::config::TokenSettings;
@@ -463,7 +465,7 @@ impl Ledger {
     /// still authenticating (active, or rotated and in its grace period) is revoked in the
     /// same append, reason `leaked`, by `reporter`'s actor. One append for the whole call,
     /// decided on the stored rows and retried whole when a token changed meanwhile.
-    pub(crate) async fn report_leaks(
+    pub async fn report_leaks(
         &self,
         reports: &[LeakReport],
         reporter: &Reporter,
@@ -496,24 +498,24 @@ impl Ledger {
                     .iter()
                     .find(|r| r.id == *id)
                     .ok_or(LedgerError::NotFound(*id))?;
-                let mut seen: Vec<&LeakReport> = Vec::new();
+                let mut seen: Vec<TokenLeakReported> = Vec::new();
                 let mut events = Vec::new();
                 for report in at.iter().map(|i| &reports[*i]) {
-                    let place =
-                        |r: &LeakReport| (r.url.clone(), r.source.clone(), r.token_type.clone());
-                    if seen.iter().any(|s| place(s) == place(report)) {
+                    // Whatever the edge checked, what is kept is bounded and inert.
+                    let place = TokenLeakReported {
+                        url: inert(report.url.as_deref(), MAX_URL_CHARS),
+                        source: inert(report.source.as_deref(), MAX_SOURCE_CHARS),
+                        token_type: inert(report.token_type.as_deref(), MAX_TYPE_CHARS),
+                        reporter: reporter.name(),
+                    };
+                    if seen.contains(&place) {
                         continue;
                     }
-                    seen.push(report);
+                    seen.push(place.clone());
                     events.push(self.event(
                         now,
                         &actor,
-                        TokenEvent::LeakReported(TokenLeakReported {
-                            url: report.url.clone(),
-                            source: report.source.clone(),
-                            token_type: report.token_type.clone(),
-                            reporter: reporter.name(),
-                        }),
+                        TokenEvent::LeakReported(place),
                         Vec::new(),
                     ));
                 }

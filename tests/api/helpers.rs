@@ -205,7 +205,7 @@ pub fn rotated(successor: Uuid) -> NewEvent {
     }))
 }
 
-fn event(event: TokenEvent) -> NewEvent {
+pub fn event(event: TokenEvent) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
         recorded_at: at(1_700_000_000_000_000),

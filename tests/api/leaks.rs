@@ -25,12 +25,12 @@ use crate::properties::{fold_log, projections};
 
 // ----- GitHub's side: a key, its public_keys document served over loopback, signatures -----
 
-fn new_key() -> SigningKey {
+pub(crate) fn new_key() -> SigningKey {
     SigningKey::random(&mut p256::elliptic_curve::rand_core::OsRng)
 }
 
 /// GitHub's `public_keys` document for `keys` (the first is current).
-fn public_keys(keys: &[(&str, &SigningKey)]) -> String {
+pub(crate) fn public_keys(keys: &[(&str, &SigningKey)]) -> String {
     let list: Vec<Value> = keys
         .iter()
         .enumerate()
@@ -46,7 +46,7 @@ fn public_keys(keys: &[(&str, &SigningKey)]) -> String {
 }
 
 /// `Github-Public-Key-Signature` for `body`: base64 of the ASN.1 DER signature.
-fn sign(key: &SigningKey, body: &[u8]) -> String {
+pub(crate) fn sign(key: &SigningKey, body: &[u8]) -> String {
     let signature: Signature = key.sign(body);
     base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
 }
@@ -104,7 +104,7 @@ async fn leak_app(db: &TestDb, source: KeySource) -> TestApp {
 }
 
 /// POST a report to `/v1/leaks/github` with the given signature headers.
-async fn post_github(
+pub(crate) async fn post_github(
     app: &TestApp,
     body: &[u8],
     key_id: Option<&str>,
@@ -703,7 +703,7 @@ async fn reports_verify_against_a_key_file_on_postgres() {
 
 // ----- the generic endpoint -----
 
-async fn post_reports(
+pub(crate) async fn post_reports(
     app: &TestApp,
     credential: Option<&str>,
     body: &[u8],
