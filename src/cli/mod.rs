@@ -627,3 +627,37 @@ async fn rebuild(url: &DatabaseUrl, quiet: bool) -> Result<(), Failure> {
     say!("rebuilt api_tokens and token_addresses from position 0 to {position}: {tokens} tokens");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github_keys(args: &[&str]) -> Result<Option<crate::app::leaks::KeySource>, String> {
+        let cli = Cli::try_parse_from([&["tokenledger", "serve"], args].concat())
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Some(Command::Serve(s)) => Ok(s.github_secret_scanning_keys.and_then(|k| k.0)),
+            _ => Err("not serve".into()),
+        }
+    }
+
+    #[test]
+    fn an_empty_github_keys_setting_is_unset_and_a_bad_one_is_refused() {
+        use crate::app::leaks::{GITHUB_KEYS_URL, KeySource};
+        assert_eq!(github_keys(&[]), Ok(None));
+        assert_eq!(
+            github_keys(&["--github-secret-scanning-keys", ""]),
+            Ok(None)
+        );
+        assert_eq!(
+            github_keys(&["--github-secret-scanning-keys", GITHUB_KEYS_URL]),
+            Ok(Some(KeySource::Url(GITHUB_KEYS_URL.to_owned())))
+        );
+        assert_eq!(
+            github_keys(&["--github-secret-scanning-keys", "/etc/keys.json"]),
+            Ok(Some(KeySource::File("/etc/keys.json".into())))
+        );
+        let refused = github_keys(&["--github-secret-scanning-keys", "ftp://x/y"]).unwrap_err();
+        assert!(refused.contains("GITHUB_SECRET_SCANNING_KEYS"), "{refused}");
+    }
+}

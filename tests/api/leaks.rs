@@ -797,6 +797,31 @@ async fn generic_reports(db: TestDb) {
     // The reporter's own use was recorded.
     assert!(app.token(scanner.row.id).await.use_count >= 2);
 
+    // An expired token gets the report alone: it is kept, nothing is revoked.
+    let expiring = app
+        .create(
+            "expiring",
+            &["tokens:verify"],
+            Some(Duration::from_secs(60)),
+        )
+        .await;
+    app.clock.advance(Duration::from_secs(120));
+    let head = app.head().await;
+    let report = json!([{"token": expiring.token.expose(), "location": "a CI log"}]).to_string();
+    let (status, _, _) = post_reports(&app, Some(scanner.token.expose()), report.as_bytes()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let events: Vec<TokenEvent> = events_after(&app, head)
+        .await
+        .into_iter()
+        .filter(|(e, _)| e.stream_id.token_id() == Some(expiring.row.id))
+        .map(|(_, d)| d)
+        .collect();
+    assert!(
+        matches!(events.as_slice(), [TokenEvent::LeakReported(l)] if l.url.as_deref() == Some("a CI log")),
+        "{events:#?}"
+    );
+    assert_eq!(app.token(expiring.row.id).await.revoked_at, None);
+
     // Bad input: named, never echoed, nothing revoked.
     let other = app.create("other", &["tokens:verify"], None).await;
     let secret = other.token.expose();
