@@ -434,10 +434,7 @@ pub fn render() -> String {
             }
             Access::Session => "Clerk admin session (no API tokens)".to_owned(),
             Access::SessionOrApiToken { any_of } => {
-                format!(
-                    "admin session or API token: {}",
-                    Scope::alternatives(any_of)
-                )
+                format!("session or API token: {}", Scope::alternatives(any_of))
             }
         };
         let mut switches: Vec<String> = r.switch.iter().map(|s| s.variable().to_owned()).collect();
