@@ -443,6 +443,9 @@ pub struct ServeConfig {
     /// `METRICS_BIND_ADDR`: where `GET /metrics` is served, on a listener of its own so that
     /// it is not public on the API port; `None` (the default): no metrics are recorded.
     pub metrics_bind_addr: Option<SocketAddr>,
+    /// `GITHUB_SECRET_SCANNING_KEYS`: where GitHub's secret scanning keys are read from;
+    /// `None` (the default): `POST /v1/leaks/github` answers 404.
+    pub github_secret_scanning_keys: Option<crate::app::leaks::KeySource>,
     /// Make a one-time development sign-in link (`serve` asks for one; the CLI prints it).
     /// One is made only outside production, with no Clerk configured, on a fresh start (no
     /// development key yet, or an empty log): the development key is made then, and the
@@ -539,6 +542,8 @@ pub struct Switches {
     /// address is the client's; N: the Nth `X-Forwarded-For` entry from the right, the one the
     /// outermost of your proxies added (entries left of it are the client's to forge).
     pub trust_proxy_hops: u8,
+    /// `GITHUB_SECRET_SCANNING_KEYS` is set: `POST /v1/leaks/github` answers (404 otherwise).
+    pub github_secret_scanning: bool,
 }
 
 impl ServeConfig {
@@ -556,6 +561,7 @@ impl ServeConfig {
             auth_failures_per_minute: DEFAULT_AUTH_FAILURES_PER_MINUTE,
             signing: SigningConfig::default(),
             metrics_bind_addr: None,
+            github_secret_scanning_keys: None,
             sign_in_link: false,
             webhooks: None,
         }

@@ -22,6 +22,8 @@ pub enum Scope {
     TokensVerify,
     /// Rotate itself through `POST /v1/tokens/self/rotate` (reuse detection applies).
     TokensRotateSelf,
+    /// Report leaked tokens through `POST /v1/leaks` (a secret scanner's token).
+    LeaksReport,
 }
 
 /// In the OpenAPI document a scope is its name, one of [`Scope::ALL`].
@@ -38,7 +40,7 @@ impl utoipa::ToSchema for Scope {}
 
 impl Scope {
     /// Every scope, in the canonical order tokens store them in.
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::Admin,
         Scope::ConsoleExec,
         Scope::LogsRead,
@@ -46,6 +48,7 @@ impl Scope {
         Scope::RegistryWrite,
         Scope::TokensVerify,
         Scope::TokensRotateSelf,
+        Scope::LeaksReport,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Scope {
             Scope::RegistryWrite => "registry:write",
             Scope::TokensVerify => "tokens:verify",
             Scope::TokensRotateSelf => "tokens:rotate-self",
+            Scope::LeaksReport => "leaks:report",
         }
     }
 

@@ -58,6 +58,12 @@ pub fn token_routes() -> Vec<TokenRoute> {
                     .map(|s| s.variable())
                     .collect(),
             }),
+            Access::SessionOrApiToken { any_of } => Some(TokenRoute {
+                methods: r.methods,
+                path: r.path,
+                scopes: any_of.iter().map(ToString::to_string).collect(),
+                switches: r.switch.iter().map(|s| s.variable()).collect(),
+            }),
             _ => None,
         })
         .collect()

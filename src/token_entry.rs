@@ -187,8 +187,10 @@ impl TokenEntry {
     /// Fold one later event of this token's stream: [`TokenRow::apply`] on these fields.
     pub fn apply(&mut self, event: &StoredEvent, decoded: &TokenEvent) {
         match decoded {
-            TokenEvent::Created(_) | TokenEvent::UseDenied(_) | TokenEvent::UseDeniedSummary(_) => {
-            }
+            TokenEvent::Created(_)
+            | TokenEvent::UseDenied(_)
+            | TokenEvent::UseDeniedSummary(_)
+            | TokenEvent::LeakReported(_) => {}
             TokenEvent::Used(_) => self.last_used_at = MaybeTime::of(Some(event.recorded_at)),
             TokenEvent::Revoked(_) => {
                 if self.revoked_at == MaybeTime::NONE {

@@ -126,6 +126,7 @@ pub fn payload(event: &TokenEvent) -> Vec<u8> {
         TokenEvent::UseDeniedSummary(e) => serde_json::to_vec(e),
         TokenEvent::Revoked(e) => serde_json::to_vec(e),
         TokenEvent::Rotated(e) => serde_json::to_vec(e),
+        TokenEvent::LeakReported(e) => serde_json::to_vec(e),
     };
     json.expect("event payload serializes")
 }
@@ -301,6 +302,7 @@ fn upcast(
         }
         ("TokenRevoked", 1 | 2) => TokenEvent::Revoked(payload.parse().map_err(bad)?),
         ("TokenRotated", 1 | 2) => TokenEvent::Rotated(payload.parse().map_err(bad)?),
+        ("TokenLeakReported", 1 | 2) => TokenEvent::LeakReported(payload.parse().map_err(bad)?),
         _ => {
             return Err(CodecError::UnknownType {
                 event_type: event_type.to_owned(),
@@ -354,8 +356,8 @@ mod tests {
     use super::*;
     use crate::primitives::Commitment;
     use crate::vocabulary::{
-        DenyReason, Environment, TokenCreated, TokenRevoked, TokenRotated, TokenUseDenied,
-        TokenUseDeniedSummary, TokenUsed,
+        DenyReason, Environment, TokenCreated, TokenLeakReported, TokenRevoked, TokenRotated,
+        TokenUseDenied, TokenUseDeniedSummary, TokenUsed,
     };
 
     const TOKEN: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_00aa);
@@ -417,6 +419,12 @@ mod tests {
                 successor_id: Uuid::from_u128(0xcc),
                 old_expires_at: Timestamp::from_micros(-1),
                 until_successor_used: false,
+            }),
+            TokenEvent::LeakReported(TokenLeakReported {
+                url: Some("https://github.com/o/r/blob/abc/.env".to_owned()),
+                source: Some("content".to_owned()),
+                token_type: Some("tokenledger_api_token".to_owned()),
+                reporter: "github".to_owned(),
             }),
         ]
     }

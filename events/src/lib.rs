@@ -73,6 +73,6 @@ pub use verify::{
     Progress, VerifyError, VerifyReport, verify_chain, verify_chain_with, verify_head,
 };
 pub use vocabulary::{
-    DenyReason, Environment, TokenCreated, TokenEvent, TokenHash, TokenRevoked, TokenRotated,
-    TokenUseDenied, TokenUseDeniedSummary, TokenUsed,
+    DenyReason, Environment, TokenCreated, TokenEvent, TokenHash, TokenLeakReported, TokenRevoked,
+    TokenRotated, TokenUseDenied, TokenUseDeniedSummary, TokenUsed,
 };

@@ -116,6 +116,7 @@ impl ProvenEvent {
             }
             TokenEvent::Revoked(_) => "revoked".to_owned(),
             TokenEvent::Rotated(r) => format!("rotated to {}", r.successor_id),
+            TokenEvent::LeakReported(l) => format!("reported leaked by {}", l.reporter),
         };
         format!(
             "{token} {what} at {} by {}: position {} of {} in {}, signed by {}",

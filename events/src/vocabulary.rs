@@ -147,6 +147,24 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// A token was reported as leaked: found somewhere it should not be (GitHub's secret scanning,
+/// a scanner or a person). Each report is kept, so every place a token was seen is on record;
+/// a token still live when reported is revoked in the same append. No secret field: the
+/// report names where, never what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenLeakReported {
+    /// Where the token was found (GitHub's `url`, a scanner's `location`), when given; caller
+    /// text, bounded and with no control characters.
+    pub url: Option<String>,
+    /// GitHub's `source` (`content`, `commit`, `issue_comment`, ...), when given.
+    pub source: Option<String>,
+    /// The reporter's name for the kind of secret (GitHub's `type`), when given.
+    pub token_type: Option<String>,
+    /// Who reported it: `github`, `user:<id>` or `token:<id>`.
+    pub reporter: String,
+}
+
 /// Every event the log holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenEvent {
@@ -156,6 +174,7 @@ pub enum TokenEvent {
     UseDeniedSummary(TokenUseDeniedSummary),
     Revoked(TokenRevoked),
     Rotated(TokenRotated),
+    LeakReported(TokenLeakReported),
 }
 
 impl TokenEvent {
@@ -191,6 +210,7 @@ impl TokenEvent {
             TokenEvent::UseDeniedSummary(_) => "TokenUseDeniedSummary",
             TokenEvent::Revoked(_) => "TokenRevoked",
             TokenEvent::Rotated(_) => "TokenRotated",
+            TokenEvent::LeakReported(_) => "TokenLeakReported",
         }
     }
 }

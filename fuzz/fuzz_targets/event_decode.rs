@@ -10,7 +10,8 @@ use libfuzzer_sys::fuzz_target;
 use tokenledger_events::codec::{self, Decoded};
 use tokenledger_events::{
     Commitment, DenyReason, Environment, StreamId, Timestamp, TokenCreated, TokenEvent,
-    TokenRevoked, TokenRotated, TokenUseDenied, TokenUseDeniedSummary, TokenUsed,
+    TokenLeakReported, TokenRevoked, TokenRotated, TokenUseDenied, TokenUseDeniedSummary,
+    TokenUsed,
 };
 use uuid::Uuid;
 
@@ -50,7 +51,7 @@ fn reason(u: &mut Unstructured<'_>) -> Result<DenyReason> {
 }
 
 fn event(u: &mut Unstructured<'_>) -> Result<TokenEvent> {
-    Ok(match u.int_in_range(0..=5)? {
+    Ok(match u.int_in_range(0..=6)? {
         0 => TokenEvent::Created(TokenCreated {
             token_id: uuid(u)?,
             name: u.arbitrary()?,
@@ -90,6 +91,12 @@ fn event(u: &mut Unstructured<'_>) -> Result<TokenEvent> {
         3 => TokenEvent::Revoked(TokenRevoked {
             actor: u.arbitrary()?,
             reason: u.arbitrary()?,
+        }),
+        6 => TokenEvent::LeakReported(TokenLeakReported {
+            url: u.arbitrary()?,
+            source: u.arbitrary()?,
+            token_type: u.arbitrary()?,
+            reporter: u.arbitrary()?,
         }),
         _ => TokenEvent::Rotated(TokenRotated {
             successor_id: uuid(u)?,

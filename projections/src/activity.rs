@@ -177,7 +177,10 @@ impl Activity {
                 );
                 self.note(event, decoded, before);
             }
-            TokenEvent::Created(_) | TokenEvent::Revoked(_) | TokenEvent::Rotated(_) => {
+            TokenEvent::Created(_)
+            | TokenEvent::Revoked(_)
+            | TokenEvent::Rotated(_)
+            | TokenEvent::LeakReported(_) => {
                 self.note(event, decoded, before);
             }
         }
@@ -332,6 +335,22 @@ pub fn narrate(decoded: &TokenEvent, before: Option<&TokenRow>) -> String {
                 status(before),
                 r.successor_id
             )
+        }
+        // The place and kinds are caller text: whoever shows this sentence escapes it.
+        TokenEvent::LeakReported(l) => {
+            let mut s = format!("reported leaked by {}", l.reporter);
+            if let Some(url) = &l.url {
+                s.push_str(&format!(" at {url}"));
+            }
+            let kinds: Vec<&str> = [l.source.as_deref(), l.token_type.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            if !kinds.is_empty() {
+                s.push_str(&format!(" ({})", kinds.join(", ")));
+            }
+            s.push_str(&format!("; status {}", status(before)));
+            s
         }
     }
 }

@@ -63,8 +63,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use tokenledger_events::{
-        Commitment, DenyReason, Environment, Hash, StreamId, TokenCreated, TokenRevoked,
-        TokenRotated, TokenUseDenied, TokenUseDeniedSummary,
+        Commitment, DenyReason, Environment, Hash, StreamId, TokenCreated, TokenLeakReported,
+        TokenRevoked, TokenRotated, TokenUseDenied, TokenUseDeniedSummary,
     };
     use uuid::Uuid;
 
@@ -131,9 +131,21 @@ mod tests {
                 last_at: Timestamp::from_micros(75),
                 window_secs: 60,
             }),
+            TokenEvent::LeakReported(TokenLeakReported {
+                url: Some("https://example.com/leak".to_owned()),
+                source: Some("content".to_owned()),
+                token_type: None,
+                reporter: "github".to_owned(),
+            }),
             TokenEvent::Revoked(TokenRevoked {
                 actor: "admin:x".to_owned(),
                 reason: Some("incident".to_owned()),
+            }),
+            TokenEvent::LeakReported(TokenLeakReported {
+                url: None,
+                source: None,
+                token_type: None,
+                reporter: "user:u".to_owned(),
             }),
         ];
         // Positions interleave with other streams: the token's events sit at odd positions.

@@ -1,6 +1,6 @@
 //! The audit view: one row per event, in the seed guide's vocabulary
 //! (`API_TOKEN_CREATED`, `API_TOKEN_USED`, `API_TOKEN_DENIED`, `API_TOKEN_REVOKED`,
-//! `API_TOKEN_ROTATED`). Rows name tokens by id and carry what happened, from where and by whom;
+//! `API_TOKEN_ROTATED`), and `API_TOKEN_LEAK_REPORTED` in its style. Rows name tokens by id and carry what happened, from where and by whom;
 //! they are built field by field from the event, so a commitment, a hash or a salt has no way in.
 
 use serde::Serialize;
@@ -20,15 +20,18 @@ pub enum AuditAction {
     Revoked,
     #[serde(rename = "API_TOKEN_ROTATED")]
     Rotated,
+    #[serde(rename = "API_TOKEN_LEAK_REPORTED")]
+    LeakReported,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 5] = [
+    pub const ALL: [AuditAction; 6] = [
         AuditAction::Created,
         AuditAction::Used,
         AuditAction::Denied,
         AuditAction::Revoked,
         AuditAction::Rotated,
+        AuditAction::LeakReported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl AuditAction {
             AuditAction::Denied => "API_TOKEN_DENIED",
             AuditAction::Revoked => "API_TOKEN_REVOKED",
             AuditAction::Rotated => "API_TOKEN_ROTATED",
+            AuditAction::LeakReported => "API_TOKEN_LEAK_REPORTED",
         }
     }
 
@@ -49,6 +53,7 @@ impl AuditAction {
             AuditAction::Denied => &["TokenUseDenied", "TokenUseDeniedSummary"],
             AuditAction::Revoked => &["TokenRevoked"],
             AuditAction::Rotated => &["TokenRotated"],
+            AuditAction::LeakReported => &["TokenLeakReported"],
         }
     }
 
@@ -128,6 +133,18 @@ pub fn audit_row(event: &StoredEvent, decoded: &TokenEvent, scopes: &[String]) -
             }
             (AuditAction::Rotated, None, None, details)
         }
+        // Where it was found is caller text: escaped wherever a row is shown.
+        TokenEvent::LeakReported(l) => (
+            AuditAction::LeakReported,
+            None,
+            None,
+            json!({
+                "url": l.url,
+                "source": l.source,
+                "token_type": l.token_type,
+                "reporter": l.reporter,
+            }),
+        ),
     };
     let scopes = match decoded {
         TokenEvent::Created(c) => c.scopes.clone(),

@@ -8,6 +8,7 @@
 //! | `TokenCreated` | Entity Management (3004, IAM 3) | Create (1) | Success |
 //! | `TokenRotated` | Entity Management (3004) | Update (3) | Success |
 //! | `TokenRevoked` | Entity Management (3004) | Delete (4) | Success |
+//! | `TokenLeakReported` | Entity Management (3004) | Other (99), "Leak Reported" | Success, `comment` where it was found |
 //!
 //! The entity is `{"type": "api_token", "type_id": 99}` (Other) with the token id as `uid`.
 //! The schema version a record claims is a parameter ([`OcsfOptions::version`]) because SIEMs
@@ -248,6 +249,18 @@ pub fn ocsf_record(
                 "comment": r.reason,
             }),
         ),
+        TokenEvent::LeakReported(l) => (
+            ENTITY_MANAGEMENT,
+            3,
+            99,
+            "Leak Reported",
+            None,
+            json!({
+                "entity": api_token(token_id, None),
+                "actor": {"user": {"name": l.reporter}},
+                "comment": l.url,
+            }),
+        ),
     };
     let (status_id, status_name, severity) = match status {
         None => (1, "Success", SEVERITY_INFORMATIONAL),
@@ -273,6 +286,17 @@ pub fn ocsf_record(
         object.insert("status_detail".to_owned(), json!(reason));
     }
     object.extend(std::mem::take(fields));
+    // GitHub's `source` and `type` have no OCSF attribute of their own.
+    if let (TokenEvent::LeakReported(l), Some(unmapped)) = (
+        decoded,
+        object.get_mut("unmapped").and_then(Value::as_object_mut),
+    ) {
+        for (key, value) in [("source", &l.source), ("token_type", &l.token_type)] {
+            if let Some(value) = value {
+                unmapped.insert(key.to_owned(), json!(value));
+            }
+        }
+    }
     Some(record)
 }
 

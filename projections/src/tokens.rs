@@ -150,6 +150,9 @@ impl TokenRow {
                 self.expires_at = self.expires_at.min(r.old_expires_at);
                 self.until_successor_used = r.until_successor_used;
             }
+            // A report changes nothing by itself: a live token's revocation is its own event,
+            // appended with it.
+            TokenEvent::LeakReported(_) => {}
         }
         self.version = event.stream_version;
         self.position = event.position;

@@ -19,8 +19,8 @@ use tokenledger_events::proof::{
 };
 use tokenledger_events::{
     DenyReason, Environment, Hash, Head, LogId, Opening, StoredEvent, StreamId, Timestamp,
-    TokenCreated, TokenEvent, TokenRevoked, TokenRotated, TokenUseDenied, TokenUseDeniedSummary,
-    TokenUsed,
+    TokenCreated, TokenEvent, TokenLeakReported, TokenRevoked, TokenRotated, TokenUseDenied,
+    TokenUseDeniedSummary, TokenUsed,
 };
 use tokenledger_projections::ocsf::{OcsfOptions, missing_required, ocsf_record};
 use tokenledger_projections::{audit_row, write_csv_header, write_csv_row, write_ocsf_line};
@@ -137,6 +137,18 @@ fn log() -> (Vec<StoredEvent>, Vec<Hash>) {
             ),
         ),
         (&new, used(Some("events:verify"), Some("2001:db8::1"))),
+        (
+            &old,
+            (
+                TokenEvent::LeakReported(TokenLeakReported {
+                    url: Some("https://github.com/o/r/blob/1/.env\u{1b}[2J".to_owned()),
+                    source: Some("content".to_owned()),
+                    token_type: Some("tokenledger_api_token".to_owned()),
+                    reporter: "github".to_owned(),
+                }),
+                Vec::new(),
+            ),
+        ),
     ];
     let mut sealer = Sealer::new(LOG, Head::GENESIS);
     let mut versions: HashMap<StreamId, u64> = HashMap::new();
@@ -559,7 +571,7 @@ fn a_truncated_range_is_reported_and_never_written() {
     assert!(writer.finish().is_err());
     let mut writer = EventsWriter::new(Vec::new(), start).unwrap();
     assert!(writer.write_event(&events[1]).is_err(), "out of order");
-    for event in &events {
+    for event in &events[..9] {
         writer.write_event(event).unwrap();
     }
     let (_, summary) = writer.finish().unwrap();
@@ -808,6 +820,7 @@ fn every_ocsf_record_has_every_required_attribute_and_no_secret() {
             ("TokenCreated".to_owned(), 3004, 1, 1),
             ("TokenRevoked".to_owned(), 3004, 4, 1),
             ("TokenUsed".to_owned(), 6003, 2, 1),
+            ("TokenLeakReported".to_owned(), 3004, 99, 1),
         ]
     );
     let lagging = OcsfOptions {
@@ -871,6 +884,25 @@ fn the_csv_is_guarded_and_has_a_row_per_event() {
         rows[1]
     );
     assert!(rows[8].contains("API_TOKEN_REVOKED"));
+    // The log's tenth event, a leak report, with a control character in its URL.
+    let whole = bundle(Options {
+        last: 10,
+        ..Options::default()
+    });
+    let csv = String::from_utf8(
+        whole
+            .iter()
+            .find(|(n, _)| n == AUDIT_CSV)
+            .unwrap()
+            .1
+            .clone(),
+    )
+    .unwrap();
+    let rows: Vec<&str> = csv.split_terminator("\r\n").collect();
+    assert_eq!(rows.len(), 11);
+    assert!(!csv.contains('\u{1b}'));
+    assert!(rows[10].contains("API_TOKEN_LEAK_REPORTED"), "{}", rows[10]);
+    assert!(rows[10].contains(r#"\u001b[2J"#), "{}", rows[10]);
 }
 
 #[test]
@@ -890,7 +922,7 @@ fn every_event_has_a_proof_that_verifies_and_no_changed_byte_does() {
         if index == 7 {
             assert!(
                 proven.summary().starts_with(&format!(
-                    "token {OLD} revoked at 2023-11-14T22:13:27.000861Z by admin:alice: position 8 of 9 in {ORIGIN}, signed by {ORIGIN}+"
+                    "token {OLD} revoked at 2023-11-14T22:13:27.000861Z by admin:alice: position 8 of 10 in {ORIGIN}, signed by {ORIGIN}+"
                 )),
                 "{}",
                 proven.summary()

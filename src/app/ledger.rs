@@ -11,12 +11,15 @@ use rand::rngs::SysRng;
 use tokenledger_events::chain::field_commitment;
 use tokenledger_events::{
     AppendError, DenyReason, EventLog, ExpectedVersion, NewEvent, Opening, StoredEvent,
-    StreamAppend, StreamId, Timestamp, TokenCreated, TokenEvent,
+    StreamAppend, StreamId, Timestamp, TokenCreated, TokenEvent, TokenLeakReported,
 };
 use tokenledger_projections::{TokenRow, TokenStatus};
 use uuid::Uuid;
 
 use crate::app::denials::{self, Denials};
+use crate::app::leaks::{
+    Label, LeakReport, MAX_SOURCE_CHARS, MAX_TYPE_CHARS, MAX_URL_CHARS, Reporter, inert,
+};
 use crate::app::token_cache::TokenCache;
 use crate::clock::Clock;
 use crate::config::TokenSettings;
@@ -168,6 +171,8 @@ pub use crate::lifecycle::RotateToken as RotateRequest;
 pub const REUSE_ACTOR: &str = "system:reuse-detection";
 /// The actor that closes a rotated token at its successor's first use.
 pub const OVERLAP_ACTOR: &str = "system:rotation";
+/// The reason a leak report revokes with.
+pub const LEAKED: &str = "leaked";
 
 /// How often a decision is retried when its token changed between reading and appending.
 const ATTEMPTS: usize = 5;
@@ -467,6 +472,102 @@ impl Ledger {
             }
         }
         Err(LedgerError::Busy(id))
+    }
+
+    /// Record leak reports (in order; look-alikes and unknown tokens are answered
+    /// [`Label::FalsePositive`] from the cache, with no database read). Every report of a token
+    /// of ours is kept as a `TokenLeakReported` (exact repeats within the call once); a token
+    /// still authenticating (active, or rotated and in its grace period) is revoked in the
+    /// same append, reason `leaked`, by `reporter`'s actor. One append for the whole call,
+    /// decided on the stored rows and retried whole when a token changed meanwhile.
+    pub async fn report_leaks(
+        &self,
+        reports: &[LeakReport],
+        reporter: &Reporter,
+    ) -> Result<Vec<Label>, LedgerError> {
+        let mut labels = vec![Label::FalsePositive; reports.len()];
+        // Per token of ours, in order of first report: its reports' indexes.
+        let mut found: Vec<(Uuid, Vec<usize>)> = Vec::new();
+        for (i, report) in reports.iter().enumerate() {
+            let Ok(entry) = self.identify(&report.token) else {
+                continue;
+            };
+            labels[i] = Label::TruePositive;
+            match found.iter_mut().find(|(id, _)| *id == entry.id()) {
+                Some((_, at)) => at.push(i),
+                None => found.push((entry.id(), vec![i])),
+            }
+        }
+        if found.is_empty() {
+            return Ok(labels);
+        }
+        let actor = reporter.actor();
+        let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
+        for _ in 0..ATTEMPTS {
+            let rows = self.store.tokens_by_id(&ids).await?;
+            let now = self.now();
+            let mut batch = Vec::with_capacity(found.len());
+            let mut revoking = Vec::new();
+            for (id, at) in &found {
+                let row = rows
+                    .iter()
+                    .find(|r| r.id == *id)
+                    .ok_or(LedgerError::NotFound(*id))?;
+                let mut seen: Vec<TokenLeakReported> = Vec::new();
+                let mut events = Vec::new();
+                for report in at.iter().map(|i| &reports[*i]) {
+                    // Whatever the edge checked, what is kept is bounded and inert.
+                    let place = TokenLeakReported {
+                        url: inert(report.url.as_deref(), MAX_URL_CHARS),
+                        source: inert(report.source.as_deref(), MAX_SOURCE_CHARS),
+                        token_type: inert(report.token_type.as_deref(), MAX_TYPE_CHARS),
+                        reporter: reporter.name(),
+                    };
+                    if seen.contains(&place) {
+                        continue;
+                    }
+                    seen.push(place.clone());
+                    events.push(self.event(
+                        now,
+                        &actor,
+                        TokenEvent::LeakReported(place),
+                        Vec::new(),
+                    ));
+                }
+                if matches!(
+                    row.status_at(now),
+                    TokenStatus::Active | TokenStatus::RotatedInGrace
+                ) {
+                    let revoked =
+                        decide_revoke(&TokenEntry::of(row), &actor, Some(LEAKED.to_owned()))?;
+                    events.push(self.event(now, &actor, TokenEvent::Revoked(revoked), Vec::new()));
+                    revoking.push(*id);
+                }
+                batch.push(StreamAppend {
+                    stream_id: StreamId::for_token(*id),
+                    expected: ExpectedVersion::Exact(row.version),
+                    events,
+                });
+            }
+            match self.append(batch).await {
+                Ok(_) => {
+                    for id in &revoking {
+                        tracing::warn!(token_id = %id, actor = %actor, "leaked token revoked");
+                    }
+                    tracing::info!(
+                        reports = reports.len(),
+                        tokens = found.len(),
+                        revoked = revoking.len(),
+                        actor = %actor,
+                        "leak reports recorded"
+                    );
+                    return Ok(labels);
+                }
+                Err(AppendError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LedgerError::Busy(ids[0]))
     }
 
     /// The other tokens of `row`'s rotation chain, oldest first, as stored.

@@ -11,6 +11,7 @@ pub mod checkpoints;
 mod denials;
 pub mod export;
 mod forensics;
+pub mod leaks;
 mod ledger;
 mod listen;
 mod queries;
@@ -83,6 +84,8 @@ pub struct Services {
     pub(crate) checkpointer: Option<Arc<Checkpointer>>,
     /// The webhook subscriber and sender, when `WEBHOOK_URL` is set.
     pub(crate) webhooks: Option<Arc<webhooks::Webhooks>>,
+    /// GitHub's secret scanning keys, when `GITHUB_SECRET_SCANNING_KEYS` is set.
+    pub(crate) github_keys: Option<Arc<leaks::GithubKeys>>,
 }
 
 /// Open the log at `url` (applying pending migrations) and verify its head: what every
@@ -134,6 +137,7 @@ impl Services {
             request_timeout: Limits::default().request_timeout,
             checkpointer: None,
             webhooks: None,
+            github_keys: None,
         })
     }
 
@@ -185,6 +189,11 @@ impl Services {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// GitHub's secret scanning keys, when reports from GitHub are accepted.
+    pub fn github_keys(&self) -> Option<&Arc<leaks::GithubKeys>> {
+        self.github_keys.as_ref()
     }
 
     /// The development sign-in links, where one was printed.
@@ -314,6 +323,15 @@ impl Application {
             services.metrics = metrics;
         }
         services.switches = config.switches;
+        // The route exists exactly when its keys are configured.
+        services.switches.github_secret_scanning = config.github_secret_scanning_keys.is_some();
+        if let Some(source) = &config.github_secret_scanning_keys {
+            services.github_keys = Some(Arc::new(
+                leaks::GithubKeys::new(source.clone(), clock.clone())
+                    .map_err(StartError::Config)?,
+            ));
+            tracing::info!(keys = %source, "GitHub secret scanning reports accepted on POST /v1/leaks/github");
+        }
         services.auth_failures_per_minute = config.auth_failures_per_minute;
         services.production = config.production;
         services.request_timeout = config.limits.request_timeout;

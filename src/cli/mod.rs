@@ -164,10 +164,28 @@ pub struct ServeArgs {
     #[arg(long = "metrics-bind", env = "METRICS_BIND_ADDR", value_name = "IP:PORT",
           value_parser = parse_metrics_bind_addr)]
     pub metrics_bind_addr: Option<SocketAddr>,
+    /// Accept GitHub secret scanning reports on POST /v1/leaks/github, checked against the
+    /// keys at this URL (GitHub's: https://api.github.com/meta/public_keys/secret_scanning) or
+    /// file; unset or empty (the default), the route answers 404.
+    #[arg(long = "github-secret-scanning-keys", env = "GITHUB_SECRET_SCANNING_KEYS",
+          value_name = "URL|PATH", value_parser = github_keys_setting)]
+    pub github_secret_scanning_keys: Option<GithubKeysSetting>,
     #[command(flatten)]
     pub clerk: ClerkArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+}
+
+/// `GITHUB_SECRET_SCANNING_KEYS` as set: empty means unset (docker-compose passes an unset
+/// variable on as empty).
+#[derive(Clone, Debug)]
+pub struct GithubKeysSetting(Option<crate::app::leaks::KeySource>);
+
+fn github_keys_setting(raw: &str) -> Result<GithubKeysSetting, String> {
+    if raw.trim().is_empty() {
+        return Ok(GithubKeysSetting(None));
+    }
+    crate::app::leaks::parse_key_source(raw).map(|s| GithubKeysSetting(Some(s)))
 }
 
 #[derive(Debug, Subcommand)]
@@ -402,6 +420,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             };
             let production = cli.tokens.is_production();
+            let github_keys = args.github_secret_scanning_keys.and_then(|s| s.0);
             let config = ServeConfig {
                 sign_in_link: !production && clerk.is_none(),
                 clerk,
@@ -413,6 +432,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                     console_enabled: args.admin_console_enabled,
                     token_auth_enabled: args.admin_api_token_auth_enabled,
                     trust_proxy_hops: args.trust_proxy_hops,
+                    github_secret_scanning: github_keys.is_some(),
                 },
                 limits: Limits {
                     header_read_timeout: args.header_read_timeout,
@@ -424,6 +444,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 signing: cli.signing.clone(),
                 metrics_bind_addr: args.metrics_bind_addr,
                 webhooks,
+                github_secret_scanning_keys: github_keys,
             };
             if let Err(e) = config.check() {
                 eprintln!("error: {e}");
@@ -636,4 +657,38 @@ async fn rebuild(url: &DatabaseUrl, quiet: bool) -> Result<(), Failure> {
     let (position, tokens) = rebuilt?;
     say!("rebuilt api_tokens and token_addresses from position 0 to {position}: {tokens} tokens");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn github_keys(args: &[&str]) -> Result<Option<crate::app::leaks::KeySource>, String> {
+        let cli = Cli::try_parse_from([&["tokenledger", "serve"], args].concat())
+            .map_err(|e| e.to_string())?;
+        match cli.command {
+            Some(Command::Serve(s)) => Ok(s.github_secret_scanning_keys.and_then(|k| k.0)),
+            _ => Err("not serve".into()),
+        }
+    }
+
+    #[test]
+    fn an_empty_github_keys_setting_is_unset_and_a_bad_one_is_refused() {
+        use crate::app::leaks::{GITHUB_KEYS_URL, KeySource};
+        assert_eq!(github_keys(&[]), Ok(None));
+        assert_eq!(
+            github_keys(&["--github-secret-scanning-keys", ""]),
+            Ok(None)
+        );
+        assert_eq!(
+            github_keys(&["--github-secret-scanning-keys", GITHUB_KEYS_URL]),
+            Ok(Some(KeySource::Url(GITHUB_KEYS_URL.to_owned())))
+        );
+        assert_eq!(
+            github_keys(&["--github-secret-scanning-keys", "/etc/keys.json"]),
+            Ok(Some(KeySource::File("/etc/keys.json".into())))
+        );
+        let refused = github_keys(&["--github-secret-scanning-keys", "ftp://x/y"]).unwrap_err();
+        assert!(refused.contains("GITHUB_SECRET_SCANNING_KEYS"), "{refused}");
+    }
 }

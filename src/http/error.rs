@@ -37,6 +37,14 @@ pub enum ApiError {
     UnsupportedMediaType(&'static str),
     #[error("Request body is larger than the limit of {BODY_LIMIT} bytes")]
     PayloadTooLarge,
+    /// A body over a route's own limit (the leak report routes take more than the default).
+    #[error("Request body is larger than the limit of {0} bytes")]
+    PayloadOver(usize),
+    /// A GitHub secret scanning report whose signature was not accepted.
+    #[error(transparent)]
+    LeakSignature(crate::app::leaks::SignatureError),
+    #[error("Too many leak reports from this caller; retry after {retry_after_secs} s")]
+    TooManyReports { retry_after_secs: u64 },
     #[error("Request body could not be read")]
     BodyUnreadable,
     /// `REQUEST_TIMEOUT` passed before the request was answered (a slow body, most likely).
@@ -91,7 +99,12 @@ impl ApiError {
             E::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             E::BadRequest(_) | E::DuplicateAuthorization => StatusCode::BAD_REQUEST,
             E::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            E::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            E::PayloadTooLarge | E::PayloadOver(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            E::LeakSignature(crate::app::leaks::SignatureError::KeysUnavailable) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            E::LeakSignature(_) => StatusCode::UNAUTHORIZED,
+            E::TooManyReports { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::BodyUnreadable => StatusCode::BAD_REQUEST,
             E::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             E::UnsupportedScheme
@@ -162,7 +175,8 @@ impl IntoResponse for ApiError {
         // back even if one ever did.
         let text = crate::token::redact(&self.to_string()).into_owned();
         let mut response = (self.status(), Json(ErrorBody { error: text })).into_response();
-        if let ApiError::TooManyFailures { retry_after_secs } = self
+        if let ApiError::TooManyFailures { retry_after_secs }
+        | ApiError::TooManyReports { retry_after_secs } = self
             && let Ok(value) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string())
         {
             response

@@ -97,6 +97,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Deserialize a body that must be a JSON array (of `shape`, for the message), naming the
+/// element and field of any failure and what it accepts, never a value.
+pub fn parse_json_array<T: DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T, ApiError> {
+    let not_array = || ApiError::BadRequest(format!("Body must be a JSON array of {shape}"));
+    if bytes.trim_ascii_start().first() != Some(&b'[') {
+        return Err(not_array());
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| json_rejection(&safe_path(e.path()), e.inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| json_rejection(".", &e)));
+    match value {
+        Err(ApiError::BadRequest(m)) if m == "Body must be a JSON object" => Err(not_array()),
+        other => other,
+    }
+}
+
 /// Deserialize part of a body already read as a value (`what` says which part).
 pub fn from_value<T: DeserializeOwned>(
     what: &str,
@@ -782,8 +799,17 @@ macro_rules! placed_by_policy {
     };
 }
 
+/// Who called a route that takes an admin's session or an API token
+/// ([`Access::SessionOrApiToken`]).
+#[derive(Clone, Debug)]
+pub enum Caller {
+    Token(ApiCaller),
+    Session(AdminSession),
+}
+
 placed_by_policy!(ApiCaller);
 placed_by_policy!(AdminSession);
+placed_by_policy!(Caller);
 
 // ----- the policy, applied -----
 
@@ -812,7 +838,8 @@ pub async fn apply_policy(
     let ip = ClientIp::of(&parts, state.switches.trust_proxy_hops).0;
     let credential = match route.access {
         Access::ApiToken { .. } => "api_token",
-        Access::Session | Access::Public => "session",
+        Access::SessionOrApiToken { .. } if api_token_presented(&parts) => "api_token",
+        Access::Session | Access::SessionOrApiToken { .. } | Access::Public => "session",
     };
     let admitted = match state.guard.admit(ip) {
         Err(e) => Err(e),
@@ -825,6 +852,26 @@ pub async fn apply_policy(
                 .map(|caller| {
                     parts.extensions.insert(caller);
                 }),
+            Access::SessionOrApiToken { any_of } if credential == "api_token" => {
+                api_caller(&state, &parts, ip, any_of, None)
+                    .await
+                    .map(|caller| {
+                        parts.extensions.insert(Caller::Token(caller));
+                    })
+            }
+            Access::SessionOrApiToken { .. } => {
+                let has_session = parts.headers.contains_key(header::AUTHORIZATION)
+                    || session_cookie(&parts.headers).is_some();
+                if has_session {
+                    admin_session(&state, &parts).await.map(|session| {
+                        parts
+                            .extensions
+                            .insert(Caller::Session(AdminSession(session)));
+                    })
+                } else {
+                    Err(Refusal::MissingCredentials.into())
+                }
+            }
             Access::Session | Access::Public => {
                 admin_session(&state, &parts).await.map(|session| {
                     parts.extensions.insert(AdminSession(session));
@@ -851,6 +898,12 @@ pub async fn apply_policy(
             }
         }
     }
+}
+
+/// Whether the request's one bearer credential is an API token rather than a session (a
+/// malformed one counts as a token: it is refused as one).
+fn api_token_presented(parts: &Parts) -> bool {
+    matches!(Bearer::from_headers(&parts.headers), Ok(Some(b)) if !b.is_session())
 }
 
 /// Authenticate an API token in the authentication table's order.

@@ -9,8 +9,8 @@
 //! - `extract`: `AppJson`, `Bearer`, `ClientIp`, `ApiCaller`, `AdminSession`; the policy layer.
 //! - `error`: the one `ApiError`, its statuses and texts.
 //! - `state`: `AppState`.
-//! - `health`, `console`, `verify`, `admin_api`, `admin_page`: the handlers, each module with
-//!   its own `router()`.
+//! - `health`, `console`, `verify`, `leaks`, `admin_api`, `admin_page`: the handlers, each
+//!   module with its own `router()`.
 //! - `metrics`: the request counter layer, and `GET /metrics` for the metrics listener.
 //! - `openapi`: the OpenAPI document of the JSON routes, from the handlers' annotations and
 //!   the policy table.
@@ -23,6 +23,7 @@ pub mod error;
 pub mod extract;
 mod guard;
 mod health;
+pub mod leaks;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
@@ -61,6 +62,7 @@ pub fn router(services: &Services) -> Router {
         .merge(console::router())
         .merge(verify::router())
         .merge(rotate_self::router())
+        .merge(leaks::router())
         .merge(admin_api::router())
         .merge(admin_page::router())
         .route_layer(axum::middleware::from_fn_with_state(

@@ -44,6 +44,8 @@ pub fn router() -> Router<AppState> {
         super::console::console,
         super::verify::verify,
         super::rotate_self::rotate_self,
+        super::leaks::github,
+        super::leaks::report,
         super::admin_api::list,
         super::admin_api::create,
         super::admin_api::stale,
@@ -175,7 +177,7 @@ fn apply(route: &Route, operation: &mut Operation) {
         refusal(
             operation,
             404,
-            &format!("the route is off: {} is not true", switch.variable()),
+            &format!("the route is off: {}", switch.when_off()),
         );
     }
     match route.access {
@@ -221,6 +223,40 @@ fn apply(route: &Route, operation: &mut Operation) {
                 operation,
                 503,
                 "the audit log is unavailable: the use could not be recorded, so nothing ran",
+            );
+        }
+        Access::SessionOrApiToken { any_of } => {
+            operation.security = Some(vec![
+                SecurityRequirement::new(SESSION_BEARER, Vec::<String>::new()),
+                SecurityRequirement::new(SESSION_COOKIE, Vec::<String>::new()),
+                SecurityRequirement::new(API_TOKEN, Vec::<String>::new()),
+            ]);
+            refusal(
+                operation,
+                400,
+                "more than one Authorization header, or one that is not text",
+            );
+            refusal(
+                operation,
+                401,
+                "no credentials; an invalid or expired session; a malformed, unknown, revoked or expired token, or one of the other environment",
+            );
+            refusal(
+                operation,
+                403,
+                &format!(
+                    "the session is not an admin's, or a cookie-authenticated change without a same-origin Origin; or the token lacks every one of {}, or the client address is outside its allowlist",
+                    crate::scope::Scope::alternatives(any_of)
+                ),
+            );
+            too_many(operation);
+            if let Some(RefOr::T(r)) = operation.responses.responses.get_mut("429") {
+                r.description = format!("{}, or too many calls from this caller", r.description);
+            }
+            refusal(
+                operation,
+                503,
+                "admin sign-in is not configured or its keys cannot be fetched, or the audit log is unavailable: nothing was recorded",
             );
         }
         Access::Session => {

@@ -15,6 +15,8 @@ pub enum Switch {
     Console,
     /// `ADMIN_API_TOKEN_AUTH_ENABLED`
     TokenAuth,
+    /// `GITHUB_SECRET_SCANNING_KEYS` (set, rather than true)
+    GithubSecretScanning,
 }
 
 impl Switch {
@@ -22,6 +24,15 @@ impl Switch {
         match self {
             Switch::Console => "ADMIN_CONSOLE_ENABLED",
             Switch::TokenAuth => "ADMIN_API_TOKEN_AUTH_ENABLED",
+            Switch::GithubSecretScanning => "GITHUB_SECRET_SCANNING_KEYS",
+        }
+    }
+
+    /// `X is not true`, or `X is not set` for a switch that is a setting.
+    pub fn when_off(self) -> String {
+        match self {
+            Switch::GithubSecretScanning => format!("{} is not set", self.variable()),
+            _ => format!("{} is not true", self.variable()),
         }
     }
 
@@ -29,6 +40,7 @@ impl Switch {
         match self {
             Switch::Console => switches.console_enabled,
             Switch::TokenAuth => switches.token_auth_enabled,
+            Switch::GithubSecretScanning => switches.github_secret_scanning,
         }
     }
 }
@@ -47,6 +59,9 @@ pub enum Access {
     /// Humans: an admin's Clerk session only; an API token gets 401 `API tokens are not
     /// accepted on this endpoint`.
     Session,
+    /// An admin's Clerk session, or an API token holding at least one of `any_of` (a bearer
+    /// that is not a session JWT is taken as a token).
+    SessionOrApiToken { any_of: &'static [Scope] },
 }
 
 /// How a refusal is answered: JSON for clients, a page for people in a browser.
@@ -92,12 +107,15 @@ pub mod path {
     pub const PAGE_INCIDENT: &str = "/admin/tokens/{id}/incident";
     pub const API_AUDIT: &str = "/api/admin/audit";
     pub const OPENAPI: &str = "/openapi.json";
+    pub const LEAKS_GITHUB: &str = "/v1/leaks/github";
+    pub const LEAKS: &str = "/v1/leaks";
 }
 
 /// The guide: the console needs `console:exec` or `admin`.
 pub const CONSOLE_SCOPES: &[Scope] = &[Scope::ConsoleExec, Scope::Admin];
 pub const VERIFY_SCOPES: &[Scope] = &[Scope::TokensVerify];
 pub const ROTATE_SELF_SCOPES: &[Scope] = &[Scope::TokensRotateSelf];
+pub const LEAK_SCOPES: &[Scope] = &[Scope::LeaksReport];
 
 const fn public(methods: &'static str, path: &'static str, summary: &'static str) -> Route {
     Route {
@@ -275,6 +293,25 @@ pub static ROUTES: &[Route] = &[
         Answer::Json,
         "admin API: the audit view, filtered and paged by cursor",
     ),
+    Route {
+        methods: "POST",
+        path: path::LEAKS_GITHUB,
+        // The caller is GitHub: the handler checks its ECDSA signature over the raw body.
+        access: Access::Public,
+        switch: Some(Switch::GithubSecretScanning),
+        answer: Answer::Json,
+        summary: "GitHub secret scanning reports [{\"token\", \"type\", \"url\", \"source\"}], signed; answers GitHub's feedback labels",
+    },
+    Route {
+        methods: "POST",
+        path: path::LEAKS,
+        access: Access::SessionOrApiToken {
+            any_of: LEAK_SCOPES,
+        },
+        switch: None,
+        answer: Answer::Json,
+        summary: "report leaked tokens [{\"token\", \"location\"}]; 202 with no detail",
+    },
 ];
 
 /// The policy row of a routed path (as axum matched it).
@@ -365,7 +402,9 @@ pub fn admitted(scopes: &[String]) -> crate::app::Admitted {
     let routes: Vec<String> = ROUTES
         .iter()
         .filter(|r| match r.access {
-            Access::ApiToken { any_of, .. } => Scope::any_held(any_of, scopes),
+            Access::ApiToken { any_of, .. } | Access::SessionOrApiToken { any_of } => {
+                Scope::any_held(any_of, scopes)
+            }
             _ => false,
         })
         .map(|r| format!("{} {}", r.methods, r.path))
@@ -407,6 +446,9 @@ pub fn render() -> String {
                 format!("API token: {}", Scope::alternatives(any_of))
             }
             Access::Session => "Clerk admin session (no API tokens)".to_owned(),
+            Access::SessionOrApiToken { any_of } => {
+                format!("session or API token: {}", Scope::alternatives(any_of))
+            }
         };
         let mut switches: Vec<String> = r.switch.iter().map(|s| s.variable().to_owned()).collect();
         if let Access::ApiToken {

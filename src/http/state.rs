@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use super::guard::FailureGuard;
+use super::leaks::ReportLimiter;
+use crate::app::leaks::GithubKeys;
 use crate::app::sign_in::SignInLinks;
 use crate::app::{Ledger, Metrics, Queries, Services};
 use crate::config::Switches;
@@ -23,6 +25,10 @@ pub struct AppState {
     pub(crate) production: bool,
     /// The development sign-in link's nonces, where `serve` printed one.
     pub(crate) sign_in_links: Option<Arc<SignInLinks>>,
+    /// GitHub's secret scanning keys, when `GITHUB_SECRET_SCANNING_KEYS` is set.
+    pub(crate) github_keys: Option<Arc<GithubKeys>>,
+    /// Leak reports per caller on `POST /v1/leaks`.
+    pub(crate) leak_reports: Arc<ReportLimiter>,
 }
 
 impl AppState {
@@ -36,6 +42,8 @@ impl AppState {
             guard: Arc::new(FailureGuard::new(services.auth_failures_per_minute)),
             production: services.production,
             sign_in_links: services.sign_in_links().cloned(),
+            github_keys: services.github_keys().cloned(),
+            leak_reports: Arc::new(ReportLimiter::new()),
         }
     }
 }

@@ -18,7 +18,7 @@ const OLD: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
 const SUCCESSOR: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002);
 const EARLIER_SUCCESSOR: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003);
 const ADMIN: &str = "alice@example.com";
-const KNOWN: &str = "admin, console:exec, logs:read, registry:read, registry:write, tokens:verify, tokens:rotate-self";
+const KNOWN: &str = "admin, console:exec, logs:read, registry:read, registry:write, tokens:verify, tokens:rotate-self, leaks:report";
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)

@@ -33,6 +33,7 @@ pub(crate) const SQLITE: &[MigrationFile] = &[
     migration!("sqlite", 6, "0006_forensics"),
     migration!("sqlite", 7, "0007_token_safety"),
     migration!("sqlite", 8, "0008_webhook_outbox"),
+    migration!("sqlite", 9, "0009_leak_reports"),
 ];
 pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 1, "0001_event_log"),
@@ -43,6 +44,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 6, "0006_forensics"),
     migration!("postgres", 7, "0007_token_safety"),
     migration!("postgres", 8, "0008_webhook_outbox"),
+    migration!("postgres", 9, "0009_leak_reports"),
 ];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {

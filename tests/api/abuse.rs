@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokenledger::clock::{Clock as _, SystemClock};
 use tokenledger::session::DevKey;
 use tokenledger::text::is_unsafe;
-use tokenledger_events::{EventLog as _, ExpectedVersion, StreamId};
+use tokenledger_events::{EventLog as _, ExpectedVersion, StreamId, TokenEvent, TokenLeakReported};
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -228,7 +228,15 @@ async fn a_padded_history_still_shows_its_revocation_and_every_row_by_cursor(db:
 // ---------------------------------------------------------------------------------------------
 
 async fn control_characters_are_refused_at_the_edge_and_escaped_on_every_output(db: TestDb) {
-    let (app, session) = console_with_admin(&db, |_| {}).await;
+    // GitHub's secret scanning reports are taken too, signed with a key of this test's.
+    let github = crate::leaks::new_key();
+    let keys = tempfile::tempdir().expect("dir");
+    let keys_file = keys.path().join("secret_scanning.json");
+    std::fs::write(&keys_file, crate::leaks::public_keys(&[("k", &github)])).expect("keys");
+    let (app, session) = console_with_admin(&db, |c| {
+        c.github_secret_scanning_keys = Some(tokenledger::app::leaks::KeySource::File(keys_file));
+    })
+    .await;
     let verifier = app.create("verifier", &["tokens:verify"], None).await;
     let target = app.create("target", &["registry:read"], None).await;
     let forged = "/pull\nAPI_TOKEN_REVOKED forged\u{1b}[8m";
@@ -339,6 +347,65 @@ async fn control_characters_are_refused_at_the_edge_and_escaped_on_every_output(
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // Leak reports: a caller who can resend is refused control characters; GitHub's text is
+    // kept with them escaped; a report already in the log with raw ones is escaped on output.
+    let (status, body, _) = crate::leaks::post_reports(
+        &app,
+        Some(&session),
+        json!([{"token": user.token.expose(), "location": "paste\nAPI_TOKEN_REVOKED\u{1b}[8m"}])
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        error_of(&body).contains("must not contain control or invisible characters"),
+        "{body}"
+    );
+    let forged_url = "https://github.com/o/r/blob/1/x\nAPI_TOKEN_REVOKED forged\u{1b}[8m\u{9b}31m";
+    let report = json!([{
+        "token": user.token.expose(),
+        "type": "tokenledger\u{202e}",
+        "url": forged_url,
+        "source": "content\u{1b}[2J",
+    }])
+    .to_string();
+    let (status, feedback) = crate::leaks::post_github(
+        &app,
+        report.as_bytes(),
+        Some("k"),
+        Some(&crate::leaks::sign(&github, report.as_bytes())),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{feedback}");
+    let kept: Vec<_> = app
+        .audit_of(Some(user.row.id))
+        .await
+        .into_iter()
+        .filter(|r| r.action == "API_TOKEN_LEAK_REPORTED")
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0].details["url"],
+        "https://github.com/o/r/blob/1/x\\u{a}API_TOKEN_REVOKED forged\\u{1b}[8m\\u{9b}31m"
+    );
+    assert_eq!(kept[0].details["source"], "content\\u{1b}[2J");
+    assert_eq!(kept[0].details["token_type"], "tokenledger\\u{202e}");
+    store
+        .append(vec![append(
+            &StreamId::for_token(legacy),
+            ExpectedVersion::Any,
+            vec![crate::helpers::event(TokenEvent::LeakReported(
+                TokenLeakReported {
+                    url: Some(forged_url.to_owned()),
+                    source: Some("commit\u{1b}[2J".to_owned()),
+                    token_type: Some("t\u{202e}".to_owned()),
+                    reporter: "github\nAPI_TOKEN_CREATED".to_owned(),
+                },
+            ))],
+        )])
+        .await
+        .expect("append");
     let (legacy_id, user_id) = (legacy.to_string(), user.row.id.to_string());
     for args in [
         vec!["token", "list"],

@@ -430,7 +430,7 @@ fn bad_token_commands_say_what_is_accepted_and_append_nothing() {
         (
             vec!["token", "create", "--name", "x", "--scope", "root"],
             2,
-            "unknown scope \"root\"; known scopes: admin, console:exec, logs:read, registry:read, registry:write, tokens:verify, tokens:rotate-self",
+            "unknown scope \"root\"; known scopes: admin, console:exec, logs:read, registry:read, registry:write, tokens:verify, tokens:rotate-self, leaks:report",
         ),
         (
             vec![

@@ -1,4 +1,4 @@
-//! The console and verify body decoders under random input (the same properties the fuzz
+//! The console, verify and leak report body decoders under random input (the same properties the fuzz
 //! targets in fuzz/ check at length): they never panic, refuse with a 400, and never echo a
 //! secret planted anywhere in a body, including in the spots where a rejection's text is
 //! built from the input (an unknown field, an unknown command, serde's own messages). And
@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tokenledger::config::parse_database_url;
 use tokenledger::http::policy::console_command;
-use tokenledger::http::{ApiError, console, verify};
+use tokenledger::http::{ApiError, console, leaks, verify};
 
 /// The shortest run of a secret that must never come back (as in fuzz/src/lib.rs).
 const ECHO_WINDOW: usize = 16;
@@ -69,6 +69,22 @@ const VERIFY_BODIES: [&str; 12] = [
     r#"{"token":{}"#,
     r#"{"token":"x"}{}"#,
     r#"{"token":"x","scopes":[{}],"path":"/v1/verify","ip":"10.0.0.1"}"#,
+];
+
+/// Leak reports: GitHub's `[{token, type, url, source}]` and `[{token, location}]`.
+const LEAK_BODIES: [&str; 12] = [
+    r#"[{"token":{}}]"#,
+    r#"[{"token":"x","url":{},"source":{},"type":{}}]"#,
+    r#"[{"token":"x","location":{}}]"#,
+    r#"[{"token":{},"location":[{}]}]"#,
+    r#"[{"token":"x",{}:1}]"#,
+    r#"[{{}:"x"}]"#,
+    r#"[{"token":5,"url":{}}]"#,
+    r#"[{"token":{}"#,
+    r#"[{"token":"x"}]{}"#,
+    r#"{"token":{}}"#,
+    r#"[{}]"#,
+    r#"[{"token":"x","type":[{}]}]"#,
 ];
 
 fn planted(template: &str, secret: &str) -> Vec<u8> {
@@ -149,6 +165,23 @@ proptest! {
     }
 
     #[test]
+    fn a_secret_planted_in_a_leak_report_body_is_never_echoed(
+        template in 0..LEAK_BODIES.len(),
+        (text, secret) in wrapped(),
+    ) {
+        let body = planted(LEAK_BODIES[template], &text);
+        for e in [
+            leaks::decode_github_body(&body).err(),
+            leaks::decode_report_body(&body).err(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert_refusal_hides(&e, &secret)?;
+        }
+    }
+
+    #[test]
     fn random_json_bodies_are_decoded_or_refused_without_echo(
         (secret, value) in secret().prop_flat_map(|s| (Just(s.clone()), json_value(s))),
     ) {
@@ -158,6 +191,16 @@ proptest! {
             Err(e) => assert_refusal_hides(&e, &secret)?,
         }
         if let Err(e) = verify::decode_body(&body) {
+            assert_refusal_hides(&e, &secret)?;
+        }
+        let wrapped = serde_json::to_vec(&json!([value])).expect("a value serializes");
+        for e in [
+            leaks::decode_github_body(&wrapped).err(),
+            leaks::decode_report_body(&wrapped).err(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             assert_refusal_hides(&e, &secret)?;
         }
     }
@@ -185,9 +228,14 @@ proptest! {
     fn arbitrary_bytes_are_refused_with_a_400_and_never_panic(
         bytes in prop::collection::vec(any::<u8>(), 0..256),
     ) {
-        for e in [console::decode_body(&bytes).err(), verify::decode_body(&bytes).err()]
-            .into_iter()
-            .flatten()
+        for e in [
+            console::decode_body(&bytes).err(),
+            verify::decode_body(&bytes).err(),
+            leaks::decode_github_body(&bytes).err(),
+            leaks::decode_report_body(&bytes).err(),
+        ]
+        .into_iter()
+        .flatten()
         {
             prop_assert_eq!(e.status().as_u16(), 400, "{}", e);
         }

@@ -208,7 +208,7 @@ pub fn rotated(successor: Uuid) -> NewEvent {
     }))
 }
 
-fn event(event: TokenEvent) -> NewEvent {
+pub fn event(event: TokenEvent) -> NewEvent {
     NewEvent {
         event_id: Uuid::now_v7(),
         recorded_at: at(1_700_000_000_000_000),
@@ -466,7 +466,7 @@ pub fn console_on() -> Switches {
     Switches {
         console_enabled: true,
         token_auth_enabled: true,
-        trust_proxy_hops: 0,
+        ..Switches::default()
     }
 }
 

@@ -16,6 +16,7 @@ mod forensics;
 mod hardening;
 mod helpers;
 mod layering;
+mod leaks;
 mod log_contract;
 mod metrics;
 mod old_format;

@@ -105,6 +105,29 @@ async fn every_route_refuses_what_its_access_column_refuses() {
                     assert_eq!(got, StatusCode::BAD_REQUEST, "{what}: {text}");
                     assert_eq!(error_in(&text), "Send exactly one Authorization header");
                 }
+                Access::SessionOrApiToken { any_of } => {
+                    // A token is refused as on a token route; a session as on a session route.
+                    let refusals = [
+                        (HeaderMap::new(), 401, "Missing credentials".to_owned()),
+                        (
+                            bearer(narrow.token.expose()),
+                            403,
+                            format!("Missing required scope: {}", Scope::alternatives(any_of)),
+                        ),
+                        (
+                            bearer(revoked.token.expose()),
+                            401,
+                            "Token has been revoked".to_owned(),
+                        ),
+                        (bearer("tl_test_nope"), 401, "Malformed token".to_owned()),
+                        (bearer(&user_session), 403, "Admin role required".to_owned()),
+                    ];
+                    for (headers, status, message) in refusals {
+                        let (got, text) = call(&app, method, &path, headers).await;
+                        assert_eq!(got.as_u16(), status, "{what}: {text}");
+                        assert_eq!(error_in(&text), message, "{what}");
+                    }
+                }
                 Access::Session => {
                     let (got, text) = call(&app, method, &path, HeaderMap::new()).await;
                     assert_eq!(
@@ -139,7 +162,12 @@ async fn every_route_refuses_what_its_access_column_refuses() {
     let denials = app.head().await - head;
     let token_routes = ROUTES
         .iter()
-        .filter(|r| matches!(r.access, Access::ApiToken { .. }))
+        .filter(|r| {
+            matches!(
+                r.access,
+                Access::ApiToken { .. } | Access::SessionOrApiToken { .. }
+            )
+        })
         .count() as u64;
     assert_eq!(
         denials,

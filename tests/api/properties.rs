@@ -1,9 +1,9 @@
 //! Random token lifecycles end to end, against the real stores.
 //!
-//! Random operation sequences (create, use, denied use, revoke, rotate, clock moves) run
-//! through the application layer: the live projections must equal a rebuild from position 0,
-//! an independent fold of the log and a small model of what each operation should have done
-//! (Invariants 6 and 7).
+//! Random operation sequences (create, use, denied use, revoke, rotate, leak reports, clock
+//! moves) run through the application layer: the live projections must equal a rebuild from
+//! position 0, an independent fold of the log and a small model of what each operation should
+//! have done (Invariants 6 and 7).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail, ensure};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use tokenledger::app::leaks::{Label, LeakReport, Reporter};
 use tokenledger::app::{
     CreateRequest, Ledger, LedgerError, Minted, RotateRequest, Services, TokenView,
 };
@@ -85,6 +86,13 @@ enum Op {
     Advance {
         secs: u64,
     },
+    /// Report the token leaked at `places` distinct places (one of them twice), or a
+    /// look-alike of it (its checksum broken).
+    Leak {
+        token: Index,
+        places: usize,
+        look_alike: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -109,6 +117,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<Index>().prop_map(|token| Op::Revoke { token }),
         2 => (any::<Index>(), 0..GRACES.len()).prop_map(|(token, grace)| Op::Rotate { token, grace }),
         2 => prop_oneof![0..2 * HOUR, 0..7 * DAY, 0..200 * DAY].prop_map(|secs| Op::Advance { secs }),
+        1 => (any::<Index>(), 1..=2usize, prop::bool::weighted(0.2))
+            .prop_map(|(token, places, look_alike)| Op::Leak { token, places, look_alike }),
     ]
 }
 
@@ -116,6 +126,8 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Clone, Debug)]
 struct Expected {
     id: Uuid,
+    /// The plaintext, for leak reports.
+    plaintext: String,
     name: String,
     scopes: Vec<String>,
     hash: TokenHash,
@@ -190,6 +202,7 @@ fn new_expected(minted: &Minted, now: Timestamp, expires_at: Timestamp) -> Expec
     let row = &minted.row;
     Expected {
         id: row.id,
+        plaintext: minted.token.expose().to_owned(),
         name: row.name.clone(),
         scopes: row.scopes.clone(),
         hash: minted.token.hash(),
@@ -445,6 +458,60 @@ impl Model {
                 clock.advance(Duration::from_secs(*secs));
                 return Ok(());
             }
+            Op::Leak {
+                token,
+                places,
+                look_alike,
+            } => {
+                if self.tokens.is_empty() {
+                    return Ok(());
+                }
+                let t = token.index(self.tokens.len());
+                let e = &mut self.tokens[t];
+                let mut reported = e.plaintext.clone();
+                if *look_alike {
+                    let last = reported.pop().context("a token")?;
+                    reported.push(if last == 'A' { 'B' } else { 'A' });
+                }
+                // The first place is reported twice: it is kept once.
+                let reports: Vec<LeakReport> = (0..*places)
+                    .chain([0])
+                    .map(|i| LeakReport {
+                        token: reported.clone(),
+                        url: Some(format!("https://leak.test/{i}")),
+                        source: Some("content".into()),
+                        token_type: None,
+                    })
+                    .collect();
+                let labels = ledger
+                    .report_leaks(&reports, &Reporter::User("lifecycle".into()))
+                    .await
+                    .context("report leaks")?;
+                let want = if *look_alike {
+                    Label::FalsePositive
+                } else {
+                    Label::TruePositive
+                };
+                ensure!(labels.iter().all(|l| *l == want), "labels {labels:?}");
+                if !*look_alike {
+                    self.actions
+                        .extend((0..*places).map(|_| (AuditAction::LeakReported, e.id)));
+                    let live = matches!(
+                        e.status_at(now),
+                        TokenStatus::Active | TokenStatus::RotatedInGrace
+                    );
+                    if live {
+                        e.revoked_at = Some(now);
+                        self.actions.push((AuditAction::Revoked, e.id));
+                    }
+                    let appended = *places as u64 + u64::from(live);
+                    ensure!(
+                        head(store).await? == before + appended,
+                        "a report appends {appended} events"
+                    );
+                    return Ok(());
+                }
+            }
         }
         // Only refusals get here.
         ensure!(head(store).await? == before, "a refusal appends nothing");
@@ -454,13 +521,13 @@ impl Model {
 
 /// Every projection a store keeps, as read back from the database.
 #[derive(Debug, PartialEq)]
-struct Projections {
-    tokens: Vec<TokenRow>,
-    audit: Vec<AuditRow>,
-    addresses: Vec<AddressUse>,
+pub(crate) struct Projections {
+    pub(crate) tokens: Vec<TokenRow>,
+    pub(crate) audit: Vec<AuditRow>,
+    pub(crate) addresses: Vec<AddressUse>,
 }
 
-async fn projections(store: &Store) -> anyhow::Result<Projections> {
+pub(crate) async fn projections(store: &Store) -> anyhow::Result<Projections> {
     Ok(Projections {
         tokens: store.tokens().await?,
         audit: store.audit(&AuditFilter::everything()).await?.rows,
@@ -538,7 +605,7 @@ fn same_rows<T: PartialEq + std::fmt::Debug>(
 
 /// The whole log read through [`EventLog::read_from`] in small pages, folded with the
 /// projections crate: the token table and the audit rows it implies.
-async fn fold_log(
+pub(crate) async fn fold_log(
     store: &Store,
     head: u64,
 ) -> anyhow::Result<(Vec<TokenRow>, Vec<AuditRow>, Vec<AddressUse>)> {

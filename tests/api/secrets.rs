@@ -14,6 +14,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use sqlx::Connection as _;
 use sqlx::Row as _;
 use sqlx::sqlite::SqliteConnection;
+use tokenledger::app::leaks::{Label, LeakReport, Reporter};
 use tokenledger::app::{CreateRequest, Minted, RotateRequest, Services};
 use tokenledger::clock::{Clock as _, ManualClock, SystemClock};
 use tokenledger::config::TokenSettings;
@@ -705,6 +706,31 @@ async fn secrets_never_leak(db: TestDb) {
             format!("{decision:?} {event:?}"),
         ));
     }
+    // Leak reports: a live token (which they revoke) and a revoked one, the first with its
+    // plaintext pasted into where it was found. Neither reaches a table, an output or a log.
+    let reports = vec![
+        LeakReport {
+            token: console.token.expose().to_owned(),
+            url: Some(format!("https://gist.test/raw/{}", console.token.expose())),
+            source: Some("gist_content".into()),
+            token_type: Some("tokenledger_api_token".into()),
+        },
+        LeakReport {
+            token: revoked.token.expose().to_owned(),
+            url: Some("https://gist.test/2".into()),
+            source: None,
+            token_type: None,
+        },
+    ];
+    let labels = ledger
+        .report_leaks(&reports, &Reporter::Github)
+        .await
+        .expect("report leaks");
+    assert_eq!(labels, [Label::TruePositive, Label::TruePositive]);
+    rendered.push((
+        "Debug of leak reports and their labels".into(),
+        format!("{reports:?} {labels:?}"),
+    ));
     for row in ledger.tokens().await.expect("tokens") {
         rendered.push(("Debug of a stored TokenRow".into(), format!("{row:?}")));
     }
@@ -894,7 +920,12 @@ async fn secrets_never_leak(db: TestDb) {
     }
     let log = logs.contents();
     let log_text = String::from_utf8_lossy(&log);
-    for needle in ["token created", "token revoked", "token rotated"] {
+    for needle in [
+        "token created",
+        "token revoked",
+        "token rotated",
+        "leaked token revoked",
+    ] {
         assert!(
             log_text.contains(needle),
             "the captured log holds the ledger's lines (no {needle:?}), so its scan means something"
