@@ -15,6 +15,7 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::error::ApiError;
+use crate::app::leaks::SignatureError;
 use crate::app::{Metrics, Refusal};
 use crate::session::SessionError;
 
@@ -80,6 +81,12 @@ impl FailureGuard {
                     | Refusal::Revoked
                     | Refusal::Expired
             ) | ApiError::Session(SessionError::Unauthorized(_))
+                | ApiError::LeakSignature(
+                    SignatureError::MissingHeader(_)
+                        | SignatureError::Malformed
+                        | SignatureError::UnknownKey
+                        | SignatureError::Invalid
+                )
         );
         tracing::info!(client_ip = %ip, path = ?crate::token::redact(path), reason = %error, "refused");
         if self.refusals.fetch_add(1, Ordering::Relaxed) % TIDY_EVERY == TIDY_EVERY - 1 {

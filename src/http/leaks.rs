@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::error::ApiError;
-use super::extract::{Caller, parse_json_array};
+use super::extract::{Caller, ClientIp, parse_json_array};
 use super::policy::{LEAK_SCOPES, path};
 use super::state::AppState;
 use crate::app::leaks::{
@@ -149,27 +149,37 @@ pub fn decode_github_body(bytes: &[u8]) -> Result<Vec<LeakReport>, ApiError> {
         (status = 200, description = "one label per match, in order: `true_positive` for a token of this deployment (live, revoked or expired), `false_positive` otherwise; `token_hash` is the SHA-256 of the matched string in lowercase hex", body = Vec<Feedback>),
         (status = 400, description = "the body is not a JSON array of matches, or holds more than 1000 (the text names the element and field)", body = super::error::ErrorBody),
         (status = 401, description = "a signature header is missing, not a signature, names an unknown key, or does not verify; nothing was recorded", body = super::error::ErrorBody),
+        (status = 429, description = "too many failed authentications (bad signatures) from this client address", body = super::error::ErrorBody),
         (status = 409, description = "a reported token kept changing while this request decided; try again", body = super::error::ErrorBody),
         (status = 413, description = "the body is over 1 MiB", body = super::error::ErrorBody),
         (status = 503, description = "GitHub's keys could not be fetched, or the audit log is unavailable: nothing was recorded", body = super::error::ErrorBody),
     ))]
 pub(super) async fn github(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Vec<Feedback>>, ApiError> {
     let keys = state.github_keys.as_ref().ok_or(ApiError::NotFound)?;
+    // A bad signature is a failed authentication: an address that keeps sending them is
+    // answered 429 (AUTH_FAILURES_PER_MINUTE), unevaluated, as for tokens.
+    state.guard.admit(ip)?;
     let body = leak_body(body)?;
-    keys.verify(
-        header_text(&headers, "github-public-key-identifier"),
-        header_text(&headers, "github-public-key-signature"),
-        &body,
-    )
-    .await
-    .map_err(|e| {
-        tracing::warn!(reason = %e, "a GitHub secret scanning report was refused");
-        ApiError::LeakSignature(e)
-    })?;
+    if let Err(e) = keys
+        .verify(
+            header_text(&headers, "github-public-key-identifier"),
+            header_text(&headers, "github-public-key-signature"),
+            &body,
+        )
+        .await
+    {
+        return Err(state.guard.refused(
+            ip,
+            path::LEAKS_GITHUB,
+            ApiError::LeakSignature(e),
+            &state.metrics,
+        ));
+    }
     // Only now is the body looked at; the type GitHub sent is answered back as sent.
     let types: Vec<String> = serde_json::from_slice::<Vec<GithubMatch>>(&body)
         .map(|m| {

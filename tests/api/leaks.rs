@@ -973,3 +973,53 @@ async fn an_admin_session_reports_leaks_and_is_the_recorded_reporter() {
     log_verifies_and_rebuilds(&app, &db).await;
     app.stop().await;
 }
+
+async fn signature_guessing(db: TestDb) {
+    let key = new_key();
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("secret_scanning.json");
+    std::fs::write(&path, public_keys(&[("k1", &key)])).expect("write keys");
+    let app = spawn_app_with(&db, |c| {
+        c.github_secret_scanning_keys = Some(KeySource::File(path));
+        c.auth_failures_per_minute = 3;
+    })
+    .await;
+    let body = b"[]";
+    let forged = sign(&new_key(), body);
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        answers.push(post_github(&app, body, Some("k1"), Some(&forged)).await.0);
+    }
+    assert_eq!(
+        answers,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    // Blocked, the address is not even checked: a good signature waits too.
+    let (status, answer) = post_github(&app, body, Some("k1"), Some(&sign(&key, body))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert!(
+        error_of(&answer).starts_with("Too many failed attempts"),
+        "{answer}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_signatures_is_rate_limited_per_address_on_sqlite() {
+    signature_guessing(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_signatures_is_rate_limited_per_address_on_postgres() {
+    let Some(db) =
+        TestDb::postgres("guessing_signatures_is_rate_limited_per_address_on_postgres").await
+    else {
+        return;
+    };
+    signature_guessing(db).await;
+}

@@ -64,7 +64,7 @@ enum Op {
     /// `scopes` is a non-empty bit set over [`Scope::ALL`].
     Create {
         name: usize,
-        scopes: u8,
+        scopes: u16,
         expiry: usize,
     },
     /// `scope == Scope::ALL.len()` requires no scope; `wrong_env` presents the token to a
@@ -98,7 +98,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let name = prop_oneof![8 => 0..NAMES.len() - 1, 1 => Just(NAMES.len() - 1)];
     prop_oneof![
-        3 => (name, 1u8..(1 << Scope::ALL.len()), 0..EXPIRIES.len())
+        3 => (name, 1u16..(1 << Scope::ALL.len()), 0..EXPIRIES.len())
             .prop_map(|(name, scopes, expiry)| Op::Create { name, scopes, expiry }),
         5 => (
             any::<Index>(),
