@@ -353,8 +353,35 @@ fn parse_webhook_secret(raw: &str) -> Result<WebhookSecret, String> {
     WebhookSecret::new(raw)
 }
 
-/// Where webhooks go and how they are signed (`serve` only).
-#[derive(Debug, Clone, clap::Args)]
+/// `https://host:port/<redacted>`: what may be shown of a webhook URL.
+fn webhook_origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}/<redacted>",
+            u.scheme(),
+            u.host_str().unwrap_or_default(),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "<redacted>".into(),
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &webhook_origin(&self.url))
+            .field("secret", &self.secret)
+            .field("timeout", &self.timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_base", &self.retry_base)
+            .field("retry_cap", &self.retry_cap)
+            .finish()
+    }
+}
+
+/// Where webhooks go and how they are signed (`serve` only). `Debug` redacts the URL as
+/// [`WebhookConfig`] does.
+#[derive(Clone, clap::Args)]
 pub struct WebhookArgs {
     /// POST a signed JSON body here on every revocation, leak report and expiry warning
     /// (30, 7 and 1 days before); unset, no webhooks are sent.
@@ -370,6 +397,16 @@ pub struct WebhookArgs {
     #[arg(long = "webhook-timeout", env = "WEBHOOK_TIMEOUT", value_name = "DURATION",
           default_value = "10s", value_parser = timeout("WEBHOOK_TIMEOUT"))]
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookArgs")
+            .field("url", &self.url.as_deref().map(webhook_origin))
+            .field("secret", &self.secret)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl WebhookArgs {
@@ -390,8 +427,9 @@ impl WebhookArgs {
     }
 }
 
-/// What the webhook sender needs.
-#[derive(Debug, Clone)]
+/// What the webhook sender needs. `Debug` shows only the URL's scheme and host: a webhook
+/// URL may carry a credential in its path, query or user part.
+#[derive(Clone)]
 pub struct WebhookConfig {
     pub url: String,
     pub secret: WebhookSecret,
@@ -600,6 +638,29 @@ pub fn parse_metrics_bind_addr(raw: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_a_webhook_urls_origin_only() {
+        let url = "https://user:pw@hooks.example.com:8443/services/T0/B0/s3cr3tpath?key=s3cr3tq";
+        let config = WebhookConfig::new(
+            url.to_owned(),
+            WebhookSecret::new(&"k".repeat(32)).expect("secret"),
+        );
+        let args = WebhookArgs {
+            url: Some(url.to_owned()),
+            secret: None,
+            timeout: Duration::from_secs(10),
+        };
+        for shown in [format!("{config:?}"), format!("{args:?}")] {
+            assert!(
+                shown.contains("https://hooks.example.com:8443/<redacted>"),
+                "{shown}"
+            );
+            for secret in ["s3cr3t", "pw@", "kkkk"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+    }
 
     #[test]
     fn the_metrics_listener_may_not_take_the_api_address() {

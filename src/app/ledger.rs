@@ -987,10 +987,12 @@ impl Ledger {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                UseDecision::Denied(_) => {
-                    self.admit(&entry, attempt).await?;
-                    return Err(LedgerError::Busy(id));
-                }
+                // Recorded and answered as any refused use (decided again as it is recorded:
+                // should that allow it, the rotation is decided again).
+                UseDecision::Denied(_) => match self.admit(&entry, attempt).await {
+                    Err(refused) => return Err(refused),
+                    Ok(()) => continue,
+                },
             };
             let lifetime = Duration::from_micros(
                 u64::try_from(row.expires_at.as_micros() - row.created_at.as_micros()).unwrap_or(0),
