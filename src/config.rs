@@ -43,7 +43,9 @@ impl Default for TokenSettings {
 pub fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
     DatabaseUrl::parse(raw).map_err(|e| match e {
         StoreError::BadUrl(why) => {
-            format!("{why}; accepted: sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB")
+            format!(
+                "{why}; accepted: sqlite://PATH[?mode=rwc], postgres://USER@HOST[:PORT]/DB, or kurrentdb://USER:PASSWORD@HOST:2113 with PROJECTION_DATABASE_URL (a build with --features kurrentdb)"
+            )
         }
         other => other.to_string(),
     })

@@ -639,7 +639,7 @@ fn dev_key_path(url: &DatabaseUrl) -> PathBuf {
 /// in the working directory for PostgreSQL (which has no file to sit beside).
 pub(crate) fn beside_database(url: &DatabaseUrl, suffix: &str, postgres_name: &str) -> PathBuf {
     use std::str::FromStr as _;
-    match url {
+    match url.sql() {
         DatabaseUrl::Sqlite(raw) => {
             // Parsed as the store parses it, so `sqlite://a.db?mode=rwc` means `a.db`.
             let db = sqlx::sqlite::SqliteConnectOptions::from_str(raw)
@@ -652,6 +652,6 @@ pub(crate) fn beside_database(url: &DatabaseUrl, suffix: &str, postgres_name: &s
             name.push(suffix);
             PathBuf::from(name)
         }
-        DatabaseUrl::Postgres(_) => PathBuf::from(postgres_name),
+        DatabaseUrl::Postgres(_) | DatabaseUrl::Kurrent { .. } => PathBuf::from(postgres_name),
     }
 }

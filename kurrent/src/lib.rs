@@ -232,6 +232,29 @@ impl KurrentLog {
         self.index.lock().await
     }
 
+    /// Append one raw event to the stream past every check, as anyone with write access to
+    /// the stream could: what the tamper-detection tests forge. Never called by the service.
+    #[doc(hidden)]
+    pub async fn append_unchecked(
+        &self,
+        event_type: &str,
+        data: Vec<u8>,
+        metadata: Vec<u8>,
+    ) -> Result<(), String> {
+        let event = kurrentdb::EventData::binary(event_type, data.into())
+            .id(Uuid::now_v7())
+            .metadata(metadata.into());
+        self.client
+            .append_to_stream(
+                self.stream.as_str(),
+                &AppendToStreamOptions::default(),
+                event,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Read every event past the index's head into it.
     async fn catch_up(&self, index: &mut Index) -> Result<(), LogError> {
         loop {

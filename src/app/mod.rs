@@ -231,6 +231,7 @@ impl Services {
             cache_position: self.cache.position(),
             tokens: STATUSES.map(|s| (s.as_str(), counts.of(s))),
             checkpoint_age_seconds,
+            subscription: self.store.upstream().map(|u| u.lag()),
         }
     }
 }
@@ -356,6 +357,9 @@ impl Application {
         workers.spawn(services.cache.tail(&services.store));
         workers.spawn(checkpoint_signer(&checkpointer, config.signing.every));
         workers.spawn(denial_flusher(&services.ledger));
+        if services.store.upstream().is_some() {
+            workers.spawn(store::upstream::follow(&services.store));
+        }
         if services.metrics.is_exported() {
             workers.spawn(metrics_upkeep(&services.metrics));
         }
@@ -549,6 +553,10 @@ pub async fn verify(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<VerifyReport, StoreError> {
     let store = Store::open(url).await?;
+    if let Some(upstream) = store.upstream() {
+        // The log itself first: the projection database holds a copy, checked as it is made.
+        verify_chain_with(&store::upstream::Primary(upstream.primary()), progress).await?;
+    }
     Ok(verify_chain_with(&store, progress).await?)
 }
 

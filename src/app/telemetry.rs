@@ -49,6 +49,12 @@ pub mod name {
     pub const TOKENS: &str = "tokenledger_tokens";
     /// Gauge: seconds since the newest signed checkpoint was signed (absent before the first).
     pub const CHECKPOINT_AGE: &str = "tokenledger_checkpoint_age_seconds";
+    /// Gauge: with the log in KurrentDB, events in the log not yet in this node's projection
+    /// database (absent when the log is kept in the SQL database itself).
+    pub const SUBSCRIPTION_LAG_EVENTS: &str = "tokenledger_subscription_lag_events";
+    /// Gauge: with the log in KurrentDB, seconds from the last event copied into the
+    /// projection database being recorded to its copy.
+    pub const SUBSCRIPTION_LAG_SECONDS: &str = "tokenledger_subscription_lag_seconds";
     /// Counter: webhook delivery attempts by `outcome` (`delivered`, `retry`, `failed`).
     pub const WEBHOOK_DELIVERIES: &str = "tokenledger_webhook_deliveries_total";
 }
@@ -104,6 +110,8 @@ pub struct Snapshot {
     pub tokens: [(&'static str, u64); 4],
     /// Seconds since the newest signed checkpoint, if there is one.
     pub checkpoint_age_seconds: Option<f64>,
+    /// How far the projections trail a log kept elsewhere, if the log is.
+    pub subscription: Option<crate::store::upstream::Lag>,
 }
 
 impl Metrics {
@@ -185,6 +193,16 @@ impl Metrics {
             describe_counter!(
                 name::WEBHOOK_DELIVERIES,
                 "Webhook delivery attempts by outcome (delivered, retry, failed)"
+            );
+            describe_gauge!(
+                name::SUBSCRIPTION_LAG_EVENTS,
+                Unit::Count,
+                "Events in the KurrentDB log not yet in this node's projections"
+            );
+            describe_gauge!(
+                name::SUBSCRIPTION_LAG_SECONDS,
+                Unit::Seconds,
+                "Seconds from an event's recording to its copy into this node's projections"
             );
             describe_gauge!(
                 name::CHECKPOINT_AGE,
@@ -281,6 +299,10 @@ impl Metrics {
             }
             if let Some(age) = snapshot.checkpoint_age_seconds {
                 ::metrics::gauge!(name::CHECKPOINT_AGE).set(age);
+            }
+            if let Some(lag) = snapshot.subscription {
+                ::metrics::gauge!(name::SUBSCRIPTION_LAG_EVENTS).set(lag.events() as f64);
+                ::metrics::gauge!(name::SUBSCRIPTION_LAG_SECONDS).set(lag.seconds);
             }
         });
         Some(p.handle.render())

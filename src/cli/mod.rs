@@ -38,8 +38,9 @@ use token::TokenCommand;
 #[derive(Debug, Parser)]
 #[command(name = "tokenledger", version, about)]
 pub struct Cli {
-    /// Database holding the event log: sqlite://PATH[?mode=rwc] (embedded, the default) or
-    /// postgres://USER@HOST[:PORT]/DB.
+    /// Database holding the event log: sqlite://PATH[?mode=rwc] (embedded, the default),
+    /// postgres://USER@HOST[:PORT]/DB, or (built with --features kurrentdb)
+    /// kurrentdb://USER:PASSWORD@HOST:2113, whose projections live in PROJECTION_DATABASE_URL.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -82,12 +83,15 @@ fn usage_error(e: clap::Error) -> ! {
         e.kind(),
         ErrorKind::ValueValidation | ErrorKind::InvalidValue
     ) {
-        // clap's line quotes the value; a webhook secret (or URL, which may hold one) is
-        // never echoed: only the parser's own message, which names the variable.
+        // clap's line quotes the value; a webhook secret, or a URL (which may hold a
+        // password), is never echoed: only the parser's own message, which names the
+        // variable and shows a URL with its password hidden.
         let hidden = matches!(
             e.get(clap::error::ContextKind::InvalidArg),
             Some(clap::error::ContextValue::String(arg))
-                if arg.starts_with("--webhook-secret") || arg.starts_with("--webhook-url")
+                if arg.starts_with("--webhook-secret")
+                    || arg.starts_with("--webhook-url")
+                    || arg.starts_with("--database-url")
         );
         if hidden {
             let why = std::error::Error::source(&e)

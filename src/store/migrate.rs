@@ -34,6 +34,7 @@ pub(crate) const SQLITE: &[MigrationFile] = &[
     migration!("sqlite", 7, "0007_token_safety"),
     migration!("sqlite", 8, "0008_webhook_outbox"),
     migration!("sqlite", 9, "0009_leak_reports"),
+    migration!("sqlite", 10, "0010_primary_log"),
 ];
 pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 1, "0001_event_log"),
@@ -45,6 +46,7 @@ pub(crate) const POSTGRES: &[MigrationFile] = &[
     migration!("postgres", 7, "0007_token_safety"),
     migration!("postgres", 8, "0008_webhook_outbox"),
     migration!("postgres", 9, "0009_leak_reports"),
+    migration!("postgres", 10, "0010_primary_log"),
 ];
 
 pub(crate) fn migrator(files: &'static [MigrationFile]) -> Migrator {

@@ -6,12 +6,15 @@
 //! append transaction, and never log event bodies or openings.
 
 mod forensics;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrent;
 pub mod migrate;
 pub mod outbox;
 pub mod postgres;
 pub mod preflight;
 pub(crate) mod sql;
 pub mod sqlite;
+pub mod upstream;
 pub(crate) mod writer;
 
 pub use writer::CommitObserver;
@@ -41,6 +44,13 @@ pub enum StoreError {
         "DATABASE_URL {0}; accepted: sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB"
     )]
     BadUrl(String),
+    #[error(
+        "DATABASE_URL names a KurrentDB log, but this binary was built without KurrentDB support; build it with `cargo build --release --features kurrentdb` (the Docker image: `docker build --build-arg FEATURES=kurrentdb .`)"
+    )]
+    NoKurrent,
+    /// Connecting to a KurrentDB log failed; the message names the server, password hidden.
+    #[error("{0}")]
+    Kurrent(String),
     #[error("cannot reach the database at {target}: {detail}")]
     Unreachable { target: String, detail: String },
     #[error("migrations failed: {0}")]
@@ -87,7 +97,23 @@ impl StoreError {
 pub enum DatabaseUrl {
     Sqlite(String),
     Postgres(String),
+    /// A KurrentDB log (`kurrentdb://`, `esdb://`), with its projections in a SQL database
+    /// (`PROJECTION_DATABASE_URL`).
+    Kurrent {
+        log: String,
+        projections: Box<DatabaseUrl>,
+    },
 }
+
+/// The schemes of KurrentDB (and EventStoreDB) connection strings.
+pub const KURRENT_SCHEMES: [&str; 6] = [
+    "kurrentdb",
+    "kurrentdb+discover",
+    "kurrent",
+    "kurrent+discover",
+    "esdb",
+    "esdb+discover",
+];
 
 impl DatabaseUrl {
     pub fn parse(raw: &str) -> Result<DatabaseUrl, StoreError> {
@@ -102,6 +128,17 @@ impl DatabaseUrl {
                 }
                 Ok(DatabaseUrl::Postgres(raw.to_owned()))
             }
+            s if KURRENT_SCHEMES.contains(&s) => {
+                if !cfg!(feature = "kurrentdb") {
+                    return Err(StoreError::NoKurrent);
+                }
+                let projections = std::env::var("PROJECTION_DATABASE_URL").map_err(|_| {
+                    StoreError::BadUrl(
+                        "names a KurrentDB log, whose projections live in a SQL database: set PROJECTION_DATABASE_URL too".into(),
+                    )
+                })?;
+                DatabaseUrl::kurrent(raw, &projections)
+            }
             "" => Err(StoreError::BadUrl(format!(
                 "{:?} has no scheme",
                 redact(raw)
@@ -112,10 +149,41 @@ impl DatabaseUrl {
         }
     }
 
+    /// A KurrentDB log at `log` with its projections at `projections` (SQLite or
+    /// PostgreSQL).
+    pub fn kurrent(log: &str, projections: &str) -> Result<DatabaseUrl, StoreError> {
+        let log = log.trim();
+        if !log.contains("://") || log.split_once("://").is_some_and(|(_, r)| r.is_empty()) {
+            return Err(StoreError::BadUrl(format!("{:?} has no host", redact(log))));
+        }
+        const ACCEPTED: &str = "accepted: sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB, where the projections live";
+        let scheme = projections
+            .trim()
+            .split_once(':')
+            .map(|(s, _)| s)
+            .unwrap_or("");
+        if KURRENT_SCHEMES.contains(&scheme) {
+            return Err(StoreError::Kurrent(format!(
+                "PROJECTION_DATABASE_URL must name SQLite or PostgreSQL; {ACCEPTED}"
+            )));
+        }
+        match DatabaseUrl::parse(projections) {
+            Ok(p) => Ok(DatabaseUrl::Kurrent {
+                log: log.to_owned(),
+                projections: Box::new(p),
+            }),
+            Err(StoreError::BadUrl(why)) => Err(StoreError::Kurrent(format!(
+                "PROJECTION_DATABASE_URL {why}; {ACCEPTED}"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The URL without any password, for messages.
     pub fn redacted(&self) -> String {
         match self {
             DatabaseUrl::Sqlite(u) | DatabaseUrl::Postgres(u) => redact(u),
+            DatabaseUrl::Kurrent { log, .. } => redact(log),
         }
     }
 
@@ -123,6 +191,15 @@ impl DatabaseUrl {
         match self {
             DatabaseUrl::Sqlite(_) => "sqlite",
             DatabaseUrl::Postgres(_) => "postgres",
+            DatabaseUrl::Kurrent { .. } => "kurrentdb",
+        }
+    }
+
+    /// The SQL database: this one, or a KurrentDB log's projection database.
+    pub fn sql(&self) -> &DatabaseUrl {
+        match self {
+            DatabaseUrl::Kurrent { projections, .. } => projections,
+            sql => sql,
         }
     }
 }
@@ -168,12 +245,25 @@ pub enum Database {
 }
 
 impl Database {
+    /// Connect to the SQL database of `url` (for a KurrentDB log, its projection database).
     pub async fn connect(url: &DatabaseUrl) -> Result<Database, StoreError> {
+        let url = url.sql();
         match url {
             DatabaseUrl::Sqlite(u) => SqliteDb::connect(u).await.map(Database::Sqlite),
             DatabaseUrl::Postgres(u) => PgDb::connect(u, &url.redacted())
                 .await
                 .map(Database::Postgres),
+            DatabaseUrl::Kurrent { .. } => Err(StoreError::BadUrl(
+                "PROJECTION_DATABASE_URL must name SQLite or PostgreSQL".into(),
+            )),
+        }
+    }
+
+    /// Make this the projection database of the log `log_id` (see [`upstream`]).
+    pub async fn follow(&self, log_id: LogId, name: &str) -> Result<(), StoreError> {
+        match self {
+            Database::Sqlite(d) => d.follow(log_id, name).await,
+            Database::Postgres(d) => d.follow(log_id, name).await,
         }
     }
 
@@ -201,13 +291,20 @@ pub enum Store {
 
 impl Store {
     /// Connect, apply pending migrations and open the log: what the server and CLI do first.
+    /// For a KurrentDB log, its projection database is brought up to the log's head too.
     pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
         let db = Database::connect(url).await?;
         db.migrate().await?;
-        db.open_log().await
+        match url {
+            DatabaseUrl::Kurrent { log, .. } => open_kurrent(db, log, &url.redacted()).await,
+            _ => db.open_log().await,
+        }
     }
 
     pub fn backend(&self) -> &'static str {
+        if self.upstream().is_some() {
+            return "kurrentdb";
+        }
         match self {
             Store::Sqlite(_) => "sqlite",
             Store::Postgres(_) => "postgres",
@@ -222,6 +319,17 @@ macro_rules! delegate {
             Store::Postgres($log) => $call,
         }
     };
+}
+pub(crate) use delegate;
+
+#[cfg(feature = "kurrentdb")]
+async fn open_kurrent(db: Database, log: &str, target: &str) -> Result<Store, StoreError> {
+    kurrent::open(db, log, target).await
+}
+
+#[cfg(not(feature = "kurrentdb"))]
+async fn open_kurrent(_: Database, _: &str, _: &str) -> Result<Store, StoreError> {
+    Err(StoreError::NoKurrent)
 }
 
 /// A checkpoint the log signed: the tree's size and root, and the signed note's text.
@@ -582,6 +690,14 @@ impl EventLog for Store {
     }
 
     async fn append(&self, batch: Vec<StreamAppend>) -> Result<Vec<StoredEvent>, AppendError> {
+        if let Some(upstream) = self.upstream() {
+            return upstream.append(self, batch).await;
+        }
+        if let Some(primary) = self.primary_name() {
+            return Err(AppendError::Unavailable(format!(
+                "this database holds the projections of {primary}; appends go there: set DATABASE_URL to that log and PROJECTION_DATABASE_URL to this database"
+            )));
+        }
         delegate!(self, l => l.append(batch).await)
     }
 

@@ -63,6 +63,76 @@ impl PgDb {
         Ok(PgDb { pool, options })
     }
 
+    /// Make this database the projection database of the log `log_id`, called `name`: an
+    /// empty database takes that log id; one that holds events must already have it.
+    pub async fn follow(&self, log_id: LogId, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::db)?;
+        sqlx::query("UPDATE log_head SET log_id = $1 WHERE position = 0 AND log_id <> $1")
+            .bind(log_id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::not_migrated)?;
+        let (held, position): (uuid::Uuid, i64) =
+            sqlx::query_as("SELECT log_id, position FROM log_head")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+        if held != log_id.0 {
+            return Err(super::upstream::other_log(held, position, log_id, name));
+        }
+        sqlx::query(
+            "INSERT INTO log_primary (singleton, name) VALUES (TRUE, $1) \
+             ON CONFLICT (singleton) DO UPDATE SET name = excluded.name",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)
+    }
+
+    /// Keep the openings of a primary log's events (see `super::upstream`).
+    pub async fn keep_openings(
+        &self,
+        openings: &[(uuid::Uuid, tokenledger_events::Opening)],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<uuid::Uuid> = openings.iter().map(|(id, _)| *id).collect();
+        let fields: Vec<&str> = openings.iter().map(|(_, o)| o.field.as_str()).collect();
+        let salts: Vec<&[u8]> = openings.iter().map(|(_, o)| &o.salt[..]).collect();
+        let values: Vec<&[u8]> = openings.iter().map(|(_, o)| &o.value[..]).collect();
+        sqlx::query(
+            "INSERT INTO log_openings (event_id, field, salt, value) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[], $4::bytea[]) \
+             ON CONFLICT (event_id, field) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(fields)
+        .bind(salts)
+        .bind(values)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// The kept openings of these events.
+    pub async fn kept_openings(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<Vec<(uuid::Uuid, tokenledger_events::Opening)>, StoreError> {
+        let rows: Vec<(uuid::Uuid, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT event_id, field, salt, value FROM log_openings WHERE event_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::db)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(super::upstream::opening_row)
+            .collect())
+    }
+
     pub async fn open_log(&self) -> Result<PgLog, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(StoreError::db)?;
         let log_id: uuid::Uuid = sqlx::query_scalar("SELECT log_id FROM log_head")
@@ -101,8 +171,16 @@ impl PgDb {
         );
         let (notified, wake) = watch::channel(head.position);
         tokio::spawn(listen(self.options.clone(), notified));
+        let primary: Option<String> = sqlx::query_scalar("SELECT name FROM log_primary")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::not_migrated)?;
         Ok(PgLog {
             log_id,
+            follows: super::upstream::Follows {
+                primary,
+                ..Default::default()
+            },
             read: self.pool.clone(),
             writer,
             wake,
@@ -448,6 +526,7 @@ async fn transaction(
 /// The PostgreSQL event log.
 pub struct PgLog {
     log_id: LogId,
+    pub(super) follows: super::upstream::Follows,
     read: PgPool,
     writer: Writer,
     /// The newest head position another node announced.

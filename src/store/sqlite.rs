@@ -70,6 +70,80 @@ impl SqliteDb {
         Ok(SqliteDb { write, options })
     }
 
+    /// Make this database the projection database of the log `log_id`, called `name`: an
+    /// empty database takes that log id; one that holds events must already have it.
+    pub async fn follow(&self, log_id: LogId, name: &str) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await.map_err(StoreError::db)?;
+        sqlx::query("UPDATE log_head SET log_id = ? WHERE position = 0 AND log_id IS NOT ?")
+            .bind(log_id.0)
+            .bind(log_id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::not_migrated)?;
+        let (held, position): (uuid::Uuid, i64) =
+            sqlx::query_as("SELECT log_id, position FROM log_head")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::db)?;
+        if held != log_id.0 {
+            return Err(super::upstream::other_log(held, position, log_id, name));
+        }
+        sqlx::query(
+            "INSERT INTO log_primary (singleton, name) VALUES (1, ?) \
+             ON CONFLICT (singleton) DO UPDATE SET name = excluded.name",
+        )
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db)?;
+        tx.commit().await.map_err(StoreError::db)
+    }
+
+    /// Keep the openings of a primary log's events (see `super::upstream`).
+    pub async fn keep_openings(
+        &self,
+        openings: &[(uuid::Uuid, tokenledger_events::Opening)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await.map_err(StoreError::db)?;
+        for (id, o) in openings {
+            sqlx::query(
+                "INSERT INTO log_openings (event_id, field, salt, value) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (event_id, field) DO NOTHING",
+            )
+            .bind(id)
+            .bind(&o.field)
+            .bind(&o.salt[..])
+            .bind(&o.value)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db)?;
+        }
+        tx.commit().await.map_err(StoreError::db)
+    }
+
+    /// The kept openings of these events.
+    pub async fn kept_openings(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<Vec<(uuid::Uuid, tokenledger_events::Opening)>, StoreError> {
+        let mut kept = Vec::new();
+        for chunk in ids.chunks(super::sql::CHUNK) {
+            let sql = format!(
+                "SELECT event_id, field, salt, value FROM log_openings WHERE event_id IN ({})",
+                super::sql::in_list(chunk.len(), super::sql::Params::Anonymous)
+            );
+            let mut query = sqlx::query_as::<_, (uuid::Uuid, String, Vec<u8>, Vec<u8>)>(
+                sqlx::AssertSqlSafe(sql),
+            );
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(&self.write).await.map_err(StoreError::db)?;
+            kept.extend(rows.into_iter().filter_map(super::upstream::opening_row));
+        }
+        Ok(kept)
+    }
+
     pub async fn open_log(&self) -> Result<SqliteLog, StoreError> {
         let mut conn = self.write.acquire().await.map_err(StoreError::db)?;
         let log_id: Vec<u8> = sqlx::query_scalar("SELECT log_id FROM log_head")
@@ -115,8 +189,16 @@ impl SqliteDb {
         let projector = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_lazy_with(self.options.clone());
+        let primary: Option<String> = sqlx::query_scalar("SELECT name FROM log_primary")
+            .fetch_optional(&read)
+            .await
+            .map_err(StoreError::not_migrated)?;
         Ok(SqliteLog {
             log_id,
+            follows: super::upstream::Follows {
+                primary,
+                ..Default::default()
+            },
             read,
             writer,
             projector,
@@ -456,6 +538,7 @@ fn push_tree_json(b: &mut Batch, hashes: &[(u64, Hash)]) -> Result<(), sqlx::Err
 /// The SQLite event log.
 pub struct SqliteLog {
     log_id: LogId,
+    pub(super) follows: super::upstream::Follows,
     read: SqlitePool,
     writer: Writer,
     /// The connection rebuilds write through.

@@ -135,6 +135,279 @@ impl Harness for Postgres {
     }
 }
 
+/// A SQL store whose log is kept elsewhere (`store::upstream`): the in-memory log is the
+/// primary, and every node is a projection database following it. SQLite: two nodes on one
+/// file; PostgreSQL: three nodes sharing one database.
+pub struct Projected {
+    primary: Arc<MemoryLog>,
+    _sqlite: Option<SqliteDb>,
+    _pg: Option<PgTestDb>,
+    nodes: Vec<Arc<store::Store>>,
+}
+
+impl Projected {
+    async fn follow(
+        primary: &Arc<MemoryLog>,
+        url: &store::DatabaseUrl,
+        n: usize,
+    ) -> Vec<Arc<store::Store>> {
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            let db = store::Database::connect(url).await.expect("connect");
+            db.migrate().await.expect("migrate");
+            let node =
+                store::Store::open_following(&db, primary.clone(), "the test's primary log".into())
+                    .await
+                    .expect("follow");
+            nodes.push(Arc::new(node));
+        }
+        nodes
+    }
+}
+
+impl Projected {
+    async fn append_held_to_primary(
+        primary: &MemoryLog,
+        node: &store::Store,
+        batch: Vec<StreamAppend>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Vec<StoredEvent>, AppendError> {
+        let guard = primary.hold_append_lock().await;
+        let _ = release.await;
+        drop(guard);
+        node.append(batch).await
+    }
+}
+
+pub struct ProjectedSqlite(Projected);
+
+impl Harness for ProjectedSqlite {
+    type Log = store::Store;
+
+    async fn start(_: &str) -> Option<Self> {
+        let primary = Arc::new(MemoryLog::new(memory_log_id()));
+        let db = SqliteDb::new();
+        let nodes = Projected::follow(&primary, &db.url, 2).await;
+        Some(ProjectedSqlite(Projected {
+            primary,
+            _sqlite: Some(db),
+            _pg: None,
+            nodes,
+        }))
+    }
+
+    fn nodes(&self) -> Vec<Arc<store::Store>> {
+        self.0.nodes.clone()
+    }
+
+    async fn append_held(
+        &self,
+        batch: Vec<StreamAppend>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Vec<StoredEvent>, AppendError> {
+        Projected::append_held_to_primary(&self.0.primary, &self.0.nodes[0], batch, release).await
+    }
+}
+
+pub struct ProjectedPostgres(Projected);
+
+impl Harness for ProjectedPostgres {
+    type Log = store::Store;
+
+    async fn start(test: &str) -> Option<Self> {
+        let admin = pg_admin_url(test)?;
+        let primary = Arc::new(MemoryLog::new(memory_log_id()));
+        let db = PgTestDb::new(&admin).await;
+        let nodes = Projected::follow(&primary, &db.url, 3).await;
+        Some(ProjectedPostgres(Projected {
+            primary,
+            _sqlite: None,
+            _pg: Some(db),
+            nodes,
+        }))
+    }
+
+    fn nodes(&self) -> Vec<Arc<store::Store>> {
+        self.0.nodes.clone()
+    }
+
+    async fn append_held(
+        &self,
+        batch: Vec<StreamAppend>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Vec<StoredEvent>, AppendError> {
+        Projected::append_held_to_primary(&self.0.primary, &self.0.nodes[0], batch, release).await
+    }
+}
+
+/// The log in KurrentDB (`TEST_KURRENTDB_URL`, e.g. `kurrentdb://admin:changeit@127.0.0.1:2113?tls=false`):
+/// three clients on one fresh stream, their openings in one SQLite projection database.
+#[cfg(feature = "kurrentdb")]
+pub struct Kurrent {
+    _vault_db: SqliteDb,
+    nodes: Vec<Arc<tokenledger_kurrent::KurrentLog>>,
+}
+
+#[cfg(feature = "kurrentdb")]
+impl Kurrent {
+    /// The server to test against, or `None` (after saying the test was skipped).
+    pub fn url(test: &str) -> Option<String> {
+        match std::env::var("TEST_KURRENTDB_URL") {
+            Ok(url) if !url.trim().is_empty() => Some(url),
+            _ => {
+                eprintln!(
+                    "skipped {test}: TEST_KURRENTDB_URL is not set (a KurrentDB server to test against)"
+                );
+                None
+            }
+        }
+    }
+
+    pub async fn connect(
+        url: &str,
+        stream: &str,
+        vault: &Arc<store::Database>,
+    ) -> tokenledger_kurrent::KurrentLog {
+        struct Vault(Arc<store::Database>);
+        impl tokenledger_kurrent::OpeningVault for Vault {
+            fn keep<'a>(
+                &'a self,
+                openings: &'a [(Uuid, tokenledger_events::Opening)],
+            ) -> tokenledger_kurrent::BoxFuture<'a, Result<(), String>> {
+                Box::pin(async move {
+                    self.0
+                        .keep_openings(openings)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }
+            fn fetch<'a>(
+                &'a self,
+                ids: &'a [Uuid],
+            ) -> tokenledger_kurrent::BoxFuture<
+                'a,
+                Result<Vec<(Uuid, tokenledger_events::Opening)>, String>,
+            > {
+                Box::pin(async move { self.0.kept_openings(ids).await.map_err(|e| e.to_string()) })
+            }
+        }
+        let settings = tokenledger_kurrent::Settings {
+            url: url.to_owned(),
+            target: "the test server".into(),
+            stream: stream.to_owned(),
+            connect_timeout: Duration::from_secs(10),
+        };
+        tokenledger_kurrent::KurrentLog::connect(&settings, Arc::new(Vault(vault.clone())))
+            .await
+            .expect("connect to TEST_KURRENTDB_URL")
+    }
+}
+
+#[cfg(feature = "kurrentdb")]
+impl Harness for Kurrent {
+    type Log = tokenledger_kurrent::KurrentLog;
+
+    async fn start(test: &str) -> Option<Self> {
+        let url = Kurrent::url(test)?;
+        let vault_db = SqliteDb::new();
+        let vault = store::Database::connect(&vault_db.url)
+            .await
+            .expect("vault");
+        vault.migrate().await.expect("migrate");
+        let vault = Arc::new(vault);
+        let stream = format!("tokenlog-test-{}", Uuid::now_v7().simple());
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            nodes.push(Arc::new(Kurrent::connect(&url, &stream, &vault).await));
+        }
+        Some(Kurrent {
+            _vault_db: vault_db,
+            nodes,
+        })
+    }
+
+    fn nodes(&self) -> Vec<Arc<tokenledger_kurrent::KurrentLog>> {
+        self.nodes.clone()
+    }
+
+    async fn append_held(
+        &self,
+        batch: Vec<StreamAppend>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Vec<StoredEvent>, AppendError> {
+        let guard = self.nodes[0].hold_append_lock().await;
+        let _ = release.await;
+        drop(guard);
+        self.nodes[0].append(batch).await
+    }
+}
+
+/// What anyone with write access to the stream can do: append an event past every check. A
+/// foreign-shaped event, and one of ours whose chain hash does not follow, must each be named
+/// by `verify` at its position.
+#[cfg(feature = "kurrentdb")]
+#[tokio::test]
+async fn kurrentdb_verify_names_the_first_forged_or_foreign_event() {
+    let test = "kurrentdb_verify_names_the_first_forged_or_foreign_event";
+    let Some(h) = Kurrent::start(test).await else {
+        return;
+    };
+    let log = &h.nodes[0];
+    seed(&**log, 3).await;
+    tokenledger_events::verify_chain(&**log)
+        .await
+        .expect("verifies before");
+
+    // An event of another application in the stream, at position 4.
+    log.append_unchecked("OrderPlaced", br#"{"order":1}"#.to_vec(), b"{}".to_vec())
+        .await
+        .expect("raw append");
+    match tokenledger_events::verify_chain(&**log).await {
+        Err(tokenledger_events::VerifyError::Log(tokenledger_events::LogError::Corrupt {
+            position,
+            reason,
+        })) => {
+            assert_eq!(position, 4, "{reason}");
+            assert!(reason.contains("OrderPlaced"), "{reason}");
+        }
+        other => panic!("expected position 4 named, got {other:?}"),
+    }
+
+    // On a fresh stream: one of our events copied with its bytes changed (the chain hash it
+    // carries no longer follows).
+    let Some(h) = Kurrent::start(test).await else {
+        return;
+    };
+    let log = &h.nodes[0];
+    seed(&**log, 3).await;
+    let mut third = log.read_from(2, 1).await.expect("read").remove(0);
+    third.bytes[40] ^= 1;
+    let metadata = tokenledger_kurrent::wire::metadata_of(&third);
+    log.append_unchecked(&third.event_type, third.bytes.clone(), metadata)
+        .await
+        .expect("raw append");
+    match tokenledger_events::verify_chain(&**log).await {
+        Err(tokenledger_events::VerifyError::Chain(e)) => assert_eq!(e.position, 4, "{e}"),
+        Err(tokenledger_events::VerifyError::Log(tokenledger_events::LogError::Corrupt {
+            position,
+            ..
+        })) => {
+            assert_eq!(position, 4)
+        }
+        other => panic!("expected position 4 named, got {other:?}"),
+    }
+    // And the log refuses to append past it.
+    let err = log
+        .append(vec![append(
+            &stream(),
+            ExpectedVersion::NoStream,
+            vec![created(Uuid::now_v7(), "x")],
+        )])
+        .await
+        .expect_err("appends stop at a forged event");
+    assert!(err.to_string().contains("position 4"), "{err}");
+}
+
 fn stream() -> StreamId {
     StreamId::for_token(Uuid::now_v7())
 }
@@ -777,6 +1050,10 @@ macro_rules! contract {
 contract!(memory, Memory);
 contract!(sqlite, Sqlite);
 contract!(postgres, Postgres);
+contract!(projected_sqlite, ProjectedSqlite);
+contract!(projected_postgres, ProjectedPostgres);
+#[cfg(feature = "kurrentdb")]
+contract!(kurrentdb, Kurrent);
 
 #[tokio::test]
 async fn sqlite_rejects_update_and_delete() {

@@ -23,6 +23,7 @@ mod old_format;
 mod openapi;
 mod policy;
 mod preflight;
+mod primary_log;
 mod properties;
 mod secrets;
 mod service;
