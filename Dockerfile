@@ -4,10 +4,12 @@
 # `docker-compose config -q` and the variables it names with tests/api/deploy.rs.
 
 FROM rust:1.95-slim-bookworm AS build
+# Cargo features to build with: `--build-arg FEATURES=kurrentdb` for the KurrentDB log.
+ARG FEATURES=""
 WORKDIR /src
 COPY . .
 # --locked: exactly the dependency versions in Cargo.lock, or fail.
-RUN cargo build --release --locked --bin tokenledger \
+RUN cargo build --release --locked --bin tokenledger ${FEATURES:+--features "$FEATURES"} \
     && cp target/release/tokenledger /usr/local/bin/tokenledger
 
 FROM debian:bookworm-slim

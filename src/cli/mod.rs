@@ -96,7 +96,7 @@ fn usage_error(e: clap::Error) -> ! {
         if hidden {
             let why = std::error::Error::source(&e)
                 .map_or_else(|| "invalid value".to_owned(), ToString::to_string);
-            eprintln!("error: {}", output::escape(&why));
+            eprintln!("error: {}", output::escape(&crate::token::redact(&why)));
             std::process::exit(2);
         }
         let rendered = e.to_string();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use clap::CommandFactory as _;
 
 /// Read outside clap: the log filter of `serve`.
-const READ_ELSEWHERE: &[&str] = &["RUST_LOG"];
+const READ_ELSEWHERE: &[&str] = &["RUST_LOG", "PROJECTION_DATABASE_URL", "KURRENTDB_STREAM"];
 
 /// Every variable the clap command reads, walking every subcommand.
 fn clap_variables() -> BTreeSet<String> {
