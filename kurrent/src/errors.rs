@@ -29,7 +29,15 @@ impl Failure {
             ),
             E::DeadlineExceeded => unavailable("no answer before the deadline".into()),
             E::ConnectionClosed => unavailable("the connection closed".into()),
-            E::GrpcConnectionError(c) => unavailable(format!("cannot connect ({c})")),
+            E::GrpcConnectionError(kurrentdb::GrpcConnectionError::MaxDiscoveryAttemptReached(
+                n,
+            )) => unavailable(format!("no node found after {n} discovery attempts")),
+            E::GrpcConnectionError(kurrentdb::GrpcConnectionError::Grpc(detail)) => {
+                unavailable(format!(
+                    "cannot connect (is it running, and does ?tls= match it?): {}",
+                    grpc_message(detail)
+                ))
+            }
             E::NotLeaderException(_) => unavailable(
                 "the node is a follower; writes need the leader (add ?nodePreference=leader)"
                     .into(),
@@ -61,6 +69,15 @@ impl Failure {
             Failure::Unavailable(m) => LogError::Unavailable(m),
         }
     }
+}
+
+/// The message of a rendered gRPC status (`status: ..., message: "...", details: ...`), or
+/// the whole text when it has none.
+fn grpc_message(detail: &str) -> &str {
+    detail
+        .split_once("message: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or(detail, |(message, _)| message)
 }
 
 #[cfg(test)]
@@ -111,6 +128,31 @@ mod tests {
             assert!(m.contains(words), "{m}");
             assert!(!m.contains("changeit"), "{m}");
         }
+    }
+
+    #[test]
+    fn a_connection_failure_says_what_to_check_and_keeps_the_clients_reason() {
+        let e = E::GrpcConnectionError(kurrentdb::GrpcConnectionError::Grpc(
+            r#"status: Unknown, message: "client error (Connect)", details: [], metadata: MetadataMap { headers: {} }"#
+                .into(),
+        ));
+        let Failure::Unavailable(m) = Failure::classify(&e, TARGET) else {
+            panic!("unavailable");
+        };
+        assert_eq!(
+            m,
+            "KurrentDB at kurrentdb://admin:***@db:2113: cannot connect (is it running, and does ?tls= match it?): client error (Connect)"
+        );
+        let e = E::GrpcConnectionError(kurrentdb::GrpcConnectionError::MaxDiscoveryAttemptReached(
+            10,
+        ));
+        let Failure::Unavailable(m) = Failure::classify(&e, TARGET) else {
+            panic!("unavailable");
+        };
+        assert!(
+            m.ends_with("no node found after 10 discovery attempts"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -55,8 +55,9 @@ const READ_PAGE: usize = 4096;
 /// How often one append is decided again because another writer moved the head first.
 const MAX_ATTEMPTS: usize = 64;
 
-/// How often a waiter re-reads the head when no notification arrives.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// How often a waiter re-reads the head when no notification arrives: the subscription
+/// wakes it at once; this read is the correctness path when a notification is lost.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -585,6 +586,9 @@ impl EventLog for KurrentLog {
     }
 
     async fn read_from(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let events = self.read_raw(after, limit).await?;
         self.with_openings(events.into_iter().map(|(e, _)| e).collect())
             .await

@@ -133,8 +133,8 @@ impl DatabaseUrl {
                     return Err(StoreError::NoKurrent);
                 }
                 let projections = std::env::var("PROJECTION_DATABASE_URL").map_err(|_| {
-                    StoreError::BadUrl(
-                        "names a KurrentDB log, whose projections live in a SQL database: set PROJECTION_DATABASE_URL too".into(),
+                    StoreError::Kurrent(
+                        "DATABASE_URL names a KurrentDB log, whose projections live in a SQL database: set PROJECTION_DATABASE_URL too (sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB)".into(),
                     )
                 })?;
                 DatabaseUrl::kurrent(raw, &projections)

@@ -453,3 +453,54 @@ fn a_kurrentdb_log_needs_a_sql_projection_database() {
     let err = DatabaseUrl::kurrent("kurrentdb://", "sqlite://p.db").expect_err("no host");
     assert!(err.to_string().contains("has no host"), "{err}");
 }
+
+/// The real client against a closed loopback port: start-up stops with exit 1, naming the
+/// server with its password hidden.
+#[cfg(feature = "kurrentdb")]
+#[test]
+fn an_unreachable_kurrentdb_stops_start_up_naming_it_with_the_password_hidden() {
+    let projections = SqliteDb::new();
+    for command in [
+        &["verify", "--quiet"][..],
+        &["serve"][..],
+        &["token", "list"][..],
+    ] {
+        let started = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+            .args(command)
+            .env(
+                "DATABASE_URL",
+                "kurrentdb://admin:changeit@127.0.0.1:1?tls=false",
+            )
+            .env("PROJECTION_DATABASE_URL", projections.url_string())
+            .env("BIND_ADDR", "127.0.0.1:0")
+            .output()
+            .expect("run");
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {text}");
+        assert!(
+            text.contains("kurrentdb://admin:***@127.0.0.1:1"),
+            "{command:?}: {text}"
+        );
+        assert!(!text.contains("changeit"), "{command:?}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{command:?}");
+    }
+}
+
+#[cfg(feature = "kurrentdb")]
+#[test]
+fn a_kurrentdb_url_without_a_projection_database_is_refused_at_start_up() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+        .args(["verify"])
+        .env(
+            "DATABASE_URL",
+            "kurrentdb://admin:changeit@127.0.0.1:2113?tls=false",
+        )
+        .env_remove("PROJECTION_DATABASE_URL")
+        .output()
+        .expect("run");
+    let text = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("set PROJECTION_DATABASE_URL too"), "{text}");
+    assert!(!text.contains("changeit"), "{text}");
+}
