@@ -517,11 +517,23 @@ impl EventLog for KurrentLog {
     async fn append(&self, batch: Vec<StreamAppend>) -> Result<Vec<StoredEvent>, AppendError> {
         validate_batch(&batch)?;
         let mut index = self.index.lock().await;
+        // The first decision is made at the head this process last read, with no read: when
+        // another writer moved the head since, KurrentDB refuses the append (the expected
+        // revision is stale) and it is decided again after catching up. A refusal is only
+        // given after catching up, since the index may be behind.
+        let mut fresh = false;
         for _ in 0..MAX_ATTEMPTS {
-            self.catch_up(&mut index)
-                .await
-                .map_err(|e| AppendError::Unavailable(e.to_string()))?;
-            let Some(decision) = self.decide(&index, &batch)? else {
+            let decided = match self.decide(&index, &batch) {
+                Err(_) if !fresh => {
+                    self.catch_up(&mut index)
+                        .await
+                        .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                    fresh = true;
+                    continue;
+                }
+                decided => decided?,
+            };
+            let Some(decision) = decided else {
                 let ids = batch_event_ids(&batch);
                 let positions = ids.iter().map(|id| index.positions[id]).collect();
                 drop(index);
@@ -577,7 +589,12 @@ impl EventLog for KurrentLog {
                     return Ok(decision.sealed);
                 }
                 Err(e) => match Failure::classify(&e, &self.target) {
-                    Failure::HeadMoved => continue,
+                    Failure::HeadMoved => {
+                        self.catch_up(&mut index)
+                            .await
+                            .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+                        fresh = true;
+                    }
                     f => return Err(f.append_error()),
                 },
             }
