@@ -11,12 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sqlx::Connection as _;
 use tokenledger::store::{DatabaseUrl, Store};
 use tokenledger_events::{
     EventLog, ExpectedVersion, NewEvent, StreamAppend, StreamId, Timestamp, TokenEvent, TokenUsed,
 };
 use uuid::Uuid;
+
+#[path = "../pg.rs"]
+mod pg;
+use pg::{create_pg_database, drop_pg_database};
 
 #[derive(Parser)]
 struct Args {
@@ -232,30 +235,4 @@ async fn pg_baseline(url: &str, n: usize, run: Duration) -> f64 {
         }
     })
     .await
-}
-
-async fn create_pg_database(admin: &str) -> (String, String) {
-    let name = format!("tl_bench_{}", Uuid::now_v7().simple());
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let base = admin.split('?').next().unwrap_or(admin);
-    let server = base.rsplit_once('/').map(|(s, _)| s).unwrap_or(base);
-    (format!("{server}/{name}"), name)
-}
-
-async fn drop_pg_database(admin: &str, name: &str) {
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("drop database");
 }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sqlx::Connection as _;
 use tokenledger::store::{Database, DatabaseUrl, Store};
 use tokenledger_events::{
     EventLog, ExpectedVersion, NewEvent, StreamAppend, StreamId, Timestamp, TokenEvent,
@@ -24,6 +23,10 @@ use tokenledger_events::{
 };
 use tokio::sync::watch;
 use uuid::Uuid;
+
+#[path = "../pg.rs"]
+mod pg;
+use pg::{create_pg_database, drop_pg_database};
 
 #[derive(Parser)]
 struct Args {
@@ -239,30 +242,4 @@ fn report(what: &str, sorted: &[Duration]) {
         ms(pct(sorted, 0.99)),
         ms(*sorted.last().expect("measured"))
     );
-}
-
-async fn create_pg_database(admin: &str) -> (String, String) {
-    let name = format!("tl_bench_{}", Uuid::now_v7().simple());
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let base = admin.split('?').next().unwrap_or(admin);
-    let server = base.rsplit_once('/').map(|(s, _)| s).unwrap_or(base);
-    (format!("{server}/{name}"), name)
-}
-
-async fn drop_pg_database(admin: &str, name: &str) {
-    let mut conn = sqlx::PgConnection::connect(admin)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await
-    .expect("drop database");
 }

@@ -224,6 +224,50 @@ pub fn closes(append: &StreamAppend) -> bool {
     append.events.iter().any(|e| e.event.closes_stream())
 }
 
+/// A batch sealed at a head: its events in order, each stream's version after it, and the
+/// streams it closes.
+#[derive(Debug)]
+pub struct SealedBatch {
+    pub events: Vec<StoredEvent>,
+    pub versions: HashMap<StreamId, u64>,
+    pub closing: HashSet<StreamId>,
+}
+
+/// Seal a whole batch under the append lock, given each stream's current `version` and
+/// whether it is `closed` there: each append of the batch sees the versions and closures of
+/// those before it. Refused whole (no event of it is to be stored) on the first conflict, use
+/// of a closed stream or oversized event.
+pub fn seal_batch(
+    sealer: &mut Sealer,
+    batch: &[StreamAppend],
+    version: impl Fn(&StreamId) -> u64,
+    closed: impl Fn(&StreamId) -> bool,
+) -> Result<SealedBatch, AppendError> {
+    let mut sealed = SealedBatch {
+        events: Vec::new(),
+        versions: HashMap::new(),
+        closing: HashSet::new(),
+    };
+    for append in batch {
+        let s = &append.stream_id;
+        let current = sealed
+            .versions
+            .get(s)
+            .copied()
+            .unwrap_or_else(|| version(s));
+        check_open(append, sealed.closing.contains(s) || closed(s))?;
+        let events = sealer.seal(append, current)?;
+        sealed
+            .versions
+            .insert(s.clone(), current + events.len() as u64);
+        if closes(append) {
+            sealed.closing.insert(s.clone());
+        }
+        sealed.events.extend(events);
+    }
+    Ok(sealed)
+}
+
 /// Seals events under the append lock: assigns stream versions and positions, encodes the
 /// canonical bytes and extends the chain. Backends call it with the versions they read under
 /// the same lock.
@@ -364,25 +408,16 @@ impl EventLog for MemoryLog {
                 .collect());
         }
         let mut sealer = Sealer::new(self.log_id, *self.head.borrow());
-        let mut versions: HashMap<StreamId, u64> = HashMap::new();
-        let mut closing: HashSet<StreamId> = HashSet::new();
-        let mut sealed = Vec::new();
-        for append in &batch {
-            let current = versions
-                .get(&append.stream_id)
-                .or_else(|| index.versions.get(&append.stream_id))
-                .copied()
-                .unwrap_or(0);
-            let closed =
-                closing.contains(&append.stream_id) || index.closed.contains(&append.stream_id);
-            check_open(append, closed)?;
-            let events = sealer.seal(append, current)?;
-            versions.insert(append.stream_id.clone(), current + events.len() as u64);
-            if closes(append) {
-                closing.insert(append.stream_id.clone());
-            }
-            sealed.extend(events);
-        }
+        let SealedBatch {
+            events: sealed,
+            versions,
+            closing,
+        } = seal_batch(
+            &mut sealer,
+            &batch,
+            |s| index.versions.get(s).copied().unwrap_or(0),
+            |s| index.closed.contains(s),
+        )?;
         {
             let mut events = self.events.write().unwrap_or_else(|p| p.into_inner());
             for e in &sealed {

@@ -33,7 +33,7 @@ use kurrentdb::{
 };
 use tokenledger_events::chain::event_hash;
 use tokenledger_events::log::{
-    Sealer, batch_event_ids, check_open, classify_retry, closes, validate_batch,
+    SealedBatch, Sealer, batch_event_ids, classify_retry, seal_batch, validate_batch,
 };
 use tokenledger_events::{
     AppendError, EventLog, Head, LogError, LogId, Opening, StoredEvent, StreamAppend, StreamId,
@@ -375,7 +375,7 @@ impl KurrentLog {
         &self,
         index: &Index,
         batch: &[StreamAppend],
-    ) -> Result<Option<Decision>, AppendError> {
+    ) -> Result<Option<SealedBatch>, AppendError> {
         let ids = batch_event_ids(batch);
         let stored: HashSet<Uuid> = ids
             .iter()
@@ -386,42 +386,14 @@ impl KurrentLog {
             return Ok(None);
         }
         let mut sealer = Sealer::new(self.log_id, index.head);
-        let mut versions: HashMap<&StreamId, u64> = HashMap::new();
-        let mut closing: HashSet<StreamId> = HashSet::new();
-        let mut sealed = Vec::new();
-        for append in batch {
-            let current = versions.get(&append.stream_id).copied().unwrap_or_else(|| {
-                index
-                    .streams
-                    .get(&append.stream_id)
-                    .map_or(0, |p| p.len() as u64)
-            });
-            let closed =
-                closing.contains(&append.stream_id) || index.closed.contains(&append.stream_id);
-            check_open(append, closed)?;
-            let events = sealer.seal(append, current)?;
-            versions.insert(&append.stream_id, current + events.len() as u64);
-            if closes(append) {
-                closing.insert(append.stream_id.clone());
-            }
-            sealed.extend(events);
-        }
-        let closes_by_id: HashSet<Uuid> = batch
-            .iter()
-            .flat_map(|a| a.events.iter())
-            .filter(|e| e.event.closes_stream())
-            .map(|e| e.event_id)
-            .collect();
-        Ok(Some(Decision {
-            sealed,
-            closes: closes_by_id,
-        }))
+        seal_batch(
+            &mut sealer,
+            batch,
+            |s| index.streams.get(s).map_or(0, |p| p.len() as u64),
+            |s| index.closed.contains(s),
+        )
+        .map(Some)
     }
-}
-
-struct Decision {
-    sealed: Vec<StoredEvent>,
-    closes: HashSet<Uuid>,
 }
 
 /// The log id from the stream's metadata, set there first if the stream has none. Two
@@ -553,7 +525,7 @@ impl EventLog for KurrentLog {
             };
             // Openings first: once KurrentDB has the event, its openings must already be kept.
             let openings: Vec<(Uuid, Opening)> = decision
-                .sealed
+                .events
                 .iter()
                 .flat_map(|e| e.openings.iter().map(|o| (e.event_id, o.clone())))
                 .collect();
@@ -567,7 +539,7 @@ impl EventLog for KurrentLog {
                 p => StreamState::StreamRevision(p - 1),
             };
             let events: Vec<kurrentdb::EventData> =
-                decision.sealed.iter().map(wire::event_data).collect();
+                decision.events.iter().map(wire::event_data).collect();
             let options = AppendToStreamOptions::default().stream_state(expected);
             match self
                 .client
@@ -575,9 +547,9 @@ impl EventLog for KurrentLog {
                 .await
             {
                 Ok(_) => {
-                    for e in &decision.sealed {
+                    for e in &decision.events {
                         index
-                            .extend(self.log_id, e, decision.closes.contains(&e.event_id))
+                            .extend(self.log_id, e, decision.closing.contains(&e.stream_id))
                             .map_err(|e| AppendError::Unavailable(e.to_string()))?;
                     }
                     let head = index.head.position;
@@ -586,7 +558,7 @@ impl EventLog for KurrentLog {
                         *s = (*s).max(head);
                         advanced
                     });
-                    return Ok(decision.sealed);
+                    return Ok(decision.events);
                 }
                 Err(e) => match Failure::classify(&e, &self.target) {
                     Failure::HeadMoved => {
