@@ -302,6 +302,14 @@ fn copy_of(event: &StoredEvent) -> Result<StreamAppend, StoreError> {
         })
     };
     let decoded = event.decode().map_err(|e| corrupt(e.to_string()))?;
+    if !decoded.commitments().is_empty() && event.openings.is_empty() {
+        // The openings were kept in another projection database: this node's copy cannot
+        // look the token up by its secret. Nodes must share one projection database.
+        tracing::warn!(
+            position = event.position,
+            "an event's openings are not in this projection database: every node must use the same PROJECTION_DATABASE_URL, or tokens created elsewhere do not authenticate here"
+        );
+    }
     let sealed_again = tokenledger_events::codec::encode(
         event.event_id,
         &event.stream_id,
