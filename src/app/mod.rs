@@ -108,7 +108,19 @@ impl Services {
         settings: TokenSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Services, StoreError> {
-        let (store, head) = open_verified(url).await?;
+        Services::on_store(Arc::new(Store::open(url).await?), settings, clock).await
+    }
+
+    /// [`Services::open`] on a store already open: a projection database that follows a log
+    /// kept elsewhere, say.
+    pub async fn on_store(
+        store: Arc<Store>,
+        settings: TokenSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Services, StoreError> {
+        let head = verify_head(store.as_ref())
+            .await
+            .map_err(StoreError::from)?;
         tracing::debug!(
             backend = store.backend(),
             head.position = head.position,
@@ -279,12 +291,29 @@ impl Application {
         config: &ServeConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Application, StartError> {
+        Application::build_on(config, clock, None).await
+    }
+
+    /// As [`Application::build_with_clock`], on `store` when one is given already open (a
+    /// projection database following a log kept elsewhere, in tests); else on
+    /// `config.database_url`.
+    pub async fn build_on(
+        config: &ServeConfig,
+        clock: Arc<dyn Clock>,
+        store: Option<Store>,
+    ) -> Result<Application, StartError> {
         // One TLS crypto provider for the process (fetching Clerk's keys); installing it
         // again is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         config.check().map_err(StartError::Config)?;
-        let mut services =
-            Services::open(&config.database_url, config.tokens.clone(), clock.clone()).await?;
+        let mut services = match store {
+            Some(store) => {
+                Services::on_store(Arc::new(store), config.tokens.clone(), clock.clone()).await?
+            }
+            None => {
+                Services::open(&config.database_url, config.tokens.clone(), clock.clone()).await?
+            }
+        };
         tracing::info!(
             backend = services.store.backend(),
             head.position = services.cache.position(),

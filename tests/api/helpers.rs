@@ -422,6 +422,16 @@ pub async fn spawn_app(db: &TestDb) -> TestApp {
 
 /// A service on `db`, with `configure` adjusting the configuration first.
 pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    spawn_app_on(db, None, configure).await
+}
+
+/// A service on `store` when given (already open on `db`, e.g. following a log kept
+/// elsewhere), else on `db`.
+pub async fn spawn_app_on(
+    db: &TestDb,
+    store: Option<Store>,
+    configure: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
     init_test_log();
     let mut config = ServeConfig::local(db.url());
     // Each service signs with a key of its own: a PostgreSQL log has no file to keep one
@@ -433,7 +443,7 @@ pub async fn spawn_app_with(db: &TestDb, configure: impl FnOnce(&mut ServeConfig
     config.signing.origin = Some(TEST_ORIGIN.to_owned());
     configure(&mut config);
     let clock = ManualClock::new(Timestamp::from_micros(START));
-    let app = Application::build_with_clock(&config, Arc::new(clock.clone()))
+    let app = Application::build_on(&config, Arc::new(clock.clone()), store)
         .await
         .expect("service starts");
     let port = app.port();

@@ -504,3 +504,101 @@ fn a_kurrentdb_url_without_a_projection_database_is_refused_at_start_up() {
     assert!(text.contains("set PROJECTION_DATABASE_URL too"), "{text}");
     assert!(!text.contains("changeit"), "{text}");
 }
+
+/// Two real services, each on a projection database of its own following one log: a token
+/// made on A works on B once B's follower copied it; revoked on A, A refuses it at once and B
+/// once its follower copies the revocation (the subscription lag), all over HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_node_reaches_another_through_its_follower() {
+    let mut dbs = vec![(TestDb::sqlite(), TestDb::sqlite())];
+    if let (Some(a), Some(b)) = (
+        TestDb::postgres("primary_log_nodes").await,
+        TestDb::postgres("primary_log_nodes").await,
+    ) {
+        dbs.push((a, b));
+    }
+    for (db_a, db_b) in dbs {
+        let primary = primary();
+        let follow = |db: &TestDb| {
+            let primary: Arc<dyn store::upstream::PrimaryLog> = primary.clone();
+            let url = db.url();
+            async move {
+                let database = Database::connect(&url).await.expect("connect");
+                database.migrate().await.expect("migrate");
+                Store::open_following(&database, primary, "the primary under test".into())
+                    .await
+                    .expect("follow")
+            }
+        };
+        let a = spawn_app_on(&db_a, Some(follow(&db_a).await), |c| {
+            c.switches = console_on()
+        })
+        .await;
+        let b = spawn_app_on(&db_b, Some(follow(&db_b).await), |c| {
+            c.switches = console_on()
+        })
+        .await;
+
+        let minted = a.create("ci", &["console:exec"], None).await;
+        let token = minted.token.expose();
+        let started = Instant::now();
+        loop {
+            let (status, body) = b.console(Some(token), "db:health").await;
+            if status == reqwest::StatusCode::OK {
+                assert_eq!(body["result"]["backend"], "kurrentdb", "{body}");
+                break;
+            }
+            assert_eq!(error_of(&body), "Invalid token", "{status} {body}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "B learns of the token"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+
+        a.revoke(minted.row.id).await;
+        let revoked_at = Instant::now();
+        let (status, body) = a.console(Some(token), "db:health").await;
+        assert_eq!(
+            (status.as_u16(), error_of(&body)),
+            (401, "Token has been revoked"),
+            "the writing node refuses at once"
+        );
+        loop {
+            let (status, body) = b.console(Some(token), "db:health").await;
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                assert_eq!(error_of(&body), "Token has been revoked");
+                break;
+            }
+            assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(10),
+                "B refuses within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        eprintln!(
+            "{}: node B refused the token {:?} after node A's revocation answered",
+            db_a.url().backend(),
+            revoked_at.elapsed()
+        );
+        // Every use and refusal on both nodes is in the one log, in both copies alike.
+        let log = primary.read_from(0, 1000).await.expect("read");
+        let uses_on_b = log.iter().filter(|e| e.event_type == "TokenUsed").count();
+        assert!(uses_on_b >= 1);
+        let b_store = b.services().store().clone();
+        let started = Instant::now();
+        while b_store.local_head().await.expect("head").position
+            < primary.head().await.expect("head").position
+        {
+            assert!(started.elapsed() < Duration::from_secs(10));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(
+            b_store.read_from(0, 1000).await.expect("copy"),
+            primary.read_from(0, 1000).await.expect("log")
+        );
+        a.stop().await;
+        b.stop().await;
+    }
+}
