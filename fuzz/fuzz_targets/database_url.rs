@@ -56,7 +56,16 @@ fn assembled(u: &mut Unstructured<'_>) -> Result<(String, Vec<Range<usize>>)> {
     // What a password may hold unencoded in a userinfo, `@` included (the last `@` ends it).
     const SECRET: &[u8] =
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:%@";
-    let scheme = *u.choose(&["postgres", "postgresql", "sqlite", "", "mysql", "Postgres"])?;
+    let scheme = *u.choose(&[
+        "postgres",
+        "postgresql",
+        "sqlite",
+        "",
+        "mysql",
+        "Postgres",
+        "kurrentdb",
+        "esdb+discover",
+    ])?;
     // Without a separator the password would be the text after the scheme's colon: a user.
     let separator = *u.choose(&["://", ":", ":/", ":///", "//"])?;
     let user = text(u, LOWER, 0..9)?;

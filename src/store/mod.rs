@@ -45,7 +45,7 @@ pub enum StoreError {
     )]
     BadUrl(String),
     #[error(
-        "DATABASE_URL names a KurrentDB log, but this binary was built without KurrentDB support; build it with `cargo build --release --features kurrentdb` (the Docker image: `docker build --build-arg FEATURES=kurrentdb .`)"
+        "DATABASE_URL names a KurrentDB log, but this binary was built without KurrentDB support; build it with `cargo build --release --features kurrentdb` (the Docker image: `docker build --build-arg FEATURES=kurrentdb .`); accepted: sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB, and kurrentdb:// in a build with that feature"
     )]
     NoKurrent,
     /// Connecting to a KurrentDB log failed; the message names the server, password hidden.
@@ -134,7 +134,7 @@ impl DatabaseUrl {
                 }
                 let projections = std::env::var("PROJECTION_DATABASE_URL").map_err(|_| {
                     StoreError::Kurrent(
-                        "DATABASE_URL names a KurrentDB log, whose projections live in a SQL database: set PROJECTION_DATABASE_URL too (sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB)".into(),
+                        "DATABASE_URL names a KurrentDB log, whose projections live in a SQL database: set PROJECTION_DATABASE_URL too; accepted: sqlite://PATH[?mode=rwc] or postgres://USER@HOST[:PORT]/DB".into(),
                     )
                 })?;
                 DatabaseUrl::kurrent(raw, &projections)
