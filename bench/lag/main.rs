@@ -181,7 +181,7 @@ fn created(id: Uuid) -> NewEvent {
         &salt,
         &hash,
     );
-    event(TokenEvent::Created(tokenledger_events::TokenCreated {
+    let mut created = event(TokenEvent::Created(tokenledger_events::TokenCreated {
         token_id: id,
         name: "lag".into(),
         scopes: vec!["console:exec".into()],
@@ -191,8 +191,13 @@ fn created(id: Uuid) -> NewEvent {
         secret_commitment: commitment,
         rotated_from: None,
         allowed_ips: Vec::new(),
-    }))
-    .with_opening(salt, hash)
+    }));
+    created.openings.push(tokenledger_events::Opening {
+        field: tokenledger_events::TokenCreated::SECRET_FIELD.into(),
+        salt,
+        value: hash,
+    });
+    created
 }
 
 fn event(event: TokenEvent) -> NewEvent {
@@ -207,21 +212,6 @@ fn event(event: TokenEvent) -> NewEvent {
         actor: "bench:lag".into(),
         event,
         openings: Vec::new(),
-    }
-}
-
-trait WithOpening {
-    fn with_opening(self, salt: [u8; 32], value: Vec<u8>) -> Self;
-}
-
-impl WithOpening for NewEvent {
-    fn with_opening(mut self, salt: [u8; 32], value: Vec<u8>) -> NewEvent {
-        self.openings.push(tokenledger_events::Opening {
-            field: tokenledger_events::TokenCreated::SECRET_FIELD.into(),
-            salt,
-            value,
-        });
-        self
     }
 }
 

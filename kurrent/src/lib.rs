@@ -37,6 +37,7 @@ use tokenledger_events::log::{
 };
 use tokenledger_events::{
     AppendError, EventLog, Head, LogError, LogId, Opening, StoredEvent, StreamAppend, StreamId,
+    TokenEvent,
 };
 use tokio::sync::{Mutex, MutexGuard, watch};
 use uuid::Uuid;
@@ -261,8 +262,8 @@ impl KurrentLog {
         loop {
             let page = self.read_raw(index.head.position, READ_PAGE).await?;
             let read = page.len();
-            for (event, closes) in page {
-                index.extend(self.log_id, &event, closes)?;
+            for (event, decoded) in page {
+                index.extend(self.log_id, &event, decoded.closes_stream())?;
             }
             if read < READ_PAGE {
                 self.seen.send_if_modified(|s| {
@@ -275,13 +276,13 @@ impl KurrentLog {
         }
     }
 
-    /// Up to `limit` events after position `after`, without openings, each with whether it
-    /// closes its stream.
+    /// Up to `limit` events after position `after`, without openings, each with its decoded
+    /// event.
     async fn read_raw(
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<(StoredEvent, bool)>, LogError> {
+    ) -> Result<Vec<(StoredEvent, TokenEvent)>, LogError> {
         let options = ReadStreamOptions::default()
             .forwards()
             .position(StreamPosition::Position(after))
@@ -303,9 +304,10 @@ impl KurrentLog {
                     };
                     let recorded = wire::Recorded::from(recorded);
                     let position = recorded.revision.saturating_add(1);
-                    let (event, decoded) = wire::read_event(&recorded)
-                        .map_err(|reason| LogError::Corrupt { position, reason })?;
-                    events.push((event, decoded.closes_stream()));
+                    events.push(
+                        wire::read_event(&recorded)
+                            .map_err(|reason| LogError::Corrupt { position, reason })?,
+                    );
                 }
                 Ok(None) => return Ok(events),
                 Err(e) => return self.read_failure(&e).map(|_| events),
@@ -313,23 +315,27 @@ impl KurrentLog {
         }
     }
 
-    fn read_failure(&self, e: &kurrentdb::Error) -> Result<Vec<(StoredEvent, bool)>, LogError> {
+    fn read_failure(
+        &self,
+        e: &kurrentdb::Error,
+    ) -> Result<Vec<(StoredEvent, TokenEvent)>, LogError> {
         match Failure::classify(e, &self.target) {
             Failure::NoStream => Ok(Vec::new()),
             f => Err(f.log_error()),
         }
     }
 
-    /// Attach the kept openings to the events that commit to secrets.
+    /// The events, with the kept openings attached to those that commit to secrets.
     async fn with_openings(
         &self,
-        mut events: Vec<StoredEvent>,
+        read: Vec<(StoredEvent, TokenEvent)>,
     ) -> Result<Vec<StoredEvent>, LogError> {
-        let ids: Vec<Uuid> = events
+        let ids: Vec<Uuid> = read
             .iter()
-            .filter(|e| e.event_type == "TokenCreated")
-            .map(|e| e.event_id)
+            .filter(|(_, decoded)| !decoded.commitments().is_empty())
+            .map(|(e, _)| e.event_id)
             .collect();
+        let mut events: Vec<StoredEvent> = read.into_iter().map(|(e, _)| e).collect();
         if ids.is_empty() {
             return Ok(events);
         }
@@ -363,7 +369,7 @@ impl KurrentLog {
                 j += 1;
             }
             let run = self.read_raw(positions[i] - 1, j - i).await?;
-            events.extend(run.into_iter().map(|(e, _)| e));
+            events.extend(run);
             i = j;
         }
         self.with_openings(events).await
@@ -579,8 +585,7 @@ impl EventLog for KurrentLog {
             return Ok(Vec::new());
         }
         let events = self.read_raw(after, limit).await?;
-        self.with_openings(events.into_iter().map(|(e, _)| e).collect())
-            .await
+        self.with_openings(events).await
     }
 
     async fn read_stream(&self, stream: &StreamId) -> Result<Vec<StoredEvent>, LogError> {

@@ -93,7 +93,11 @@ pub struct Services {
 pub(crate) async fn open_verified(
     url: &DatabaseUrl,
 ) -> Result<(Arc<Store>, tokenledger_events::Head), StoreError> {
-    let store = Arc::new(Store::open(url).await?);
+    verified(Arc::new(Store::open(url).await?)).await
+}
+
+/// `store` with its head verified: nothing is served or changed on a log whose head does not.
+async fn verified(store: Arc<Store>) -> Result<(Arc<Store>, tokenledger_events::Head), StoreError> {
     let head = verify_head(store.as_ref())
         .await
         .map_err(StoreError::from)?;
@@ -118,9 +122,7 @@ impl Services {
         settings: TokenSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Services, StoreError> {
-        let head = verify_head(store.as_ref())
-            .await
-            .map_err(StoreError::from)?;
+        let (store, head) = verified(store).await?;
         tracing::debug!(
             backend = store.backend(),
             head.position = head.position,

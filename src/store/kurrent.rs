@@ -18,7 +18,7 @@ pub const STREAM_VAR: &str = "KURRENTDB_STREAM";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The openings of the log's events, kept in the projection database.
-struct Vault(Arc<Database>);
+pub struct Vault(pub Arc<Database>);
 
 impl OpeningVault for Vault {
     fn keep<'a>(&'a self, openings: &'a [(Uuid, Opening)]) -> BoxFuture<'a, Result<(), String>> {

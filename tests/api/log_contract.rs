@@ -268,38 +268,18 @@ impl Kurrent {
         stream: &str,
         vault: &Arc<store::Database>,
     ) -> tokenledger_kurrent::KurrentLog {
-        struct Vault(Arc<store::Database>);
-        impl tokenledger_kurrent::OpeningVault for Vault {
-            fn keep<'a>(
-                &'a self,
-                openings: &'a [(Uuid, tokenledger_events::Opening)],
-            ) -> tokenledger_kurrent::BoxFuture<'a, Result<(), String>> {
-                Box::pin(async move {
-                    self.0
-                        .keep_openings(openings)
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            }
-            fn fetch<'a>(
-                &'a self,
-                ids: &'a [Uuid],
-            ) -> tokenledger_kurrent::BoxFuture<
-                'a,
-                Result<Vec<(Uuid, tokenledger_events::Opening)>, String>,
-            > {
-                Box::pin(async move { self.0.kept_openings(ids).await.map_err(|e| e.to_string()) })
-            }
-        }
         let settings = tokenledger_kurrent::Settings {
             url: url.to_owned(),
             target: "the test server".into(),
             stream: stream.to_owned(),
             connect_timeout: Duration::from_secs(10),
         };
-        tokenledger_kurrent::KurrentLog::connect(&settings, Arc::new(Vault(vault.clone())))
-            .await
-            .expect("connect to TEST_KURRENTDB_URL")
+        tokenledger_kurrent::KurrentLog::connect(
+            &settings,
+            Arc::new(store::kurrent::Vault(vault.clone())),
+        )
+        .await
+        .expect("connect to TEST_KURRENTDB_URL")
     }
 }
 
